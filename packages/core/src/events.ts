@@ -1,0 +1,118 @@
+/**
+ * The domain events of one VM's life. Events are named in the past tense with
+ * their subject, carry an explicit `schemaVersion`, and are never rewritten:
+ * changing a shape means a new version plus an upcaster (see `upcasters.ts`).
+ */
+
+export type Accelerator = 'kvm' | 'tcg';
+export type AcceleratorChoice = 'auto' | Accelerator;
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+/** Who asked for an action: a signal, the unix socket, a named token, or podvisor itself. */
+export type Requester = string;
+
+/** How one qemu process ended, as observed at the qemu boundary. */
+export interface VmExitInfo {
+  code: number | null;
+  signal: string | null;
+  /**
+   * Why it ended: `guest-shutdown` (the guest powered off, QMP SHUTDOWN guest=true),
+   * `host-shutdown` (podvisor asked: powerdown/quit), `killed` (SIGKILL by podvisor),
+   * `crashed` (anything else: a signal from outside, a non-zero exit, a panic).
+   */
+  reason: 'guest-shutdown' | 'host-shutdown' | 'killed' | 'crashed';
+  /** The qemu stderr tail, when it says something. */
+  stderr?: string;
+}
+
+/** The data of each event type, at its current schema version. */
+export interface EventDataMap {
+  SupervisorStarted: { version: string; pid: number; hostname: string; accel: AcceleratorChoice; restartPolicy: RestartPolicy; network: string };
+  AcceleratorProbed: { requested: AcceleratorChoice; selected: Accelerator; kvmWorks: boolean; probeMs: number; detail: string };
+  /** A warning: `auto` found KVM unusable and fell back to TCG (slow). */
+  AcceleratorFellBack: { from: Accelerator; to: Accelerator; reason: string };
+  ImageImported: { source: string; target: string; path: string; bytes: number; sha256: string; reused: boolean };
+  DiskCreated: { path: string; backingFile: string; backingFormat: string };
+  DiskReused: { path: string; backingFile: string | null };
+  ConfigDriveBuilt: { path: string; format: 'config-2' | 'nocloud'; instanceId: string; bytes: number };
+  NetworkAttached: { backend: string; nics: Array<{ id: string; mac: string; addresses: string[] }>; detail: Record<string, unknown> };
+  NetworkDetached: { backend: string };
+  /** A warning the supervisor recorded without stopping (plugin or host condition). */
+  WarningRaised: { code: string; message: string; hint?: string };
+  VmStarting: { attempt: number; accel: Accelerator; argv: string[] };
+  VmStarted: { attempt: number; pid: number; qmpVersion: string; startMs: number };
+  VmPaused: { by: Requester; reason: string };
+  VmResumed: { by: Requester };
+  VmReset: { by: Requester; guest: boolean };
+  VmPowerdownRequested: { by: Requester; attempt: number };
+  VmQuitRequested: { by: Requester };
+  VmKillRequested: { by: Requester; signal: string };
+  VmStopRequested: { by: Requester; action: 'stop' | 'restart' | 'signal'; graceSeconds: number };
+  GuestShutdownObserved: { guest: boolean; reason: string };
+  GuestPanicked: { action: string; info?: Record<string, unknown> };
+  VmExited: { attempt: number; exit: VmExitInfo; uptimeMs: number };
+  VmRestartScheduled: { attempt: number; delayMs: number; reason: string };
+  VmCrashLoopDetected: { restarts: number; windowSeconds: number };
+  VmFailed: { code: string; message: string; hint?: string };
+  VmStopped: { reason: string };
+  SupervisorExited: { exitCode: number; reason: string };
+}
+
+export type EventType = keyof EventDataMap;
+
+/** Current schema version per event type. Bump together with an upcaster. */
+export const EVENT_SCHEMA_VERSIONS: { readonly [K in EventType]: number } = {
+  SupervisorStarted: 1,
+  AcceleratorProbed: 1,
+  AcceleratorFellBack: 1,
+  ImageImported: 1,
+  DiskCreated: 1,
+  DiskReused: 1,
+  ConfigDriveBuilt: 1,
+  NetworkAttached: 1,
+  NetworkDetached: 1,
+  WarningRaised: 1,
+  VmStarting: 1,
+  VmStarted: 1,
+  VmPaused: 1,
+  VmResumed: 1,
+  VmReset: 1,
+  VmPowerdownRequested: 1,
+  VmQuitRequested: 1,
+  VmKillRequested: 1,
+  VmStopRequested: 1,
+  GuestShutdownObserved: 1,
+  GuestPanicked: 1,
+  VmExited: 1,
+  VmRestartScheduled: 1,
+  VmCrashLoopDetected: 1,
+  VmFailed: 1,
+  VmStopped: 1,
+  SupervisorExited: 1,
+};
+
+/** A domain event before it is stored. */
+export type DomainEvent = { [K in EventType]: { readonly type: K; readonly data: Readonly<EventDataMap[K]> } }[EventType];
+
+export type EventOf<K extends EventType> = Extract<DomainEvent, { type: K }>;
+
+/** The stored envelope: `{position, at, type, schemaVersion, vm, data, correlationId}`. */
+export type StoredEvent = DomainEvent & {
+  readonly position: number;
+  /** ISO-8601 time of append. */
+  readonly at: string;
+  readonly schemaVersion: number;
+  readonly vm: string;
+  readonly correlationId: string | null;
+};
+
+/** Events that warn an operator; shown as warnings by the CLI and logged at warn. */
+export const WARNING_EVENTS: ReadonlySet<EventType> = new Set<EventType>(['AcceleratorFellBack', 'WarningRaised', 'GuestPanicked', 'VmCrashLoopDetected']);
+
+export function event<K extends EventType>(type: K, data: EventDataMap[K]): EventOf<K> {
+  return { type, data } as unknown as EventOf<K>;
+}
+
+export function isEventType(value: string): value is EventType {
+  return Object.hasOwn(EVENT_SCHEMA_VERSIONS, value);
+}

@@ -1,0 +1,50 @@
+/**
+ * @podvisor/core: the domain of podvisor. VM events and their store, the
+ * lifecycle decider and projection, restart policies, the plugin API and the
+ * ports that the other packages implement. It depends on nothing in the repo.
+ */
+export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage } from './errors.js';
+export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
+export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
+export type { LogLevel, LogSink } from './logger.js';
+export { Clock, SystemClock } from './clock.js';
+export { ExecaProcessRunner, ProcessRunner } from './process-runner.js';
+export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle } from './process-runner.js';
+export { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS, event, isEventType } from './events.js';
+export type {
+  Accelerator,
+  AcceleratorChoice,
+  RestartPolicy,
+  Requester,
+  VmExitInfo,
+  EventDataMap,
+  EventType,
+  DomainEvent,
+  EventOf,
+  StoredEvent,
+} from './events.js';
+export { EventStore } from './event-store.js';
+export type { AppendOptions } from './event-store.js';
+export { NetworkBackend, ImageSource, ImageStore, ConfigDriveBuilder, VmRuntime } from './ports.js';
+export type {
+  NicBackend,
+  VmNic,
+  VncListen,
+  NetworkAttachSpec,
+  NetworkAttachment,
+  NetworkHooks,
+  PluginWarning,
+  FetchProgress,
+  ImageFetchResult,
+  BaseImage,
+  Overlay,
+  ConfigDriveFormat,
+  ConfigDriveRequest,
+  ConfigDrive,
+  AcceleratorProbeResult,
+  VmLaunchPlan,
+  QmpEventMessage,
+  VmHandle,
+} from './ports.js';
+export { PLUGIN_API_VERSION, PluginRegistry, loadPlugins, manifestProblems } from './plugin.js';
+export type { PluginKind, PluginProvision, PluginManifest, LoadedPlugin } from './plugin.js';

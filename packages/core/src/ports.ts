@@ -1,0 +1,241 @@
+/**
+ * The ports: what the supervisor needs from the world, and what a plugin
+ * implements. Implementations live in other packages; the composition root
+ * binds them. Each port documents when a call is allowed, what it throws and
+ * what it changes on the host.
+ */
+import type { Observable } from 'rxjs';
+import type { ConfigProblem } from './errors.js';
+import type { Accelerator, AcceleratorChoice, VmExitInfo } from './events.js';
+import type { Logger } from './logger.js';
+
+// ---------------------------------------------------------------- network
+
+/** How one guest NIC is backed on the host. */
+export type NicBackend =
+  /** A tap device that the backend created; qemu opens it by name (`-netdev tap,ifname=`). */
+  | { kind: 'tap'; ifname: string }
+  /** An already-open tap/macvtap char device; qemu inherits it (`-netdev tap,fd=`), optionally with vhost-net. */
+  | { kind: 'tap-fd'; fd: number; vhostFd?: number }
+  /** qemu's user-mode network (slirp); for `none`-like local use only. */
+  | { kind: 'user' };
+
+export interface VmNic {
+  /** The qemu id, e.g. `net0`. Order of the list is the order of NICs in the guest. */
+  id: string;
+  /** The guest MAC, `52:54:00:..` style, stable across restarts. */
+  mac: string;
+  backend: NicBackend;
+  /** The addresses the guest will have on this NIC (CIDR), for events and `/v1/vm`. */
+  addresses: string[];
+}
+
+/** Where qemu's VNC server should listen, decided by the network design. */
+export type VncListen = { kind: 'tcp'; host: string; display: number } | { kind: 'unix'; path: string };
+
+export interface NetworkAttachSpec {
+  /** The VM's name (the pod's hostname). */
+  vmName: string;
+  /** The state dir: sockets, leases, pid files belong here. */
+  stateDir: string;
+  /** The VM's own volume, for things that must survive restarts (a persisted MAC). */
+  diskDir: string;
+  /** The environment podvisor was started with (seed variables such as VM_IP). */
+  env: Readonly<Record<string, string | undefined>>;
+  /** The YAML section `network.settings`, as given. */
+  settings: Readonly<Record<string, unknown>>;
+  /** Whether qemu serves VNC, and on which TCP port (kept out of NAT). */
+  vnc: { enabled: boolean; port: number };
+  /** The control endpoint's TCP port (kept out of NAT). */
+  controlPort: number;
+  signal?: AbortSignal;
+}
+
+export interface NetworkAttachment {
+  nics: VmNic[];
+  /** Where VNC should listen; `undefined` lets the supervisor choose. */
+  vnc?: VncListen;
+  /** Facts for the `NetworkAttached` event and `/v1/vm` (addresses, bridge names...). */
+  detail: Record<string, unknown>;
+}
+
+/** A warning a plugin wants recorded as a `WarningRaised` event. */
+export interface PluginWarning {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+/**
+ * A network design. `validate` runs before anything is created, so that bad
+ * input is reported together with every other config problem. `attach` is
+ * called once per supervisor run, before the first qemu launch; `detach` is
+ * idempotent, safe after a crash of a previous run, and is also called before
+ * `attach` to remove leftovers.
+ */
+export interface NetworkBackend {
+  readonly name: string;
+  /** Pure checks of `spec.env` / `spec.settings`; returns every problem found. */
+  validate(spec: NetworkAttachSpec): ConfigProblem[];
+  /** Sets up the host side. Throws a `PodvisorError` and leaves nothing behind on failure. */
+  attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment>;
+  /** Removes everything attach (of this or an earlier, crashed run) created. Never throws for "already gone". */
+  detach(spec: NetworkAttachSpec): Promise<void>;
+}
+
+export interface NetworkHooks {
+  log: Logger;
+  /** Records a `WarningRaised` event. */
+  warn(warning: PluginWarning): void;
+  /** Records a fact worth an event that is not a warning (e.g. a helper daemon restarted). */
+  notice(warning: PluginWarning): void;
+}
+
+export const NetworkBackend = Symbol.for('podvisor.NetworkBackend');
+
+// ---------------------------------------------------------------- images
+
+export interface FetchProgress {
+  bytes: number;
+  total: number | undefined;
+}
+
+export interface ImageFetchResult {
+  bytes: number;
+  sha256: string;
+}
+
+/** One URI scheme (`file`, `http`, `https`): writes the content to `dest`. */
+export interface ImageSource {
+  readonly schemes: readonly string[];
+  fetch(uri: string, dest: string, options: { signal?: AbortSignal; onProgress?: (p: FetchProgress) => void }): Promise<ImageFetchResult>;
+}
+
+export const ImageSource = Symbol.for('podvisor.ImageSource');
+
+export interface BaseImage {
+  /** The absolute path of the base content in the images dir. */
+  path: string;
+  /** The human name (IMG_TARGET). */
+  target: string;
+  sha256: string;
+  bytes: number;
+  format: 'qcow2' | 'raw';
+  /** True when nothing was transferred or copied. */
+  reused: boolean;
+}
+
+export interface Overlay {
+  path: string;
+  /** True when it was created by this call; false when an existing pet disk was kept. */
+  created: boolean;
+  backingFile: string | null;
+  backingFormat: string | null;
+}
+
+export interface ImageStore {
+  /** Makes the base available in the images dir. Throws `ERR_IMAGE_*`. */
+  ensureBase(request: { source: string; target?: string; sha256?: string; signal?: AbortSignal }): Promise<BaseImage>;
+  /** Creates the pet disk once; never recreates or overwrites an existing one. */
+  ensureOverlay(request: { base: BaseImage | null; diskDir: string; name: string; sizeBytes?: number }): Promise<Overlay>;
+}
+
+export const ImageStore = Symbol.for('podvisor.ImageStore');
+
+// ---------------------------------------------------------------- config drive
+
+export type ConfigDriveFormat = 'config-2' | 'nocloud';
+
+export interface ConfigDriveRequest {
+  format: ConfigDriveFormat;
+  /** Paths of the mounted sources; a missing file means "not given". */
+  userDataPath: string;
+  metaDataPath: string;
+  networkConfigPath?: string;
+  /** Defaults when meta-data does not say: the VM's name. */
+  defaultInstanceId: string;
+  defaultHostname: string;
+  /** Where to write the ISO. */
+  outputPath: string;
+}
+
+export interface ConfigDrive {
+  path: string;
+  format: ConfigDriveFormat;
+  instanceId: string;
+  hostname: string;
+  bytes: number;
+}
+
+export interface ConfigDriveBuilder {
+  /** Returns `null` when neither user-data nor meta-data exists. Throws `ERR_CONFIGDRIVE_*` with file and line. */
+  build(request: ConfigDriveRequest): Promise<ConfigDrive | null>;
+}
+
+export const ConfigDriveBuilder = Symbol.for('podvisor.ConfigDriveBuilder');
+
+// ---------------------------------------------------------------- vm runtime
+
+export interface AcceleratorProbeResult {
+  requested: AcceleratorChoice;
+  selected: Accelerator;
+  kvmWorks: boolean;
+  probeMs: number;
+  /** Why: what the probe saw. */
+  detail: string;
+}
+
+export interface VmLaunchPlan {
+  name: string;
+  /** SMBIOS uuid, stable across restarts. */
+  uuid: string;
+  accel: Accelerator;
+  vcpus: number;
+  memoryMb: number;
+  disk: { path: string; format: 'qcow2' | 'raw' };
+  cdrom: string | null;
+  nics: VmNic[];
+  vnc: VncListen | null;
+  /** Where the QMP unix socket goes. */
+  qmpSocket: string;
+  /** Extra qemu arguments, appended as given (the container's CMD). */
+  extraArgs: string[];
+  /** Where qemu writes its pid file. */
+  pidFile: string;
+}
+
+/** A QMP event as qemu sent it (QMP spec, section 2.5). */
+export interface QmpEventMessage {
+  event: string;
+  data: Record<string, unknown>;
+  timestamp: { seconds: number; microseconds: number };
+}
+
+export interface VmHandle {
+  readonly pid: number;
+  readonly argv: readonly string[];
+  readonly qmpVersion: string;
+  /** The guest's serial console output. */
+  readonly serial: NodeJS.ReadableStream | null;
+  /** Input to the guest's serial console. */
+  readonly serialInput: NodeJS.WritableStream | null;
+  /** QMP events, from connection to disconnect. */
+  readonly events: Observable<QmpEventMessage>;
+  /** Runs one QMP command; throws a QMP error (with the command named) or an interrupted error on disconnect. */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+  /** Resolves when qemu has exited; `reason` is left for the supervisor to classify. */
+  readonly exited: Promise<{ code: number | null; signal: string | null; stderrTail: string }>;
+  /** Sends a signal to qemu. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+export interface VmRuntime {
+  /** Decides the accelerator; `kvm` throws `ERR_ACCEL_KVM_UNAVAILABLE` when it does not work. */
+  probeAccelerator(choice: AcceleratorChoice, options?: { timeoutMs?: number }): Promise<AcceleratorProbeResult>;
+  /** Starts qemu paused, connects QMP, and resumes it. Throws `ERR_QEMU_*` with qemu's stderr. */
+  launch(plan: VmLaunchPlan): Promise<VmHandle>;
+}
+
+export const VmRuntime = Symbol.for('podvisor.VmRuntime');
+
+export type { VmExitInfo };

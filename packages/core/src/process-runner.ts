@@ -1,0 +1,253 @@
+/**
+ * Every child process podvisor starts goes through one `ProcessRunner`. It logs
+ * the argv, keeps the tail of stderr for error messages, waits for `close`
+ * (not `exit`) before trusting output, and registers long-lived children so
+ * that `stopAll()` leaves nothing behind when the supervisor exits.
+ */
+import { execa, type ResultPromise } from 'execa';
+import type { Readable, Writable } from 'node:stream';
+import { PodvisorError } from './errors.js';
+import type { Logger } from './logger.js';
+
+export interface RunOptions {
+  cwd?: string;
+  /** Added to the inherited environment. */
+  env?: Record<string, string | undefined>;
+  input?: string | Buffer;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** When false, a non-zero exit resolves instead of throwing. Default true. */
+  check?: boolean;
+}
+
+export interface RunResult {
+  argv: readonly string[];
+  exitCode: number;
+  signal: string | undefined;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+export interface SpawnOptions {
+  /** A short name for logs and `children()`, e.g. `qemu` or `dnsmasq`. */
+  name: string;
+  cwd?: string;
+  env?: Record<string, string | undefined>;
+  stdin?: 'pipe' | 'ignore';
+  stdout?: 'pipe' | 'ignore' | 'inherit';
+  /** Open file descriptors passed to the child as fd 3, 4, ... in order. */
+  extraFds?: readonly number[];
+}
+
+export interface ChildExit {
+  code: number | null;
+  signal: string | null;
+  /** The last few KiB of stderr, for error messages. */
+  stderrTail: string;
+  durationMs: number;
+}
+
+export interface ChildHandle {
+  readonly name: string;
+  readonly pid: number;
+  readonly argv: readonly string[];
+  readonly stdout: Readable | null;
+  readonly stdin: Writable | null;
+  /** Resolves once the child has exited and its stdio closed. Never rejects. */
+  readonly exited: Promise<ChildExit>;
+  /** True until `exited` resolves. */
+  readonly running: boolean;
+  /** The stderr seen so far (tail). */
+  stderrTail(): string;
+  /** Sends a signal; a no-op after exit. */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface ProcessRunner {
+  /**
+   * Runs a command to completion. Throws `ERR_PROCESS_NOT_FOUND` when the binary
+   * is missing, `ERR_PROCESS_TIMEOUT` past `timeoutMs`, and `ERR_PROCESS_FAILED`
+   * (with the stderr tail) on a non-zero exit unless `check: false`.
+   */
+  run(file: string, args: readonly string[], options?: RunOptions): Promise<RunResult>;
+  /** Starts a long-lived child and registers it until it exits. Throws `ERR_PROCESS_NOT_FOUND`. */
+  spawn(file: string, args: readonly string[], options: SpawnOptions): Promise<ChildHandle>;
+  /** The registered children still running. */
+  children(): readonly ChildHandle[];
+  /** SIGTERM to every registered child, SIGKILL to those still alive after `graceMs`. */
+  stopAll(graceMs: number): Promise<void>;
+}
+
+export const ProcessRunner = Symbol.for('podvisor.ProcessRunner');
+
+const STDERR_TAIL = 8 * 1024;
+
+export class ExecaProcessRunner implements ProcessRunner {
+  private readonly live = new Set<ChildHandle>();
+
+  constructor(private readonly log: Logger) {}
+
+  async run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+    const argv = [file, ...args];
+    const started = performance.now();
+    this.log.debug('run', { argv });
+    const result = await execa(file, [...args], {
+      reject: false,
+      cwd: options.cwd,
+      env: options.env,
+      input: options.input,
+      timeout: options.timeoutMs,
+      cancelSignal: options.signal,
+      stripFinalNewline: false,
+      encoding: 'utf8',
+    });
+    const durationMs = Math.round(performance.now() - started);
+    const out: RunResult = {
+      argv,
+      exitCode: result.exitCode ?? -1,
+      signal: result.signal,
+      stdout: String(result.stdout ?? ''),
+      stderr: String(result.stderr ?? ''),
+      durationMs,
+    };
+    if (isNotFound(result)) {
+      throw notFound(file, argv, result.cause);
+    }
+    if (result.timedOut) {
+      throw new PodvisorError('ERR_PROCESS_TIMEOUT', `${file} did not finish within ${options.timeoutMs} ms`, {
+        details: { argv, stderr: tail(out.stderr) },
+      });
+    }
+    if (result.isCanceled) {
+      throw new PodvisorError('ERR_PROCESS_CANCELED', `${file} was canceled`, { details: { argv } });
+    }
+    this.log.debug('ran', { argv, exitCode: out.exitCode, durationMs });
+    if (options.check !== false && (out.exitCode !== 0 || out.signal !== undefined)) {
+      throw new PodvisorError(
+        'ERR_PROCESS_FAILED',
+        `${argv.join(' ')} failed (${out.signal ?? `exit ${out.exitCode}`}): ${tail(out.stderr).trim() || tail(out.stdout).trim()}`,
+        { details: { argv, exitCode: out.exitCode, signal: out.signal, stderr: tail(out.stderr) } },
+      );
+    }
+    return out;
+  }
+
+  async spawn(file: string, args: readonly string[], options: SpawnOptions): Promise<ChildHandle> {
+    const argv = [file, ...args];
+    const started = performance.now();
+    const extra = (options.extraFds ?? []) as number[];
+    const child: ResultPromise = execa(file, [...args], {
+      reject: false,
+      buffer: false,
+      cwd: options.cwd,
+      env: options.env,
+      // execa's types do not list raw fd numbers past stderr, but Node's spawn accepts them.
+      stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe', ...extra] as never,
+      cleanup: true,
+    });
+    // Wait for 'spawn' or 'error' so that a missing binary is a thrown error, not a dead handle.
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', () => resolve());
+      child.once('error', (err) => reject(err));
+    }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw notFound(file, argv, err);
+      throw new PodvisorError('ERR_PROCESS_SPAWN', `cannot start ${file}: ${err.message}`, { cause: err, details: { argv } });
+    });
+
+    let stderr = '';
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-STDERR_TAIL);
+    });
+    let running = true;
+    const pid = child.pid ?? -1;
+    const exited: Promise<ChildExit> = child.then(
+      (r) => ({ code: r.exitCode ?? null, signal: r.signal ?? null, stderrTail: stderr, durationMs: Math.round(performance.now() - started) }),
+      (e: { exitCode?: number; signal?: string }) => ({
+        code: e.exitCode ?? null,
+        signal: e.signal ?? null,
+        stderrTail: stderr,
+        durationMs: Math.round(performance.now() - started),
+      }),
+    );
+    const handle: ChildHandle = {
+      name: options.name,
+      pid,
+      argv,
+      stdout: child.stdout ?? null,
+      stdin: child.stdin ?? null,
+      exited,
+      get running() {
+        return running;
+      },
+      stderrTail: () => stderr,
+      kill: (signal: NodeJS.Signals = 'SIGTERM') => {
+        if (running) child.kill(signal);
+      },
+    };
+    this.live.add(handle);
+    this.log.info('spawned', { name: options.name, pid, argv });
+    void exited.then((exit) => {
+      running = false;
+      this.live.delete(handle);
+      this.log.info('child exited', { name: options.name, pid, code: exit.code, signal: exit.signal, durationMs: exit.durationMs });
+    });
+    return handle;
+  }
+
+  children(): readonly ChildHandle[] {
+    return [...this.live];
+  }
+
+  async stopAll(graceMs: number): Promise<void> {
+    const all = [...this.live];
+    if (all.length === 0) return;
+    for (const c of all) c.kill('SIGTERM');
+    await Promise.all(
+      all.map(async (c) => {
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = await Promise.race([
+          c.exited.then(() => false),
+          new Promise<boolean>((r) => {
+            timer = setTimeout(() => r(true), graceMs);
+          }),
+        ]);
+        clearTimeout(timer);
+        if (timedOut) {
+          this.log.warn('child ignored SIGTERM, killing', { name: c.name, pid: c.pid });
+          c.kill('SIGKILL');
+          await c.exited;
+        }
+      }),
+    );
+  }
+}
+
+function isNotFound(result: { code?: string; cause?: unknown; failed: boolean; exitCode?: number }): boolean {
+  const cause = result.cause as NodeJS.ErrnoException | undefined;
+  return result.failed && result.exitCode === undefined && (result.code === 'ENOENT' || cause?.code === 'ENOENT');
+}
+
+const PACKAGE_HINTS: Record<string, string> = {
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'qemu-img': 'qemu-utils',
+  dnsmasq: 'dnsmasq-base',
+  nft: 'nftables',
+  ip: 'iproute2',
+  genisoimage: 'genisoimage',
+};
+
+function notFound(file: string, argv: readonly string[], cause: unknown): PodvisorError {
+  const base = file.split('/').pop() ?? file;
+  const pkg = PACKAGE_HINTS[base];
+  return new PodvisorError('ERR_PROCESS_NOT_FOUND', `${file} is not installed or not on PATH`, {
+    hint: pkg === undefined ? `install ${base}` : `install the Debian package ${pkg} (apt-get install ${pkg})`,
+    cause,
+    details: { argv },
+  });
+}
+
+function tail(s: string): string {
+  return s.length > 2000 ? s.slice(-2000) : s;
+}

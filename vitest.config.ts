@@ -1,0 +1,47 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+// Unit and integration tests import the packages' sources directly, so they
+// need no build. End-to-end tests run the built `podvisor` binary.
+const pkg = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const alias = {
+  '@podvisor/core': pkg('./packages/core/src/index.ts'),
+  '@podvisor/qemu': pkg('./packages/qemu/src/index.ts'),
+  '@podvisor/image-store': pkg('./packages/image-store/src/index.ts'),
+  '@podvisor/configdrive': pkg('./packages/configdrive/src/index.ts'),
+  '@podvisor/net-nat-bridge': pkg('./packages/net-nat-bridge/src/index.ts'),
+  '@podvisor/net-macvtap': pkg('./packages/net-macvtap/src/index.ts'),
+  '@podvisor/supervisord': pkg('./apps/supervisord/src/index.ts'),
+};
+
+export default defineConfig({
+  resolve: { alias },
+  test: {
+    projects: [
+      {
+        resolve: { alias },
+        test: { name: 'unit', include: ['packages/*/src/**/*.unit.test.ts', 'apps/*/src/**/*.unit.test.ts'] },
+      },
+      {
+        resolve: { alias },
+        test: {
+          name: 'int',
+          include: ['packages/*/src/**/*.int.test.ts', 'apps/*/src/**/*.int.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        resolve: { alias },
+        test: {
+          name: 'e2e',
+          include: ['test/e2e/**/*.e2e.test.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+          // Each e2e file boots real qemu under TCG; two cores do not fit more.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
