@@ -8,6 +8,11 @@ export type Accelerator = 'kvm' | 'tcg';
 export type AcceleratorChoice = 'auto' | Accelerator;
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
 
+/** The closed set of actions on a VM (HTTP, CLI and signals all map onto it). */
+export type VmAction = 'powerdown' | 'reset' | 'pause' | 'resume' | 'restart' | 'stop';
+
+export const VM_ACTIONS: readonly VmAction[] = ['powerdown', 'reset', 'pause', 'resume', 'restart', 'stop'];
+
 /** Who asked for an action: a signal, the unix socket, a named token, or podvisor itself. */
 export type Requester = string;
 
@@ -44,10 +49,12 @@ export interface EventDataMap {
   VmPaused: { by: Requester; reason: string };
   VmResumed: { by: Requester };
   VmReset: { by: Requester; guest: boolean };
+  /** One ACPI power-button press sent over QMP during a shutdown. */
   VmPowerdownRequested: { by: Requester; attempt: number };
   VmQuitRequested: { by: Requester };
   VmKillRequested: { by: Requester; signal: string };
-  VmStopRequested: { by: Requester; action: 'stop' | 'restart' | 'signal'; graceSeconds: number };
+  /** An operator or a signal asked for an action; the decider accepted it. */
+  VmActionRequested: { action: VmAction; by: Requester };
   GuestShutdownObserved: { guest: boolean; reason: string };
   GuestPanicked: { action: string; info?: Record<string, unknown> };
   VmExited: { attempt: number; exit: VmExitInfo; uptimeMs: number };
@@ -80,7 +87,7 @@ export const EVENT_SCHEMA_VERSIONS: { readonly [K in EventType]: number } = {
   VmPowerdownRequested: 1,
   VmQuitRequested: 1,
   VmKillRequested: 1,
-  VmStopRequested: 1,
+  VmActionRequested: 1,
   GuestShutdownObserved: 1,
   GuestPanicked: 1,
   VmExited: 1,

@@ -48,3 +48,11 @@ export type {
 } from './ports.js';
 export { PLUGIN_API_VERSION, PluginRegistry, loadPlugins, manifestProblems } from './plugin.js';
 export type { PluginKind, PluginProvision, PluginManifest, LoadedPlugin } from './plugin.js';
+export { VM_ACTIONS } from './events.js';
+export type { VmAction } from './events.js';
+export { initialVmState, evolveVm, projectVm, allowedActions, decideVmAction } from './vm-lifecycle.js';
+export type { VmStatus, VmFacts, VmState, RequestVmAction } from './vm-lifecycle.js';
+export { DEFAULT_RESTART_SETTINGS, decideRestart, isFailure, describeExit } from './restart-policy.js';
+export type { RestartSettings, RestartDecision } from './restart-policy.js';
+export { Supervisor, ExitCode, stableUuid, redactUrl } from './supervisor.js';
+export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';

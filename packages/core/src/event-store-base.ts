@@ -1,0 +1,260 @@
+/**
+ * What every `EventStore` shares, whatever holds the rows: checking and
+ * encoding appends, decoding and upcasting reads, the closed state, and the
+ * live feed behind `follow`. A subclass supplies four storage primitives (write
+ * a batch atomically, read after a position, the highest position, close). The
+ * feed publishes only committed events, in position order, with no gap: a
+ * publish that starts while another is being delivered (a subscriber appending
+ * from its callback) is queued behind it, and when the rows just committed do
+ * not follow the last published one (another process wrote in between), the
+ * missing rows are read back first.
+ */
+import { Observable, Subject } from 'rxjs';
+import { SystemClock, type Clock } from './clock.js';
+import { PodvisorError } from './errors.js';
+import type { AppendOptions, EventStore } from './event-store.js';
+import type { DomainEvent, StoredEvent } from './events.js';
+import { UpcasterRegistry } from './upcasters.js';
+
+/** One event as stored: its data is JSON text, its version the one it was written at. */
+export interface EncodedEvent {
+  at: string;
+  type: string;
+  schemaVersion: number;
+  vm: string;
+  data: string;
+  correlationId: string | null;
+}
+
+export interface StoredRow extends EncodedEvent {
+  position: number;
+}
+
+export interface EventStoreBaseOptions {
+  /** Stamps `at` when `AppendOptions.at` is absent. Defaults to the system clock. */
+  clock?: Clock;
+  /** Read-time upcasting and the versions new events are written at. Defaults to the shipped registry. */
+  upcasters?: UpcasterRegistry;
+}
+
+/** Rows read per query while replaying a backlog or catching up. */
+const PAGE = 500;
+
+export abstract class EventStoreBase implements EventStore {
+  private readonly clock: Clock;
+  private readonly upcasters: UpcasterRegistry;
+  private readonly live = new Subject<StoredEvent>();
+  /** The highest position handed to `live`; meaningful only while someone follows. */
+  private published = 0;
+  private readonly queue: StoredEvent[] = [];
+  private delivering = false;
+  private followers = 0;
+  private closed = false;
+
+  /** `name` names the store in error messages, e.g. `event store /state/events.db`. */
+  protected constructor(
+    protected readonly name: string,
+    options: EventStoreBaseOptions,
+  ) {
+    this.clock = options.clock ?? new SystemClock();
+    this.upcasters = options.upcasters ?? new UpcasterRegistry();
+  }
+
+  /** Stores every row the iterable yields, or none if it (or the write) throws; returns their positions in order. */
+  protected abstract writeRows(rows: Iterable<EncodedEvent>): number[];
+  /** Rows with `position > after`, oldest first, at most `limit` (all when undefined). */
+  protected abstract readRows(after: number, limit: number | undefined): StoredRow[];
+  protected abstract maxPosition(): number;
+  /** Releases the storage; called once, after followers completed. */
+  protected abstract closeStorage(): void;
+  /** Told when the first follower arrives (true) and the last one leaves (false). */
+  protected onFollowing(_active: boolean): void {}
+
+  /**
+   * Throws `ERR_EVENTSTORE_CLOSED` after `close()`, `ERR_EVENTSTORE_INVALID_ARGUMENT`
+   * for an empty `vm` or an invalid `at`, and `ERR_EVENTSTORE_INVALID_EVENT` for a
+   * type this podvisor does not know or data that is not JSON; nothing is stored then.
+   */
+  append(vm: string, events: readonly DomainEvent[], options: AppendOptions = {}): StoredEvent[] {
+    this.assertOpen();
+    if (typeof vm !== 'string' || vm === '') {
+      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `append to ${this.name}: vm must be a non-empty string, got ${JSON.stringify(vm)}`);
+    }
+    if (events.length === 0) return [];
+    const at = this.stamp(options.at);
+    const encoded: EncodedEvent[] = [];
+    const positions = this.writeRows(this.encode(vm, events, at, options.correlationId ?? null, encoded));
+    const stored = encoded.map((row, i) => this.decode({ position: positions[i] ?? Number.NaN, ...row }));
+    this.committed(stored);
+    return stored;
+  }
+
+  readAfter(after: number, limit?: number): StoredEvent[] {
+    this.assertOpen();
+    if (!Number.isFinite(after)) {
+      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `readAfter on ${this.name}: after must be a finite number, got ${after}`);
+    }
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0)) {
+      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `readAfter on ${this.name}: limit must be an integer >= 0, got ${limit}`);
+    }
+    if (limit === 0) return [];
+    return this.readRows(after, limit).map((row) => this.decode(row));
+  }
+
+  lastPosition(): number {
+    this.assertOpen();
+    return this.maxPosition();
+  }
+
+  follow(after: number): Observable<StoredEvent> {
+    return new Observable<StoredEvent>((subscriber) => {
+      if (this.closed) {
+        subscriber.complete();
+        return;
+      }
+      let last = after;
+      let replaying = true;
+      const early: StoredEvent[] = [];
+      const deliver = (e: StoredEvent): void => {
+        if (e.position <= last) return;
+        last = e.position;
+        subscriber.next(e);
+      };
+      if (this.followers++ === 0) {
+        // Nobody needed `published` to be exact until now; live events start after what is stored.
+        this.published = this.maxPosition();
+        this.onFollowing(true);
+      }
+      subscriber.add(() => {
+        if (--this.followers === 0 && !this.closed) this.onFollowing(false);
+      });
+      // Subscribe before reading the backlog: whatever commits meanwhile is in `early`.
+      subscriber.add(
+        this.live.subscribe({
+          next: (e) => (replaying ? early.push(e) : deliver(e)),
+          complete: () => subscriber.complete(),
+        }),
+      );
+      try {
+        for (;;) {
+          if (subscriber.closed) return;
+          const page = this.readAfter(last, PAGE);
+          for (const e of page) deliver(e);
+          if (page.length < PAGE) break;
+        }
+      } catch (err) {
+        subscriber.error(err);
+        return;
+      }
+      replaying = false;
+      for (const e of early.splice(0)) deliver(e);
+    });
+  }
+
+  /** Completes every follower, then releases the storage. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onFollowing(false);
+    this.live.complete();
+    this.closeStorage();
+  }
+
+  protected get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Publishes whatever was committed after the last published position (by another writer). */
+  protected catchUp(): void {
+    for (;;) {
+      if (this.closed) return;
+      const page = this.readAfter(this.published, PAGE);
+      this.publish(page);
+      if (page.length < PAGE) return;
+    }
+  }
+
+  private committed(stored: readonly StoredEvent[]): void {
+    const first = stored[0];
+    const last = stored.at(-1);
+    if (first === undefined || last === undefined) return;
+    if (!this.live.observed) {
+      this.published = Math.max(this.published, last.position);
+    } else if (first.position === this.published + 1) {
+      this.publish(stored);
+    } else {
+      this.catchUp();
+    }
+  }
+
+  private publish(events: readonly StoredEvent[]): void {
+    for (const e of events) {
+      if (e.position <= this.published) continue;
+      this.published = e.position;
+      this.queue.push(e);
+    }
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      for (let e = this.queue.shift(); e !== undefined; e = this.queue.shift()) this.live.next(e);
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private stamp(at: Date | undefined): string {
+    const when = at ?? this.clock.now();
+    if (!(when instanceof Date) || Number.isNaN(when.getTime())) {
+      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `append to ${this.name}: at must be a valid Date, got ${String(when)}`);
+    }
+    return when.toISOString();
+  }
+
+  /** Yields each event encoded, also collecting it into `out`; throws on the first one that cannot be stored. */
+  private *encode(vm: string, events: readonly DomainEvent[], at: string, correlationId: string | null, out: EncodedEvent[]): Generator<EncodedEvent> {
+    for (const e of events) {
+      const schemaVersion = this.upcasters.currentVersion(e.type);
+      if (schemaVersion === undefined) {
+        throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: unknown event type ${JSON.stringify(e.type)}`, {
+          hint: 'event types are listed in EVENT_SCHEMA_VERSIONS',
+        });
+      }
+      let data: string | undefined;
+      try {
+        data = JSON.stringify(e.data);
+      } catch (cause) {
+        throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: the data of ${e.type} is not serializable to JSON`, { cause });
+      }
+      if (typeof data !== 'string') {
+        throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: the data of ${e.type} is not a JSON value`);
+      }
+      const row: EncodedEvent = { at, type: e.type, schemaVersion, vm, data, correlationId };
+      out.push(row);
+      yield row;
+    }
+  }
+
+  private decode(row: StoredRow): StoredEvent {
+    let data: unknown;
+    try {
+      data = JSON.parse(row.data);
+    } catch (cause) {
+      throw new PodvisorError('ERR_EVENTSTORE_CORRUPT', `${this.name}: event at position ${row.position} holds data that is not JSON`, { cause });
+    }
+    const envelope = {
+      position: row.position,
+      at: row.at,
+      type: row.type,
+      schemaVersion: row.schemaVersion,
+      vm: row.vm,
+      data,
+      correlationId: row.correlationId,
+    };
+    // An unknown type passes through as stored (see upcasters.ts), so the cast is as honest as the log.
+    return this.upcasters.upcast(envelope) as StoredEvent;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new PodvisorError('ERR_EVENTSTORE_CLOSED', `${this.name} is closed`);
+  }
+}

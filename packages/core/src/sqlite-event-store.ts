@@ -1,0 +1,201 @@
+/**
+ * The event log as a SQLite file (better-sqlite3) in the state dir. The daemon
+ * appends; other processes (the `podvisor events` CLI) open the same file and
+ * read or follow it while it does. WAL mode lets readers run beside the writer,
+ * and `busy_timeout` makes a writer wait for another one instead of failing.
+ * The schema is versioned by numbered migrations recorded in `user_version`; a
+ * file written by a newer podvisor is refused rather than guessed at. Triggers
+ * make the `events` table append-only, so no code path can rewrite history.
+ * Followers in this process see other processes' appends by polling the cheap
+ * `PRAGMA data_version`, which changes only when another connection commits.
+ */
+import Database from 'better-sqlite3';
+import { PodvisorError } from './errors.js';
+import { EventStoreBase, type EncodedEvent, type EventStoreBaseOptions, type StoredRow } from './event-store-base.js';
+import { SilentLogger, type Logger } from './logger.js';
+
+export interface SqliteEventStoreOptions extends EventStoreBaseOptions {
+  /** The database file; its directory must exist. Created (and migrated) when missing. */
+  path: string;
+  log?: Logger;
+  /** How often followers check for other processes' appends. Default 200 ms. */
+  pollIntervalMs?: number;
+  /** How long a write waits for another process's write lock before failing. Default 5000 ms. */
+  busyTimeoutMs?: number;
+}
+
+/**
+ * Schema migrations, in order; the file's `user_version` is how many have run.
+ * Append only: never edit one that has shipped.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE events (
+     position INTEGER PRIMARY KEY AUTOINCREMENT,
+     at TEXT NOT NULL,
+     type TEXT NOT NULL,
+     schema_version INTEGER NOT NULL,
+     vm TEXT NOT NULL,
+     data TEXT NOT NULL, -- JSON
+     correlation_id TEXT
+   );
+   CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+     BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE of events is refused'); END;
+   CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+     BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE from events is refused'); END;`,
+];
+
+/** The schema version this podvisor writes and understands. */
+export const EVENT_STORE_SCHEMA_VERSION = MIGRATIONS.length;
+
+const COLUMNS = 'position, at, type, schema_version AS schemaVersion, vm, data, correlation_id AS correlationId';
+
+export class SqliteEventStore extends EventStoreBase {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly log: Logger;
+  private readonly pollIntervalMs: number;
+  private readonly insert: Database.Statement<[string, string, number, string, string, string | null]>;
+  private readonly selectAfter: Database.Statement<[number, number], StoredRow>;
+  private readonly selectMax: Database.Statement<[], { max: number | null }>;
+  private poll: NodeJS.Timeout | undefined;
+  private dataVersion = 0;
+
+  /**
+   * Opens (creating and migrating when needed) the log at `options.path`.
+   * Throws `ERR_EVENTSTORE_OPEN` when the file cannot be opened as SQLite (not a
+   * database, missing directory, no permission) and `ERR_EVENTSTORE_TOO_NEW`
+   * when a newer podvisor migrated it past `EVENT_STORE_SCHEMA_VERSION`.
+   */
+  constructor(options: SqliteEventStoreOptions) {
+    super(`event store ${options.path}`, options);
+    this.path = options.path;
+    this.log = (options.log ?? new SilentLogger()).child({ name: 'SqliteEventStore', path: options.path });
+    this.pollIntervalMs = options.pollIntervalMs ?? 200;
+    const started = performance.now();
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
+      const from = migrate(db, options.path);
+      this.db = db;
+      this.insert = db.prepare('INSERT INTO events (at, type, schema_version, vm, data, correlation_id) VALUES (?, ?, ?, ?, ?, ?)');
+      this.selectAfter = db.prepare<[number, number], StoredRow>(`SELECT ${COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?`);
+      this.selectMax = db.prepare<[], { max: number | null }>('SELECT max(position) AS max FROM events');
+      this.log.info('event store opened', {
+        schemaVersion: EVENT_STORE_SCHEMA_VERSION,
+        migratedFrom: from,
+        lastPosition: this.maxPosition(),
+        ms: Math.round(performance.now() - started),
+      });
+    } catch (err) {
+      db?.close();
+      if (err instanceof PodvisorError) throw err;
+      throw new PodvisorError('ERR_EVENTSTORE_OPEN', `cannot open the event store ${options.path}: ${(err as Error).message}`, {
+        cause: err,
+        hint: 'the path must be a SQLite file written by podvisor (or not exist yet) in an existing, writable directory',
+        details: { path: options.path },
+      });
+    }
+  }
+
+  /** The same as the constructor, for composition roots that prefer a factory. */
+  static open(options: SqliteEventStoreOptions): SqliteEventStore {
+    return new SqliteEventStore(options);
+  }
+
+  protected writeRows(rows: Iterable<EncodedEvent>): number[] {
+    const write = this.db.transaction((batch: Iterable<EncodedEvent>) => {
+      const positions: number[] = [];
+      for (const r of batch) {
+        positions.push(Number(this.insert.run(r.at, r.type, r.schemaVersion, r.vm, r.data, r.correlationId).lastInsertRowid));
+      }
+      return positions;
+    });
+    try {
+      // IMMEDIATE takes the write lock up front, so waiting for another writer honours busy_timeout.
+      return write.immediate(rows);
+    } catch (err) {
+      if (err instanceof PodvisorError) throw err;
+      throw new PodvisorError('ERR_EVENTSTORE_WRITE', `cannot append to the event store ${this.path}: ${(err as Error).message}`, {
+        cause: err,
+        details: { path: this.path },
+      });
+    }
+  }
+
+  protected readRows(after: number, limit: number | undefined): StoredRow[] {
+    return this.selectAfter.all(after, limit ?? -1);
+  }
+
+  protected maxPosition(): number {
+    return this.selectMax.get()?.max ?? 0;
+  }
+
+  protected closeStorage(): void {
+    this.db.close();
+    this.log.info('event store closed');
+  }
+
+  protected override onFollowing(active: boolean): void {
+    if (!active || this.isClosed) {
+      clearInterval(this.poll);
+      this.poll = undefined;
+      return;
+    }
+    this.dataVersion = this.readDataVersion();
+    this.poll = setInterval(() => this.pollOtherWriters(), this.pollIntervalMs);
+    this.poll.unref();
+  }
+
+  private pollOtherWriters(): void {
+    try {
+      const version = this.readDataVersion();
+      if (version === this.dataVersion) return;
+      this.dataVersion = version;
+      this.catchUp();
+    } catch (err) {
+      this.log.warn('reading other processes appends failed; will retry', { err });
+    }
+  }
+
+  private readDataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
+  }
+}
+
+/**
+ * Puts the file in WAL mode and runs the missing migrations in one IMMEDIATE
+ * transaction (two processes opening a fresh file migrate it once). Returns the
+ * version it found. Throws `ERR_EVENTSTORE_TOO_NEW`.
+ */
+function migrate(db: Database.Database, path: string): number {
+  // WAL persists in the file, but setting it is also the first read: a non-SQLite file fails here.
+  db.pragma('journal_mode = WAL');
+  // FULL syncs the WAL on every commit. Appends are rare (a handful per VM state change),
+  // and with NORMAL a power loss or node crash may drop the last commits: the very events
+  // that explain what happened. https://sqlite.org/pragma.html#pragma_synchronous
+  db.pragma('synchronous = FULL');
+  const found = userVersion(db);
+  assertNotTooNew(found, path);
+  if (found < MIGRATIONS.length) {
+    db.transaction(() => {
+      const current = userVersion(db);
+      assertNotTooNew(current, path);
+      for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] ?? '');
+      db.pragma(`user_version = ${MIGRATIONS.length}`);
+    }).immediate();
+  }
+  return found;
+}
+
+function userVersion(db: Database.Database): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+function assertNotTooNew(version: number, path: string): void {
+  if (version <= MIGRATIONS.length) return;
+  throw new PodvisorError(
+    'ERR_EVENTSTORE_TOO_NEW',
+    `the event store ${path} has schema version ${version}, newer than the ${MIGRATIONS.length} this podvisor knows`,
+    { hint: 'a newer podvisor wrote this log: run that version (or newer), or move the file aside', details: { path, version, known: MIGRATIONS.length } },
+  );
+}
