@@ -39,7 +39,7 @@ export function manifestProblems(candidate: unknown): string[] {
   const problems: string[] = [];
   if (typeof candidate !== 'object' || candidate === null) return ['the default export is not an object (expected a PluginManifest)'];
   const m = candidate as Partial<PluginManifest>;
-  if (typeof m.name !== 'string' || !/^[a-z0-9][a-z0-9._@/-]*$/.test(m.name)) problems.push(`name: got ${JSON.stringify(m.name)}, expected a lower-case plugin name`);
+  if (typeof m.name !== 'string' || !/^(@[a-z0-9._-]+\/)?[a-z0-9][a-z0-9._-]*$/.test(m.name)) problems.push(`name: got ${JSON.stringify(m.name)}, expected a lower-case plugin name`);
   if (typeof m.apiVersion !== 'number') problems.push(`apiVersion: got ${JSON.stringify(m.apiVersion)}, expected a number`);
   if (!Array.isArray(m.provides) || m.provides.length === 0) problems.push('provides: expected a non-empty list of {kind, name}');
   else
