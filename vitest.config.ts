@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 // need no build. End-to-end tests run the built `podvisor` binary.
 const pkg = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const alias = {
+  // More specific first: a shorter alias would catch it as a prefix.
+  '@podvisor/core/testing': pkg('./packages/core/src/testing.ts'),
   '@podvisor/core': pkg('./packages/core/src/index.ts'),
   '@podvisor/qemu': pkg('./packages/qemu/src/index.ts'),
   '@podvisor/image-store': pkg('./packages/image-store/src/index.ts'),

@@ -56,3 +56,10 @@ export { DEFAULT_RESTART_SETTINGS, decideRestart, isFailure, describeExit } from
 export type { RestartSettings, RestartDecision } from './restart-policy.js';
 export { Supervisor, ExitCode, stableUuid, redactUrl } from './supervisor.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
+export { MemoryEventStore } from './memory-event-store.js';
+export type { MemoryEventStoreOptions } from './memory-event-store.js';
+export { SqliteEventStore, EVENT_STORE_SCHEMA_VERSION } from './sqlite-event-store.js';
+export type { SqliteEventStoreOptions } from './sqlite-event-store.js';
+export { UpcasterRegistry, UPCASTERS } from './upcasters.js';
+export type { Upcaster, UpcasterRegistryOptions, VersionedEvent } from './upcasters.js';
+export type { EventStoreBaseOptions } from './event-store-base.js';

@@ -5,7 +5,7 @@ import { event } from './events.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import { UpcasterRegistry } from './upcasters.js';
 
-describeEventStoreContract('MemoryEventStore', async () => ({ store: new MemoryEventStore(), cleanup: async () => {} }));
+describeEventStoreContract('MemoryEventStore', async () => ({ store: new MemoryEventStore(), cleanup: async () => {} }), { durable: false });
 
 describe('MemoryEventStore', () => {
   it('stamps at from the injected clock', () => {

@@ -75,6 +75,12 @@ export interface ProcessRunner {
   spawn(file: string, args: readonly string[], options: SpawnOptions): Promise<ChildHandle>;
   /** The registered children still running. */
   children(): readonly ChildHandle[];
+  /**
+   * Every pid this runner started whose exit it has not yet observed (both
+   * `run` and `spawn`), registered synchronously at spawn. An orphan reaper
+   * must never wait for these: libuv reaps them itself.
+   */
+  ownedPids(): ReadonlySet<number>;
   /** SIGTERM to every registered child, SIGKILL to those still alive after `graceMs`. */
   stopAll(graceMs: number): Promise<void>;
 }
@@ -85,6 +91,7 @@ const STDERR_TAIL = 8 * 1024;
 
 export class ExecaProcessRunner implements ProcessRunner {
   private readonly live = new Set<ChildHandle>();
+  private readonly owned = new Set<number>();
 
   constructor(private readonly log: Logger) {}
 
@@ -92,7 +99,7 @@ export class ExecaProcessRunner implements ProcessRunner {
     const argv = [file, ...args];
     const started = performance.now();
     this.log.debug('run', { argv });
-    const result = await execa(file, [...args], {
+    const subprocess = execa(file, [...args], {
       reject: false,
       cwd: options.cwd,
       env: options.env,
@@ -101,6 +108,11 @@ export class ExecaProcessRunner implements ProcessRunner {
       cancelSignal: options.signal,
       stripFinalNewline: false,
       encoding: 'utf8',
+    });
+    const pid = subprocess.pid;
+    if (pid !== undefined) this.owned.add(pid);
+    const result = await subprocess.finally(() => {
+      if (pid !== undefined) this.owned.delete(pid);
     });
     const durationMs = Math.round(performance.now() - started);
     const out: RunResult = {
@@ -146,6 +158,7 @@ export class ExecaProcessRunner implements ProcessRunner {
       stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe', ...extra] as never,
       cleanup: true,
     });
+    if (child.pid !== undefined) this.owned.add(child.pid);
     // Wait for 'spawn' or 'error' so that a missing binary is a thrown error, not a dead handle.
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', () => resolve());
@@ -190,6 +203,7 @@ export class ExecaProcessRunner implements ProcessRunner {
     this.log.info('spawned', { name: options.name, pid, argv });
     void exited.then((exit) => {
       running = false;
+      this.owned.delete(pid);
       this.live.delete(handle);
       this.log.info('child exited', { name: options.name, pid, code: exit.code, signal: exit.signal, durationMs: exit.durationMs });
     });
@@ -198,6 +212,10 @@ export class ExecaProcessRunner implements ProcessRunner {
 
   children(): readonly ChildHandle[] {
     return [...this.live];
+  }
+
+  ownedPids(): ReadonlySet<number> {
+    return this.owned;
   }
 
   async stopAll(graceMs: number): Promise<void> {

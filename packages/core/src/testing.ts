@@ -1,0 +1,7 @@
+/**
+ * @podvisor/core/testing: contract suites that every implementation of a port
+ * must pass, for podvisor's own adapters and for plugin authors. Imports vitest,
+ * so it is a separate entry that the daemon never loads.
+ */
+export { describeEventStoreContract } from './event-store-contract.js';
+export type { EventStoreContractSubject } from './event-store-contract.js';
