@@ -93,7 +93,15 @@ export class ExecaProcessRunner implements ProcessRunner {
   private readonly live = new Set<ChildHandle>();
   private readonly owned = new Set<number>();
 
-  constructor(private readonly log: Logger) {}
+  constructor(private readonly log: Logger) {
+    installExitHook();
+    RUNNERS.add(this);
+  }
+
+  /** SIGKILL to every live child, synchronously. */
+  killAllNow(): void {
+    for (const c of this.live) c.kill('SIGKILL');
+  }
 
   async run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const argv = [file, ...args];
@@ -156,7 +164,11 @@ export class ExecaProcessRunner implements ProcessRunner {
       env: options.env,
       // execa's types do not list raw fd numbers past stderr, but Node's spawn accepts them.
       stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe', ...extra] as never,
-      cleanup: true,
+      // Its own process group: a Ctrl-C or a group-wide SIGTERM reaches podvisor
+      // only, which then shuts the child down in order (ACPI first for qemu).
+      detached: true,
+      // execa does not clean up detached children; `killAllOnExit` does.
+      cleanup: false,
     });
     if (child.pid !== undefined) this.owned.add(child.pid);
     // Wait for 'spawn' or 'error' so that a missing binary is a thrown error, not a dead handle.
@@ -240,6 +252,18 @@ export class ExecaProcessRunner implements ProcessRunner {
       }),
     );
   }
+}
+
+const RUNNERS = new Set<ExecaProcessRunner>();
+let exitHookInstalled = false;
+
+/** Last resort, when podvisor exits without stopAll() (a crash): nothing it started outlives it. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const r of RUNNERS) r.killAllNow();
+  });
 }
 
 function isNotFound(result: { code?: string; cause?: unknown; failed: boolean; exitCode?: number }): boolean {

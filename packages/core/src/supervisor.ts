@@ -202,7 +202,7 @@ export class Supervisor {
   }
 
   /** Starts the graceful stop; safe to call more than once (signals repeat). */
-  requestStop(by: Requester): void {
+  private requestStop(by: Requester): void {
     if (this.stopping === null) {
       this.stopping = { by };
       this.stopController.abort(new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping'));
