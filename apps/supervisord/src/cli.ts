@@ -1,2 +1,56 @@
 #!/usr/bin/env node
-export {};
+/**
+ * The `podvisor` command: `run` (the daemon, usually PID 1), `events`,
+ * `plugins`, `version`. Each subcommand has `--help`; exit codes are listed
+ * in docs/cli.md.
+ */
+import { eventsCommand } from './commands/events-command.js';
+import { pluginsCommand } from './commands/plugins-command.js';
+import { runCommand, type CommandIo } from './commands/run-command.js';
+import { VERSION } from './version.js';
+
+const HELP = `Usage: podvisor <command> [options]
+
+Commands:
+  run       run the VM (the container's main process)
+  events    print the VM's event log (--follow, --json)
+  plugins   list the loaded plugins
+  version   print the version
+
+Run 'podvisor <command> --help' for a command's options.
+`;
+
+export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return runCommand(rest, io);
+    case 'events':
+      return eventsCommand(rest, io);
+    case 'plugins':
+      return pluginsCommand(rest, io);
+    case 'version':
+    case '--version':
+      io.stdout.write(`podvisor ${VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      io.stdout.write(HELP);
+      return command === undefined ? 2 : 0;
+    default:
+      io.stderr.write(`podvisor: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+      return 2;
+  }
+}
+
+const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+const code = await main(process.argv.slice(2), io).catch((err: unknown) => {
+  process.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+  return 1;
+});
+// Let stdout/stderr drain, then exit with the documented code.
+process.exitCode = code;
+setImmediate(() => process.exit(code));
+

@@ -1,0 +1,66 @@
+# podvisor: `make demo` runs a real VM in a simulated pod; `make test` runs every test.
+# Both install what a fresh Debian 12 machine lacks first (apt packages when root,
+# npm ci, the build, the test guest), so CI and a new developer need nothing else.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage \
+  linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
+  curl socat
+STAMPS := .stamps
+
+.PHONY: help deps apt npm build guest test test-unit test-int test-e2e demo bench clean
+
+help:
+	@echo "make demo   # a real VM in a simulated Calico-style pod, reachable on the pod IP"
+	@echo "make test   # install what is missing, build, and run unit, int and e2e tests"
+	@echo "make bench  # benchmarks (results: docs/benchmarks.md)"
+
+deps: apt npm
+
+# apt packages: installed when root and missing (CI runs as root on a fresh machine).
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "apt: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages (run as root, or: sudo apt-get install $$missing)" >&2; exit 1; \
+	  fi; \
+	fi
+
+# npm ci when the lock file changed since the last install (better-sqlite3 builds from source: ~80 s).
+npm: $(STAMPS)/npm
+$(STAMPS)/npm: package-lock.json package.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: npm
+	npx tsc -b tsconfig.json
+	@chmod +x apps/supervisord/dist/cli.js
+
+guest: apt
+	test/guest/build.sh
+
+test: deps build guest
+	npx vitest run --project unit --project int --project e2e
+
+test-unit: npm
+	npx vitest run --project unit
+test-int: deps
+	npx vitest run --project int
+test-e2e: deps build guest
+	npx vitest run --project e2e
+
+demo: deps build guest
+	test/demo/demo.sh
+
+bench: deps build guest
+	bench/run-all.sh
+
+clean:
+	npx tsc -b tsconfig.json --clean || true
+	rm -rf $(STAMPS) test/guest/.cache test/.artifacts

@@ -1,0 +1,50 @@
+/**
+ * The composition root's container: the only place that binds the ports to
+ * their implementations. Each package contributes one `ContainerModule`;
+ * plugins add theirs through the plugin registry.
+ */
+import 'reflect-metadata';
+import { Container } from 'inversify';
+import {
+  Clock,
+  ExecaProcessRunner,
+  JsonLogger,
+  Logger,
+  PluginRegistry,
+  ProcessRunner,
+  SystemClock,
+  loadPlugins,
+  type LogLevel,
+} from '@podvisor/core';
+import { ImageStoreSettings, imageStoreModule } from '@podvisor/image-store';
+import { qemuModule } from '@podvisor/qemu';
+import { BUILT_IN_PLUGINS } from './built-in-plugins.js';
+
+export interface AppContainerOptions {
+  logLevel: LogLevel;
+  imagesDir: string;
+  maxVirtualSizeBytes: number;
+  /** Extra plugin module specifiers (PODVISOR_PLUGINS). */
+  plugins: readonly string[];
+  logSink?: { write(line: string): unknown };
+}
+
+export interface AppContainer {
+  container: Container;
+  registry: PluginRegistry;
+}
+
+/** Builds the container. Throws `ERR_PLUGIN_*` for plugins that cannot load. */
+export async function buildAppContainer(options: AppContainerOptions): Promise<AppContainer> {
+  const container = new Container({ defaultScope: 'Singleton' });
+  const log = new JsonLogger(options.logSink ?? process.stderr, 'podvisor', options.logLevel);
+  container.bind<Logger>(Logger).toConstantValue(log);
+  container.bind<Clock>(Clock).toConstantValue(new SystemClock());
+  container.bind<ProcessRunner>(ProcessRunner).toConstantValue(new ExecaProcessRunner(log.child({ name: 'ProcessRunner' })));
+  container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes });
+  container.load(qemuModule, imageStoreModule);
+  const registry = new PluginRegistry();
+  await loadPlugins(registry, [...BUILT_IN_PLUGINS, ...options.plugins]);
+  registry.loadInto(container);
+  return { container, registry };
+}

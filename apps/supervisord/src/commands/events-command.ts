@@ -1,0 +1,94 @@
+/**
+ * `podvisor events`: prints the event log of a VM's state dir, as text or JSON
+ * lines, and with `--follow` keeps printing new events as the daemon commits
+ * them (the SQLite file is shared; the daemon need not be reachable).
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ExitCode, SqliteEventStore, WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
+import type { CommandIo } from './run-command.js';
+import { reportStartupError } from './run-command.js';
+
+export const EVENTS_HELP = `Usage: podvisor events [--json] [--follow] [--after N] [--state-dir DIR]
+
+Prints the VM's event log (oldest first).
+  --json            one JSON envelope per line: {position, at, type, schemaVersion, vm, data, correlationId}
+  -f, --follow      keep printing new events until interrupted
+  --after N         only events after position N (default 0)
+  --state-dir DIR   the state dir (default $PODVISOR_STATE_DIR, else $PODVISOR_DISK_DIR/.podvisor,
+                    else /var/lib/podvisor/disk/.podvisor)
+Exit codes: 0 ok, 2 usage error or no event log there.
+`;
+
+export async function eventsCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        json: { type: 'boolean' },
+        follow: { type: 'boolean', short: 'f' },
+        after: { type: 'string' },
+        'state-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    io.stderr.write(`podvisor events: ${(err as Error).message}\n\n${EVENTS_HELP}`);
+    return ExitCode.Config;
+  }
+  if (values.help === true) {
+    io.stdout.write(EVENTS_HELP);
+    return ExitCode.Ok;
+  }
+  const after = values.after === undefined ? 0 : Number(values.after);
+  if (!Number.isInteger(after) || after < 0) {
+    io.stderr.write(`podvisor events: --after: got ${JSON.stringify(values.after)}, expected a position (integer ≥ 0)\n`);
+    return ExitCode.Config;
+  }
+  const stateDir = values['state-dir'] ?? io.env['PODVISOR_STATE_DIR'] ?? path.join(io.env['PODVISOR_DISK_DIR'] ?? '/var/lib/podvisor/disk', '.podvisor');
+  const file = path.join(stateDir, 'events.db');
+  if (!existsSync(file)) {
+    io.stderr.write(`podvisor events: no event log at ${file}\nhint: pass --state-dir, or set PODVISOR_STATE_DIR / PODVISOR_DISK_DIR as for podvisor run\n`);
+    return ExitCode.Config;
+  }
+  let store: SqliteEventStore;
+  try {
+    store = SqliteEventStore.open({ path: file });
+  } catch (err) {
+    return reportStartupError(err, io);
+  }
+  const print = (e: StoredEvent): void => {
+    io.stdout.write(values.json === true ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
+  };
+  try {
+    if (values.follow !== true) {
+      for (const e of store.readAfter(after)) print(e);
+      return ExitCode.Ok;
+    }
+    await new Promise<void>((resolve) => {
+      const sub = store.follow(after).subscribe({ next: print, complete: resolve, error: resolve });
+      const stop = (): void => {
+        sub.unsubscribe();
+        resolve();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    return ExitCode.Ok;
+  } finally {
+    store.close();
+  }
+}
+
+/** `POSITION  TIME  TYPE  key=value ...`, warnings marked. */
+export function formatEvent(e: StoredEvent): string {
+  const fields = Object.entries(e.data as Record<string, unknown>)
+    .filter(([k]) => k !== 'argv')
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? (/\s/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v)}`)
+    .join(' ');
+  const mark = WARNING_EVENTS.has(e.type) ? ' WARNING' : '';
+  return `${String(e.position).padStart(6)}  ${e.at}  ${e.type}${mark}  ${fields}`;
+}

@@ -1,0 +1,223 @@
+/**
+ * `podvisor run`: the daemon. Resolves and validates the configuration (every
+ * problem at once, before anything is created), builds the container, opens
+ * the event log, runs the supervisor, and maps the outcome to an exit code.
+ * As PID 1 it turns SIGTERM/SIGINT into a graceful VM shutdown.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  Clock,
+  ConfigDriveBuilder,
+  ConfigError,
+  ExitCode,
+  ImageStore,
+  Logger,
+  NetworkBackend,
+  ProcessRunner,
+  Supervisor,
+  VmRuntime,
+  isPodvisorError,
+  type ConfigProblem,
+  type NetworkAttachSpec,
+  type SupervisorSettings,
+} from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core';
+import { buildAppContainer } from '../app-container.js';
+import { FIELDS } from '../config/config-fields.js';
+import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
+import { ConsoleRelay } from '../console-relay.js';
+import { VERSION } from '../version.js';
+
+export const DEFAULT_CONFIG_FILE = '/etc/podvisor/podvisor.yaml';
+
+export interface CommandIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+const RUN_FLAGS = Object.fromEntries(
+  Object.values(FIELDS)
+    .filter((f) => f.flag !== undefined)
+    .map((f) => [f.flag as string, { type: 'string' as const }]),
+);
+
+export const RUN_HELP = `Usage: podvisor run [flags] [--] [qemu arguments...]
+
+Runs one VM as this container's main process. Arguments after the flags are
+appended to qemu's command line as given (the container's CMD).
+
+Flags (each also an environment variable and a YAML key; see docs/configuration.md):
+  --config FILE        YAML configuration (default ${DEFAULT_CONFIG_FILE} if it exists)
+${Object.values(FIELDS)
+  .filter((f) => f.flag !== undefined)
+  .map((f) => `  --${`${f.flag} VALUE`.padEnd(19)}${f.doc}${f.env === undefined ? '' : ` [${f.env.join(', ')}]`}`)
+  .join('\n')}
+  -h, --help           this help
+
+Exit codes: 0 clean stop, 1 internal error, 2 invalid configuration, 3 preparation
+failed, 4 KVM unavailable, 5 crash loop, 6 VM failed (no restart), 7 shutdown forced.
+`;
+
+export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: { ...RUN_FLAGS, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    io.stderr.write(`podvisor run: ${(err as Error).message}\n\n${RUN_HELP}`);
+    return ExitCode.Config;
+  }
+  if (parsed.values.help === true) {
+    io.stdout.write(RUN_HELP);
+    return ExitCode.Ok;
+  }
+
+  // 1. Configuration, validated before anything is created.
+  let config: PodvisorConfig;
+  try {
+    config = resolveConfig({
+      yaml: readConfigFile(parsed.values.config as string | undefined),
+      env: io.env,
+      flags: parsed.values as Record<string, string | undefined>,
+      extraArgs: parsed.positionals,
+      hostname: io.env['HOSTNAME'] ?? os.hostname(),
+      exists: existsSync,
+    });
+  } catch (err) {
+    return reportStartupError(err, io);
+  }
+
+  // 2. The container and the plugins; the network backend's own validation joins the config check.
+  let app;
+  try {
+    app = await buildAppContainer({
+      logLevel: config.logLevel,
+      imagesDir: config.imagesDir,
+      maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
+      plugins: config.plugins,
+    });
+  } catch (err) {
+    return reportStartupError(err, io);
+  }
+  const { container, registry } = app;
+  const log = container.get<Logger>(Logger);
+  const controlPort = Number(config.listen.slice(config.listen.lastIndexOf(':') + 1));
+  const networkSpec: NetworkAttachSpec = {
+    vmName: config.name,
+    stateDir: config.stateDir,
+    diskDir: config.diskDir,
+    env: io.env,
+    settings: config.networkSettings,
+    vnc: { enabled: !config.noVnc, port: 5900 },
+    controlPort,
+  };
+  let network: NetworkBackend | null = null;
+  const problems: ConfigProblem[] = [];
+  if (config.network !== 'none') {
+    if (registry.provider('network-backend', config.network) === undefined) {
+      problems.push({
+        path: config.origins.network,
+        value: config.network,
+        expected: `one of ${['none', ...registry.names('network-backend')].join(', ')} (or a plugin that provides it, named in PODVISOR_PLUGINS)`,
+      });
+    } else {
+      network = container.getNamed<NetworkBackend>(NetworkBackend, config.network);
+      problems.push(...network.validate(networkSpec));
+    }
+  }
+  if (problems.length > 0) return reportStartupError(new ConfigError(problems), io);
+
+  // 3. From here on, things are created: the state dir and the event log.
+  mkdirSync(config.stateDir, { recursive: true });
+  mkdirSync(config.diskDir, { recursive: true });
+  const clock = container.get<Clock>(Clock);
+  const store = SqliteEventStore.open({ path: path.join(config.stateDir, 'events.db'), clock, log: log.child({ name: 'SqliteEventStore' }) });
+  const relay = new ConsoleRelay(config.stateDir, io.stdout);
+  const settings: SupervisorSettings = {
+    version: VERSION,
+    vmName: config.name,
+    accel: config.accel,
+    accelProbeTimeoutMs: config.accelProbeTimeoutMs,
+    vcpus: config.vcpus,
+    memoryMb: config.memoryMb,
+    image: {
+      source: config.imageSource ?? null,
+      ...(config.imageTarget === undefined ? {} : { target: config.imageTarget }),
+      ...(config.imageSha256 === undefined ? {} : { sha256: config.imageSha256 }),
+    },
+    diskDir: config.diskDir,
+    stateDir: config.stateDir,
+    configDrive: { format: config.configDriveFormat, userDataPath: config.userData, metaDataPath: config.metaData },
+    networkName: config.network,
+    networkSpec,
+    restart: {
+      policy: config.restartPolicy,
+      backoffInitialMs: config.backoffInitialMs,
+      backoffMaxMs: config.backoffMaxMs,
+      maxRestarts: config.maxRestarts,
+      windowSeconds: config.restartWindowSeconds,
+    },
+    shutdownGraceSeconds: config.shutdownGrace,
+    powerdownIntervalMs: config.powerdownIntervalMs,
+    quitTimeoutMs: config.quitTimeoutMs,
+    vnc: { enabled: !config.noVnc, port: 5900 },
+    extraArgs: config.extraArgs,
+  };
+  const supervisor = new Supervisor(settings, {
+    store,
+    runtime: container.get<VmRuntime>(VmRuntime),
+    images: container.get<ImageStore>(ImageStore),
+    configDrive: container.get<ConfigDriveBuilder>(ConfigDriveBuilder),
+    network,
+    clock,
+    log,
+    onConsole: (vm) => relay.attach(vm),
+  });
+
+  // 4. PID 1 duties: signals become a graceful stop.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log.info('signal received', { signal });
+    // Signals go through the same decider as API actions; a repeated signal is a no-op.
+    supervisor.act('stop', `signal:${signal}`).catch((err: unknown) => log.warn('signal ignored', { signal, err }));
+  };
+  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+  for (const s of signals) process.on(s, onSignal);
+
+  log.info('podvisor starting', { version: VERSION, vm: config.name, configFile: config.configFile, origins: config.origins });
+  let outcome;
+  try {
+    outcome = await supervisor.run();
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    // Nothing podvisor started outlives it.
+    await container.get<ProcessRunner>(ProcessRunner).stopAll(2000);
+    relay.close();
+    store.close();
+  }
+  log.info('podvisor exiting', { exitCode: outcome.exitCode, reason: outcome.reason });
+  return outcome.exitCode;
+}
+
+function readConfigFile(explicit: string | undefined): { text: string; path: string } | null {
+  const file = explicit ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  if (file === undefined) return null;
+  try {
+    return { text: readFileSync(file, 'utf8'), path: file };
+  } catch (err) {
+    throw new ConfigError([{ path: 'flag --config', value: file, expected: `a readable YAML file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` }]);
+  }
+}
+
+/** Startup errors go to stderr as one JSON line plus a readable block; nothing was created. */
+export function reportStartupError(err: unknown, io: CommandIo): number {
+  if (isPodvisorError(err)) {
+    io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'error', logger: 'podvisor', msg: 'startup failed', err: err.toJSON(), ...(err instanceof ConfigError ? { problems: err.problems } : {}) })}\n`);
+    io.stderr.write(`podvisor: ${err.message}${err.hint === undefined ? '' : `\nhint: ${err.hint}`}\n`);
+    return err instanceof ConfigError || err.code.startsWith('ERR_PLUGIN') ? ExitCode.Config : ExitCode.Internal;
+  }
+  io.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+  return ExitCode.Internal;
+}

@@ -1,0 +1,5 @@
+/** podvisor's version, from the app's package.json. */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+export const VERSION: string = (require('../package.json') as { version: string }).version;

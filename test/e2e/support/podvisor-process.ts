@@ -1,0 +1,200 @@
+/**
+ * Runs the real `podvisor` binary for end-to-end tests, and waits on what it
+ * says (its stdout is the guest's serial console, its stderr JSON logs) and on
+ * its event log, never on fixed sleeps. On failure, `keepArtifacts` copies the
+ * serial log, the logs and the events where a person can read them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { filter, firstValueFrom, take, timeout, toArray } from 'rxjs';
+import { SqliteEventStore, type EventType, type StoredEvent } from '@podvisor/core';
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const CLI = path.join(REPO, 'apps/supervisord/dist/cli.js');
+export const GUEST = path.join(REPO, 'test/guest/.cache/guest.qcow2');
+export const ARTIFACTS = path.join(REPO, 'test/.artifacts');
+
+export function requireBuilt(): void {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run make build (make test does it)`);
+  if (!existsSync(GUEST)) throw new Error(`${GUEST} is missing: run make guest (make test does it)`);
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class PodvisorProcess {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  readonly exited: Promise<Exit>;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(args: readonly string[], env: Record<string, string>, options: { wrapper?: readonly string[] } = {}) {
+    const argv = [...(options.wrapper ?? []), process.execPath, CLI, ...args];
+    this.child = spawn(argv[0] as string, argv.slice(1), { env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      this.stdout += d;
+      this.wake();
+    });
+    this.child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      this.stderr += d;
+      this.wake();
+    });
+    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => {
+      resolve({ code, signal });
+      this.wake();
+    }));
+  }
+
+  /** Resolves with the first match of `re` in stdout (the serial console); rejects on exit or timeout. */
+  waitForStdout(re: RegExp, timeoutMs = 90_000): Promise<RegExpMatchArray> {
+    return this.waitFor(() => this.stdout.match(re), `stdout to match ${re}`, timeoutMs);
+  }
+
+  waitForStderr(re: RegExp, timeoutMs = 90_000): Promise<RegExpMatchArray> {
+    return this.waitFor(() => this.stderr.match(re), `stderr to match ${re}`, timeoutMs);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
+  }
+
+  private waitFor<T>(check: () => T | null, what: string, timeoutMs: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (fn: () => void): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.waiters.delete(poll);
+        fn();
+      };
+      const poll = (): void => {
+        const m = check();
+        if (m !== null && m !== undefined) finish(() => resolve(m));
+        else if (this.child.exitCode !== null || this.child.signalCode !== null) {
+          finish(() => reject(new Error(`podvisor exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n--- stderr tail:\n${this.stderr.slice(-3000)}`)));
+        }
+      };
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n--- stdout tail:\n${this.stdout.slice(-2000)}\n--- stderr tail:\n${this.stderr.slice(-3000)}`))), timeoutMs);
+      this.waiters.add(poll);
+      poll();
+    });
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+/** A temp tree for one VM: disk dir, images dir, sources. Removed by `cleanup`. */
+export interface VmDirs {
+  root: string;
+  diskDir: string;
+  imagesDir: string;
+  stateDir: string;
+  cleanup: () => Promise<void>;
+}
+
+export async function makeVmDirs(prefix: string): Promise<VmDirs> {
+  const root = await mkdtemp(path.join(tmpdir(), `${prefix}-`));
+  const diskDir = path.join(root, 'disk');
+  return {
+    root,
+    diskDir,
+    imagesDir: path.join(root, 'images'),
+    stateDir: path.join(diskDir, '.podvisor'),
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+}
+
+/** Opens the VM's event log (read side, like the CLI). */
+export function openEvents(stateDir: string): SqliteEventStore {
+  return SqliteEventStore.open({ path: path.join(stateDir, 'events.db'), pollIntervalMs: 50 });
+}
+
+/** Waits for the first event of `type` after `after` (by following the log). */
+export async function waitForEvent(stateDir: string, type: EventType, options: { after?: number; timeoutMs?: number } = {}): Promise<StoredEvent> {
+  const dbFile = path.join(stateDir, 'events.db');
+  await waitForFile(dbFile, options.timeoutMs ?? 60_000);
+  const store = openEvents(stateDir);
+  try {
+    return await firstValueFrom(
+      store.follow(options.after ?? 0).pipe(
+        filter((e) => e.type === type),
+        take(1),
+        timeout({ first: options.timeoutMs ?? 90_000, with: () => { throw new Error(`timed out waiting for event ${type}`); } }),
+      ),
+    );
+  } finally {
+    store.close();
+  }
+}
+
+/** Waits for `n` events matching `pred`. */
+export async function collectEvents(stateDir: string, pred: (e: StoredEvent) => boolean, n: number, timeoutMs = 120_000): Promise<StoredEvent[]> {
+  await waitForFile(path.join(stateDir, 'events.db'), timeoutMs);
+  const store = openEvents(stateDir);
+  try {
+    return await firstValueFrom(store.follow(0).pipe(filter(pred), take(n), toArray(), timeout({ first: timeoutMs, with: () => { throw new Error(`timed out waiting for ${n} events`); } })));
+  } finally {
+    store.close();
+  }
+}
+
+export function readEvents(stateDir: string): StoredEvent[] {
+  const store = openEvents(stateDir);
+  try {
+    return store.readAfter(0);
+  } finally {
+    store.close();
+  }
+}
+
+/** Waits until a file exists, watching its directory (bounded). */
+async function waitForFile(file: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const { watch } = await import('node:fs');
+  while (!existsSync(file)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${file}`);
+    const dir = path.dirname(file);
+    await mkdir(dir, { recursive: true }).catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      const w = watch(dir, () => {
+        w.close();
+        resolve();
+      });
+      // Re-check periodically in case the event was missed between existsSync and watch.
+      setTimeout(() => {
+        w.close();
+        resolve();
+      }, 250).unref();
+    });
+  }
+}
+
+/** Copies what a person needs to debug a failed e2e test. */
+export async function keepArtifacts(name: string, p: PodvisorProcess | null, dirs: VmDirs | null): Promise<string> {
+  const dest = path.join(ARTIFACTS, name.replace(/[^A-Za-z0-9._-]+/g, '_'));
+  await mkdir(dest, { recursive: true });
+  if (p !== null) {
+    await writeFile(path.join(dest, 'serial.log'), p.stdout);
+    await writeFile(path.join(dest, 'podvisor.stderr.jsonl'), p.stderr);
+  }
+  if (dirs !== null && existsSync(path.join(dirs.stateDir, 'events.db'))) {
+    await writeFile(path.join(dest, 'events.jsonl'), readEvents(dirs.stateDir).map((e) => JSON.stringify(e)).join('\n'));
+    await cp(dirs.stateDir, path.join(dest, 'state'), { recursive: true }).catch(() => undefined);
+  }
+  return dest;
+}
+
+/** The event types of a log, in order. */
+export function types(events: readonly StoredEvent[]): string[] {
+  return events.map((e) => e.type);
+}
