@@ -67,6 +67,16 @@ const listen: Parse<string> = (raw) => {
   return { ok: raw };
 };
 
+/** A size such as `20G`, `512M`, `1T` or plain bytes (binary units). */
+const size: Parse<number | undefined> = (raw) => {
+  if (raw === null || raw === '' || raw === undefined) return { ok: undefined };
+  const m = /^(\d+)\s*([KMGT]i?B?|B)?$/i.exec(String(raw).trim());
+  if (m === null) return { expected: 'a size like 20G, 512M or a number of bytes' };
+  const unit = (m[2] ?? 'B').charAt(0).toUpperCase();
+  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit] ?? 1;
+  return { ok: Number(m[1]) * mult };
+};
+
 /** A free-form mapping (backend settings). */
 const mapping: Parse<Record<string, unknown>> = (raw) =>
   typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? { ok: raw as Record<string, unknown> } : { expected: 'a mapping' };
@@ -81,6 +91,8 @@ export const FIELDS = {
   imageSource: { key: 'image.source', env: ['IMG_SOURCE'], flag: 'image', parse: optionalStr, doc: 'http(s) URL or local path of the base qcow2' } as FieldSpec<string | undefined>,
   imageTarget: { key: 'image.target', env: ['IMG_TARGET'], parse: optionalStr, doc: 'name of the base in the images volume' } as FieldSpec<string | undefined>,
   imageSha256: { key: 'image.sha256', env: ['IMG_SHA256'], parse: sha256, doc: 'pinned sha256 of the base' } as FieldSpec<string | undefined>,
+  diskSize: { key: 'image.diskSize', env: ['PODVISOR_DISK_SIZE'], parse: size, doc: 'grow the pet disk to this virtual size (never shrinks)' } as FieldSpec<number | undefined>,
+  rebase: { key: 'image.rebase', env: ['PODVISOR_REBASE'], parse: flagBool, doc: 'move the pet disk onto a newer base at start' } as FieldSpec<boolean>,
   maxVirtualSizeGb: { key: 'image.maxVirtualSizeGb', env: ['PODVISOR_MAX_VIRTUAL_SIZE_GB'], parse: int(1, 65536), doc: 'largest accepted virtual size of a base, GiB' } as FieldSpec<number>,
   imagesDir: { key: 'paths.imagesDir', env: ['PODVISOR_IMAGES_DIR'], flag: 'images-dir', parse: absPath, doc: 'the shared base-image cache' } as FieldSpec<string>,
   diskDir: { key: 'paths.diskDir', env: ['PODVISOR_DISK_DIR'], flag: 'disk-dir', parse: absPath, doc: "this VM's volume (its pet disk)" } as FieldSpec<string>,
@@ -94,6 +106,8 @@ export const FIELDS = {
   noVnc: { key: 'vnc.disabled', env: ['NO_VNC'], parse: flagBool, doc: 'no VNC; 5900 is forwarded to the VM' } as FieldSpec<boolean>,
   vncPasswordFile: { key: 'vnc.passwordFile', env: ['PODVISOR_VNC_PASSWORD_FILE'], parse: optionalStr, doc: 'VNC password file' } as FieldSpec<string | undefined>,
   listen: { key: 'control.listen', env: ['PODVISOR_LISTEN'], flag: 'listen', parse: listen, doc: 'control endpoint TCP address' } as FieldSpec<string>,
+  qmpAllow: { key: 'control.qmpAllow', env: ['PODVISOR_QMP_ALLOW'], parse: stringList, doc: 'extra QMP commands allowed on POST /v1/qmp' } as FieldSpec<string[]>,
+  vncPassword: { key: 'vnc.password', env: ['PODVISOR_VNC_PASSWORD'], parse: optionalStr, secret: true, doc: 'VNC password (prefer the file)' } as FieldSpec<string | undefined>,
   tokenFile: { key: 'control.tokenFile', env: ['PODVISOR_TOKEN_FILE'], parse: optionalStr, doc: 'control endpoint tokens' } as FieldSpec<string | undefined>,
   restartPolicy: { key: 'restart.policy', env: ['PODVISOR_RESTART'], flag: 'restart', parse: oneOf<RestartPolicy>(['always', 'on-failure', 'never']), doc: 'always | on-failure | never' } as FieldSpec<RestartPolicy>,
   backoffInitialMs: { key: 'restart.backoffInitialMs', parse: int(0, 3_600_000), doc: 'first restart delay' } as FieldSpec<number>,
