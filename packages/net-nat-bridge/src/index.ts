@@ -1,1 +1,47 @@
-export {};
+/**
+ * @podvisor/net-nat-bridge: the `nat-bridge` network backend, the
+ * kvm-manager / Berth design. Inside the pod's network namespace the VM sits
+ * behind a linux bridge on a private /30, gets its address from a supervised
+ * dnsmasq, and takes over the pod's IP through a 1:1 nftables DNAT/SNAT (VNC,
+ * the control port and listed ports excepted). The default export is the
+ * plugin manifest; the backend class and its pure helpers are exported by name.
+ */
+import { ContainerModule } from 'inversify';
+import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
+import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
+
+export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, natBridgeStatePaths } from './nat-bridge-network-backend.js';
+export type { NatPodInterface } from './nat-bridge-network-backend.js';
+export {
+  NAT_BRIDGE_DEFAULTS,
+  NAT_BRIDGE_SETTINGS,
+  resolveNatBridgeConfig,
+  parseNatExclude,
+  formatNatExclusion,
+  parseIpv4,
+  formatIpv4,
+  parseIpv4Cidr,
+  ipv4CidrsOverlap,
+} from './nat-config.js';
+export type { NatBridgeConfig, NatPortExclusion, ResolvedNatBridgeConfig } from './nat-config.js';
+export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
+export type { NatRulesetParams } from './nat-ruleset.js';
+export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs, parseResolvConf, isDhcpHostname } from './dnsmasq-args.js';
+export type { DnsmasqParams, PodResolvConf } from './dnsmasq-args.js';
+export { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
+export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
+
+/** The `nat-bridge` network backend, bound by name. Bindings only. */
+export const natBridgeModule = new ContainerModule((bind) => {
+  bind<NetworkBackend>(NetworkBackend).to(NatBridgeNetworkBackend).inSingletonScope().whenTargetNamed('nat-bridge');
+});
+
+const manifest: PluginManifest = {
+  name: '@podvisor/net-nat-bridge',
+  apiVersion: PLUGIN_API_VERSION,
+  provides: [{ kind: 'network-backend', name: 'nat-bridge' }],
+  module: natBridgeModule,
+};
+
+export default manifest;

@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import { buildDnsmasqArgs, isDhcpHostname, parseResolvConf } from './dnsmasq-args.js';
+
+const base = {
+  bridge: 'pvbr0',
+  vmIp: '192.168.254.2',
+  gateway: '192.168.254.1',
+  mac: '52:54:00:ab:cd:ef',
+  hostname: 'vm-1',
+  pidFile: '/state/dnsmasq.pid',
+  leaseFile: '/state/dnsmasq.leases',
+  dnsServers: ['10.96.0.10', '10.96.0.11'],
+  searchDomains: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'],
+  mtu: 1440,
+};
+
+describe('buildDnsmasqArgs', () => {
+  /** What every argv starts with: foreground, no config file, no DNS, the bridge only, one static /30. */
+  const fixed = [
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--port=0',
+    '--pid-file=/state/dnsmasq.pid',
+    '--dhcp-leasefile=/state/dnsmasq.leases',
+    '--bind-interfaces',
+    '--interface=pvbr0',
+    '--dhcp-range=192.168.254.2,static,255.255.255.252,12h',
+  ];
+
+  it('serves one static host on the bridge only, with no DNS, in the foreground', () => {
+    expect(buildDnsmasqArgs(base)).toEqual([
+      ...fixed,
+      '--dhcp-host=52:54:00:ab:cd:ef,192.168.254.2,vm-1',
+      '--dhcp-option=option:router,192.168.254.1',
+      '--dhcp-option=option:dns-server,10.96.0.10,10.96.0.11',
+      '--dhcp-option=option:domain-search,default.svc.cluster.local,svc.cluster.local,cluster.local',
+      '--dhcp-option=option:domain-name,default.svc.cluster.local',
+      '--dhcp-option=option:mtu,1440',
+      '--dhcp-authoritative',
+      '--log-facility=-',
+      '--log-dhcp',
+    ]);
+  });
+
+  it('leaves out the host name, name servers, search domains and MTU it does not have', () => {
+    expect(buildDnsmasqArgs({ ...base, hostname: undefined, dnsServers: [], searchDomains: [], mtu: undefined })).toEqual([
+      ...fixed,
+      '--dhcp-host=52:54:00:ab:cd:ef,192.168.254.2',
+      '--dhcp-option=option:router,192.168.254.1',
+      '--dhcp-authoritative',
+      '--log-facility=-',
+      '--log-dhcp',
+    ]);
+  });
+});
+
+describe('parseResolvConf', () => {
+  it('reads a Kubernetes pod resolv.conf', () => {
+    const text = 'search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n';
+    expect(parseResolvConf(text)).toEqual({
+      nameservers: ['10.96.0.10'],
+      search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'],
+      skipped: [],
+    });
+  });
+
+  it('skips IPv6 and loopback servers and comments; the last search or domain line wins', () => {
+    const text = [
+      '# generated',
+      'nameserver 127.0.0.53',
+      'nameserver fd00::10',
+      'nameserver 192.0.2.53 ; trailing',
+      'nameserver 192.0.2.53',
+      'search a.example b.example.',
+      'domain corp.example',
+      '',
+    ].join('\n');
+    expect(parseResolvConf(text)).toEqual({ nameservers: ['192.0.2.53'], search: ['corp.example'], skipped: ['127.0.0.53', 'fd00::10'] });
+  });
+});
+
+describe('isDhcpHostname', () => {
+  it('accepts one RFC 1123 label only', () => {
+    expect(isDhcpHostname('vm-1')).toBe(true);
+    expect(isDhcpHostname('7eleven')).toBe(true);
+    expect(isDhcpHostname('vm_1')).toBe(false);
+    expect(isDhcpHostname('-vm')).toBe(false);
+    expect(isDhcpHostname('vm.example')).toBe(false);
+    expect(isDhcpHostname('a'.repeat(64))).toBe(false);
+  });
+});

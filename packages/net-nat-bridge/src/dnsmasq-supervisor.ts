@@ -1,0 +1,243 @@
+/**
+ * Keeps the NAT bridge's dnsmasq running for as long as the network is
+ * attached. dnsmasq is spawned through the core `ProcessRunner` in the
+ * foreground; it counts as started once it has written its pid file (it does
+ * so after binding its DHCP socket). If it dies while supervised, it is
+ * restarted with exponential backoff, a bounded number of times in a row, and
+ * each restart is reported through `NetworkHooks.notice`. A restart only
+ * happens while this supervisor still owns the state dir (`isOwner`), so a
+ * stale backend instance never fights the one that replaced it. Also here:
+ * finding and stopping a dnsmasq left behind by a crashed run, through its pid
+ * file, after checking that the pid really is that dnsmasq.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { PodvisorError, type ChildHandle, type Logger, type NetworkHooks, type ProcessRunner } from '@podvisor/core';
+
+export interface DnsmasqSupervisorOptions {
+  runner: ProcessRunner;
+  log: Logger;
+  hooks: Pick<NetworkHooks, 'warn' | 'notice'>;
+  /** The arguments after `dnsmasq`; must contain `--pid-file=<pidFile>`. */
+  args: readonly string[];
+  pidFile: string;
+  /** Checked before every restart; false stops supervision quietly. */
+  isOwner: () => Promise<boolean>;
+  /** Restarts in a row before giving up. Default 5. */
+  maxRestarts?: number;
+  /** The first restart delay, doubled each time. Default 200 ms. */
+  backoffMs?: number;
+  /** The longest restart delay. Default 5 s. */
+  maxBackoffMs?: number;
+  /** A run this long resets the count of restarts in a row. Default 60 s. */
+  stableMs?: number;
+  /** How long dnsmasq may take to write its pid file. Default 5 s. */
+  readyTimeoutMs?: number;
+}
+
+const POLL_MS = 20;
+
+export class DnsmasqSupervisor {
+  private child: ChildHandle | undefined;
+  private stopped = false;
+  private restartsInARow = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private pending: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: DnsmasqSupervisorOptions) {}
+
+  /** The running dnsmasq's pid, if any. */
+  get pid(): number | undefined {
+    return this.child?.running === true ? this.child.pid : undefined;
+  }
+
+  /**
+   * Starts dnsmasq and waits until it serves. Throws `ERR_NAT_DNSMASQ` (with
+   * dnsmasq's stderr) when it exits or stays silent instead; nothing is left
+   * running then.
+   */
+  async start(): Promise<void> {
+    this.stopped = false;
+    const child = await this.launch();
+    this.watch(child);
+  }
+
+  /** Stops supervising and stops dnsmasq (SIGTERM, then SIGKILL after 2 s). Safe to call twice. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.wake?.();
+    await this.pending;
+    const child = this.child;
+    this.child = undefined;
+    if (child !== undefined) await terminate(child, 2000);
+  }
+
+  private async launch(): Promise<ChildHandle> {
+    await rm(this.o.pidFile, { force: true });
+    const child = await this.o.runner.spawn('dnsmasq', this.o.args, { name: 'dnsmasq', stdout: 'ignore' }).catch((err: unknown) => {
+      throw new PodvisorError('ERR_NAT_DNSMASQ', `cannot start dnsmasq: ${(err as Error).message}`, { cause: err });
+    });
+    this.child = child;
+    const deadline = Date.now() + (this.o.readyTimeoutMs ?? 5000);
+    for (;;) {
+      if (!child.running) {
+        const exit = await child.exited;
+        throw new PodvisorError(
+          'ERR_NAT_DNSMASQ',
+          `dnsmasq exited while starting (${exit.signal ?? `exit ${exit.code}`}): ${exit.stderrTail.trim() || '(no output)'}`,
+          { hint: 'the argv is in the details; dnsmasq-base must be installed and the bridge must exist', details: { argv: child.argv } },
+        );
+      }
+      if ((await readPid(this.o.pidFile)) !== undefined) return child;
+      if (Date.now() > deadline) {
+        await terminate(child, 1000);
+        throw new PodvisorError('ERR_NAT_DNSMASQ', `dnsmasq did not write ${this.o.pidFile} within ${this.o.readyTimeoutMs ?? 5000} ms: ${child.stderrTail().trim()}`, {
+          details: { argv: child.argv },
+        });
+      }
+      await delay(POLL_MS);
+    }
+  }
+
+  private watch(child: ChildHandle): void {
+    const startedAt = Date.now();
+    void child.exited.then((exit) => {
+      if (this.stopped || this.child !== child) return;
+      this.pending = this.onExit(exit, Date.now() - startedAt, child.pid);
+    });
+  }
+
+  private async onExit(exit: { code: number | null; signal: string | null; stderrTail: string }, ranMs: number, pid: number): Promise<void> {
+    const how = exit.signal ?? `exit ${exit.code}`;
+    if (!(await this.stillOwner(pid, how))) return;
+    if (ranMs >= (this.o.stableMs ?? 60_000)) this.restartsInARow = 0;
+    const max = this.o.maxRestarts ?? 5;
+    if (this.restartsInARow >= max) {
+      this.o.hooks.warn({
+        code: 'WARN_DNSMASQ_GAVE_UP',
+        message: `dnsmasq exited (${how}) after ${max} restarts in a row; the VM will get no DHCP lease renewals`,
+        hint: `dnsmasq said: ${exit.stderrTail.trim().split('\n').slice(-3).join(' | ') || '(nothing)'}`,
+      });
+      return;
+    }
+    const wait = Math.min((this.o.backoffMs ?? 200) * 2 ** this.restartsInARow, this.o.maxBackoffMs ?? 5000);
+    this.restartsInARow += 1;
+    this.o.log.warn('dnsmasq exited, restarting', { pid, exit: how, inMs: wait, restart: this.restartsInARow });
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      this.timer = setTimeout(resolve, wait);
+    });
+    this.timer = undefined;
+    this.wake = undefined;
+    if (this.stopped || !(await this.stillOwner(pid, how))) return;
+    try {
+      const next = await this.launch();
+      if (this.stopped) {
+        await terminate(next, 1000);
+        return;
+      }
+      this.watch(next);
+      this.o.hooks.notice({
+        code: 'NOTICE_DNSMASQ_RESTARTED',
+        message: `dnsmasq (pid ${pid}) exited (${how}); restarted as pid ${next.pid} (restart ${this.restartsInARow} of at most ${max} in a row)`,
+      });
+    } catch (err) {
+      this.o.log.error('dnsmasq restart failed', { err });
+      if (!this.stopped) await this.onExit({ code: null, signal: null, stderrTail: (err as Error).message }, 0, pid);
+    }
+  }
+
+  private async stillOwner(pid: number, how: string): Promise<boolean> {
+    if (await this.o.isOwner()) return true;
+    this.o.log.info('dnsmasq exited and this backend no longer owns the network; not restarting', { pid, exit: how });
+    return false;
+  }
+}
+
+/**
+ * Stops a dnsmasq left behind by an earlier run: the pid in `pidFile` is
+ * signalled only if `/proc/<pid>/cmdline` shows dnsmasq started with that
+ * same pid file. Removes the pid file. Returns the pid it stopped, if any.
+ * Never throws for "already gone".
+ */
+export async function stopStrayDnsmasq(pidFile: string, log: Logger): Promise<number | undefined> {
+  const pid = await readPid(pidFile);
+  let stopped: number | undefined;
+  if (pid !== undefined && (await isOurDnsmasq(pid, pidFile))) {
+    log.info('stopping a dnsmasq left by an earlier run', { pid, pidFile });
+    signal(pid, 'SIGTERM');
+    if (!(await waitGone(pid, 2000))) {
+      signal(pid, 'SIGKILL');
+      await waitGone(pid, 2000);
+    }
+    stopped = pid;
+  }
+  await rm(pidFile, { force: true });
+  return stopped;
+}
+
+async function readPid(pidFile: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function isOurDnsmasq(pid: number, pidFile: string): Promise<boolean> {
+  try {
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    return (argv[0] ?? '').split('/').pop() === 'dnsmasq' && argv.includes(`--pid-file=${pidFile}`);
+  } catch {
+    return false;
+  }
+}
+
+/** True once the process is gone or a zombie (its parent has not reaped it yet). */
+async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let state: string | undefined;
+    try {
+      // `pid (comm) S ...`; comm may itself hold spaces and parentheses.
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return true;
+    }
+    if (state === 'Z' || state === 'X') return true;
+    if (Date.now() > deadline) return false;
+    await delay(POLL_MS);
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Already gone.
+  }
+}
+
+async function terminate(child: ChildHandle, graceMs: number): Promise<void> {
+  if (!child.running) return;
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const exitedInTime = await Promise.race([
+    child.exited.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), graceMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!exitedInTime) {
+    child.kill('SIGKILL');
+    await child.exited;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

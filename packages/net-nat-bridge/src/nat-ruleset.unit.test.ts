@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
+
+describe('natExclusions', () => {
+  it('keeps VNC, then the control port, then the operator list, without duplicates', () => {
+    expect(natExclusions({ vncPort: 5900, controlPort: 5800, extra: [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 5800 }, { proto: 'udp', port: 5900 }] })).toEqual([
+      { proto: 'tcp', port: 5900 },
+      { proto: 'tcp', port: 5800 },
+      { proto: 'tcp', port: 22 },
+      { proto: 'udp', port: 5900 },
+    ]);
+  });
+
+  it('forwards 5900 like any port when VNC is not excluded (NO_VNC)', () => {
+    expect(natExclusions({ vncPort: undefined, controlPort: 5800, extra: [] })).toEqual([{ proto: 'tcp', port: 5800 }]);
+  });
+});
+
+describe('buildNatRuleset', () => {
+  it('creates, deletes and redefines table ip podvisor in one script, returns before DNAT, SNATs the VM and clamps MSS', () => {
+    const text = buildNatRuleset({
+      podInterface: 'eth0',
+      podIp: '10.244.1.7',
+      vmIp: '192.168.254.2',
+      exclusions: natExclusions({ vncPort: 5900, controlPort: 5800, extra: [{ proto: 'udp', port: 53 }] }),
+    });
+    expect(text).toBe(
+      [
+        'table ip podvisor {',
+        '}',
+        'delete table ip podvisor',
+        'table ip podvisor {',
+        '\tchain prerouting {',
+        '\t\ttype nat hook prerouting priority dstnat; policy accept;',
+        '\t\tiifname "eth0" ip daddr 10.244.1.7 tcp dport 5900 return comment "keep tcp/5900"',
+        '\t\tiifname "eth0" ip daddr 10.244.1.7 tcp dport 5800 return comment "keep tcp/5800"',
+        '\t\tiifname "eth0" ip daddr 10.244.1.7 udp dport 53 return comment "keep udp/53"',
+        '\t\tiifname "eth0" ip daddr 10.244.1.7 meta l4proto tcp dnat to 192.168.254.2',
+        '\t\tiifname "eth0" ip daddr 10.244.1.7 meta l4proto udp dnat to 192.168.254.2',
+        '\t}',
+        '\tchain postrouting {',
+        '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+        '\t\toifname "eth0" ip saddr 192.168.254.2 snat to 10.244.1.7',
+        '\t}',
+        '\tchain forward {',
+        '\t\ttype filter hook forward priority mangle; policy accept;',
+        '\t\ttcp flags syn tcp option maxseg size set rt mtu',
+        '\t}',
+        '}',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('tears the table down idempotently', () => {
+    expect(buildNatTeardown()).toBe('table ip podvisor {\n}\ndelete table ip podvisor\n');
+  });
+});
