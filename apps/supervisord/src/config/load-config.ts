@@ -143,7 +143,7 @@ export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
 
 /** Parses the YAML file; syntax errors and unknown keys become problems. */
 function readYaml(file: { text: string; path: string }, problems: ConfigProblem[]): Record<string, unknown> {
-  const doc = parseDocument(file.text, { prettyErrors: false });
+  const doc = parseDocument(file.text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
       const at = e.linePos?.[0];

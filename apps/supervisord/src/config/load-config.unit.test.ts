@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '@podvisor/core';
+import { resolveConfig, type ConfigInputs } from './load-config.js';
+
+const base: ConfigInputs = {
+  yaml: null,
+  env: { IMG_SOURCE: '/images/base.qcow2' },
+  flags: {},
+  extraArgs: [],
+  hostname: 'vm-7',
+  exists: (p) => p === '/images/base.qcow2',
+};
+
+function problems(inputs: Partial<ConfigInputs>): string[] {
+  try {
+    resolveConfig({ ...base, ...inputs });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems.map((p) => `${p.path} = ${JSON.stringify(p.value)} (${p.expected})`);
+  }
+  return [];
+}
+
+describe('resolveConfig', () => {
+  it('applies the documented defaults, with the VM named after the hostname', () => {
+    const c = resolveConfig(base);
+    expect(c).toMatchObject({
+      name: 'vm-7',
+      vcpus: 1,
+      memoryMb: 512,
+      accel: 'auto',
+      network: 'nat-bridge',
+      restartPolicy: 'on-failure',
+      shutdownGrace: 25,
+      diskDir: '/var/lib/podvisor/disk',
+      stateDir: '/var/lib/podvisor/disk/.podvisor',
+      imagesDir: '/var/lib/podvisor/images',
+      listen: '0.0.0.0:5800',
+      configDriveFormat: 'config-2',
+      userData: '/userdata',
+      metaData: '/metadata',
+      noVnc: false,
+    });
+    expect(c.origins.name).toBe('hostname');
+    expect(c.origins.imageSource).toBe('env IMG_SOURCE');
+  });
+
+  it('applies defaults < YAML < environment < flags', () => {
+    const c = resolveConfig({
+      ...base,
+      yaml: { path: '/etc/p.yaml', text: 'vm:\n  vcpus: 2\n  memoryMb: 1024\nrestart:\n  policy: never\n' },
+      env: { ...base.env, IMG_RAM_MB: '2048', PODVISOR_RESTART: 'always' },
+      flags: { restart: 'on-failure' },
+    });
+    expect(c.vcpus).toBe(2);
+    expect(c.memoryMb).toBe(2048);
+    expect(c.restartPolicy).toBe('on-failure');
+    expect(c.origins).toMatchObject({ vcpus: 'yaml vm.vcpus', memoryMb: 'env IMG_RAM_MB', restartPolicy: 'flag --restart' });
+  });
+
+  it('reports every problem at once, each with its path, value and expectation', () => {
+    const found = problems({
+      yaml: { path: '/etc/p.yaml', text: 'vm:\n  colour: blue\nnetwork:\n  backend: nat-bridge\n  settings:\n    anything: goes\n' },
+      env: { IMG_SOURCE: '/nope.qcow2', IMG_RAM_MB: '-1', IMG_VCPU: 'two', PODVISOR_ACCEL: 'fast' },
+    });
+    expect([...found].sort()).toEqual([
+      'env IMG_VCPU = "two" (an integer from 1 to 255)',
+      'env IMG_RAM_MB = "-1" (an integer from 16 to 4194304)',
+      'env PODVISOR_ACCEL = "fast" (one of auto, kvm, tcg)',
+      'yaml vm.colour = "blue" (a known key (unknown key; see docs/configuration.md))',
+      'env IMG_SOURCE = "/nope.qcow2" (an existing image file (no such file))',
+    ].sort());
+  });
+
+  it('requires IMG_SOURCE only when no pet disk exists', () => {
+    expect(problems({ env: {} })[0]).toContain('there is no pet disk at /var/lib/podvisor/disk/vm-7.qcow2');
+    expect(problems({ env: {}, exists: (p) => p === '/var/lib/podvisor/disk/vm-7.qcow2' })).toEqual([]);
+  });
+
+  it('accepts the seeds\' URL sources and refuses other schemes, hiding credentials', () => {
+    expect(problems({ env: { IMG_SOURCE: 'https://user:pw@example.invalid/x.qcow2' } })).toEqual([]);
+    const found = problems({ env: { IMG_SOURCE: 'ftp://user:pw@example.invalid/x.qcow2' } });
+    expect(found[0]).toContain('ftp://***@example.invalid/x.qcow2');
+    expect(found[0]).not.toContain('pw');
+  });
+
+  it('NO_VNC is set by any non-empty value but 0/false/no/off', () => {
+    expect(resolveConfig({ ...base, env: { ...base.env, NO_VNC: '1' } }).noVnc).toBe(true);
+    expect(resolveConfig({ ...base, env: { ...base.env, NO_VNC: 'false' } }).noVnc).toBe(false);
+    expect(resolveConfig({ ...base, env: { ...base.env, NO_VNC: '' } }).noVnc).toBe(false);
+  });
+
+  it('reports YAML syntax errors with file, line and column', () => {
+    const found = problems({ yaml: { path: '/etc/p.yaml', text: 'vm:\n  vcpus: [1\n' } });
+    expect(found[0]).toMatch(/^yaml \/etc\/p\.yaml:\d+:\d+/);
+  });
+
+  it('parses disk sizes and takes positional arguments as extra qemu arguments', () => {
+    const c = resolveConfig({ ...base, env: { ...base.env, PODVISOR_DISK_SIZE: '20G' }, extraArgs: ['-device', 'virtio-rng-pci'] });
+    expect(c.diskSize).toBe(20 * 1024 ** 3);
+    expect(c.extraArgs).toEqual(['-device', 'virtio-rng-pci']);
+  });
+});
