@@ -1,0 +1,218 @@
+/**
+ * The real backend, with real ip/mknod/dnsmasq, inside a simulated pod made by
+ * test/support/pod.sh (a Calico-style eth0 and a plain eth1 with two
+ * addresses): the test wraps the core runner so that every command runs
+ * under `ip netns exec <pod>`, as the supervisor (PID 1 of the pod) would.
+ * The tap device nodes are global, so the test process opens them itself.
+ * What the guest sees over DHCP is the e2e test's job (test/e2e/macvtap).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, fstatSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ConfigError,
+  ExecaProcessRunner,
+  SilentLogger,
+  type NetworkAttachSpec,
+  type NetworkHooks,
+  type PluginWarning,
+  type ProcessRunner,
+  type RunOptions,
+  type SpawnOptions,
+} from '@podvisor/core';
+import { MacvtapNetworkBackend, macvtapStatePaths } from './macvtap-network-backend.js';
+
+const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
+const isRoot = process.getuid?.() === 0;
+
+/** Runs every command inside network namespace `ns`, like a supervisor living there. */
+class NetnsProcessRunner implements ProcessRunner {
+  constructor(
+    private readonly inner: ProcessRunner,
+    private readonly ns: string,
+  ) {}
+  run(file: string, args: readonly string[], options?: RunOptions) {
+    return this.inner.run('ip', ['netns', 'exec', this.ns, file, ...args], options);
+  }
+  spawn(file: string, args: readonly string[], options: SpawnOptions) {
+    return this.inner.spawn('ip', ['netns', 'exec', this.ns, file, ...args], options);
+  }
+  children() {
+    return this.inner.children();
+  }
+  ownedPids() {
+    return this.inner.ownedPids();
+  }
+  stopAll(graceMs: number) {
+    return this.inner.stopAll(graceMs);
+  }
+}
+
+interface PodView {
+  links: { name: string; mac: string; kind: string | null; addresses: string[] }[];
+  routes: string[];
+}
+
+/** The pod's links, MACs, IPv4 addresses and routes, for before/after comparisons. */
+function podView(pod: string): PodView {
+  const links = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-d', 'addr', 'show'], { encoding: 'utf8' })) as {
+    ifname: string;
+    address: string;
+    linkinfo?: { info_kind?: string };
+    addr_info: { family: string; local: string; prefixlen: number }[];
+  }[];
+  const routes = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-4', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as Record<string, unknown>[];
+  return {
+    links: links.map((l) => ({
+      name: l.ifname,
+      mac: l.address,
+      kind: l.linkinfo?.info_kind ?? null,
+      addresses: l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+    })),
+    routes: routes.map((r) => JSON.stringify(r)).sort(),
+  };
+}
+
+function nsPids(ns: string): string[] {
+  return execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((s) => s !== '');
+}
+
+describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)', () => {
+  let pod: string;
+  let stateDir: string;
+  let runner: ExecaProcessRunner;
+  let backends: MacvtapNetworkBackend[];
+  let warnings: PluginWarning[];
+  let hooks: NetworkHooks;
+
+  const spec = (env: Record<string, string> = {}): NetworkAttachSpec => ({
+    vmName: 'mvt-vm',
+    stateDir,
+    diskDir: stateDir,
+    env,
+    settings: { resolvConf: join(stateDir, 'resolv.conf') },
+    vnc: { enabled: true, port: 5900 },
+    controlPort: 5800,
+  });
+  const backend = (): MacvtapNetworkBackend => {
+    const b = new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger());
+    backends.push(b);
+    return b;
+  };
+
+  beforeEach(async () => {
+    pod = `mvti-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    stateDir = await mkdtemp(join(tmpdir(), `${pod}-`));
+    await writeFile(join(stateDir, 'resolv.conf'), 'nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n');
+    execFileSync(POD_SH, ['create', pod, '--if', 'eth0=10.55.1.7/32', '--if', 'eth1=10.56.1.2/24,10.57.1.2/24'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    runner = new ExecaProcessRunner(new SilentLogger());
+    backends = [];
+    warnings = [];
+    hooks = { log: new SilentLogger(), warn: (w) => warnings.push(w), notice: (w) => warnings.push(w) };
+  });
+
+  afterEach(async () => {
+    for (const b of backends) await b.detach(spec()).catch(() => undefined);
+    await runner.stopAll(1000);
+    execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('moves each interface identity to a macvtap, serves DHCP from sibling macvlans, and detach puts the pod back exactly', async () => {
+    const before = podView(pod);
+    const eth0 = before.links.find((l) => l.name === 'eth0');
+    const eth1 = before.links.find((l) => l.name === 'eth1');
+    const b = backend();
+    const attachment = await b.attach(spec({ SELECTED_NETWORK: '10.57.1.2/24' }), hooks);
+
+    // NICs follow the pod's order, with the pod's MACs and addresses (SELECTED_NETWORK picks eth1's second).
+    expect(attachment.nics.map((n) => [n.id, n.mac, n.addresses])).toEqual([
+      ['net0', eth0?.mac, ['10.55.1.7/32']],
+      ['net1', eth1?.mac, ['10.57.1.2/24']],
+    ]);
+    for (const nic of attachment.nics) {
+      expect(nic.backend.kind).toBe('tap-fd');
+      if (nic.backend.kind === 'tap-fd') expect(fstatSync(nic.backend.fd).isCharacterDevice()).toBe(true);
+    }
+    expect(attachment.vnc).toEqual({ kind: 'unix', path: join(stateDir, 'vnc.sock') });
+    if (!existsSync('/dev/vhost-net')) expect(warnings.map((w) => w.code)).toContain('WARN_MACVTAP_NO_VHOST_NET');
+    expect(warnings.find((w) => w.code === 'WARN_MACVTAP_NO_VHOST_NET')?.hint ?? 'modprobe vhost-net').toContain('modprobe vhost-net');
+
+    const during = podView(pod);
+    const link = (name: string) => during.links.find((l) => l.name === name);
+    expect(link('eth0')?.mac).not.toBe(eth0?.mac);
+    expect(link('eth0')?.addresses).toEqual([]);
+    expect(link('eth1')?.addresses).toEqual(['10.56.1.2/24']);
+    const ifindex = (name: string) => Number(execFileSync('ip', ['netns', 'exec', pod, 'cat', `/sys/class/net/${name}/ifindex`], { encoding: 'utf8' }));
+    const [i0, i1] = [ifindex('eth0'), ifindex('eth1')];
+    expect(link(`pvmvt${i0}`)).toMatchObject({ kind: 'macvtap', mac: eth0?.mac, addresses: [] });
+    expect(link(`pvmvt${i1}`)).toMatchObject({ kind: 'macvtap', mac: eth1?.mac, addresses: [] });
+    expect(link(`pvmvl${i0}`)).toMatchObject({ kind: 'macvlan', addresses: ['10.55.1.6/31'] });
+    expect(link(`pvmvl${i1}`)).toMatchObject({ kind: 'macvlan', addresses: ['10.57.0.2/23'] });
+
+    // One dnsmasq in the pod, leasing both addresses with the pod's routes and DNS.
+    const dnsmasq = nsPids(pod).map((p) => execFileSync('cat', [`/proc/${p}/cmdline`], { encoding: 'utf8' }).split('\0'));
+    expect(dnsmasq).toHaveLength(1);
+    expect(dnsmasq[0]).toEqual(
+      expect.arrayContaining([
+        `--dhcp-host=${eth0?.mac},set:net0,10.55.1.7,mvt-vm,infinite`,
+        '--dhcp-range=set:net0,10.55.1.7,static,255.255.255.255,infinite',
+        `--interface=pvmvl${i0}`,
+        `--shared-network=pvmvl${i0},10.55.1.7`,
+        '--dhcp-option=tag:net0,option:classless-static-route,169.254.1.1/32,0.0.0.0,0.0.0.0/0,169.254.1.1',
+        '--dhcp-option=tag:net0,option:dns-server,10.96.0.10',
+        `--dhcp-host=${eth1?.mac},set:net1,10.57.1.2,mvt-vm,infinite`,
+        '--dhcp-range=set:net1,10.57.1.2,static,255.255.255.0,infinite',
+      ]),
+    );
+
+    await b.detach(spec());
+    expect(podView(pod)).toEqual(before);
+    expect(nsPids(pod)).toEqual([]);
+    expect(existsSync(macvtapStatePaths(stateDir).record)).toBe(false);
+    // Idempotent.
+    await b.detach(spec());
+    expect(podView(pod)).toEqual(before);
+  });
+
+  it('a new run after a crash (dnsmasq and links left behind) converges: its attach undoes the leftovers first', async () => {
+    const before = podView(pod);
+    await backend().attach(spec(), hooks); // "crashes": never detached, dnsmasq keeps running
+    const leftover = nsPids(pod);
+    expect(leftover).toHaveLength(1);
+    const second = backend();
+    const attachment = await second.attach(spec(), hooks);
+    expect(attachment.nics.map((n) => n.mac)).toEqual(before.links.filter((l) => l.name.startsWith('eth')).map((l) => l.mac));
+    expect(nsPids(pod)).not.toContain(leftover[0]);
+    expect(nsPids(pod)).toHaveLength(1);
+    // A fresh backend that only knows the state dir (a restart after kill -9) restores the pod.
+    await new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger()).detach(spec());
+    expect(podView(pod)).toEqual(before);
+    expect(nsPids(pod)).toEqual([]);
+  });
+
+  it('ATTACH_IFACES=nope0 is a ConfigError naming the interface and the pod interfaces, and nothing changes', async () => {
+    const before = podView(pod);
+    const err = await backend()
+      .attach(spec({ ATTACH_IFACES: 'nope0' }), hooks)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toEqual([{ path: 'env ATTACH_IFACES', value: 'nope0', expected: 'an interface of this pod: eth0, eth1' }]);
+    expect((err as Error).message).toContain('nope0');
+    expect(podView(pod)).toEqual(before);
+    expect(existsSync(macvtapStatePaths(stateDir).record)).toBe(false);
+  });
+
+  it('AUTO_ATTACH=no ATTACH_IFACES=eth1 attaches eth1 only; eth0 keeps its MAC, address and routes', async () => {
+    const before = podView(pod);
+    const attachment = await backend().attach(spec({ AUTO_ATTACH: 'no', ATTACH_IFACES: 'eth1' }), hooks);
+    expect(attachment.nics.map((n) => n.addresses)).toEqual([['10.56.1.2/24']]);
+    const during = podView(pod);
+    expect(during.links.find((l) => l.name === 'eth0')).toEqual(before.links.find((l) => l.name === 'eth0'));
+    expect(during.routes.filter((r) => r.includes('"eth0"'))).toEqual(before.routes.filter((r) => r.includes('"eth0"')));
+  });
+});

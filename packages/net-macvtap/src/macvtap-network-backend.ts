@@ -1,0 +1,355 @@
+/**
+ * The macvtap network backend (BBVA docker-kvm / KubeVirt macvtap design):
+ * the VM takes the pod's own interfaces. For each attached pod interface, a
+ * macvtap in bridge mode carries the interface's original MAC (a macvtap
+ * cannot share its lower device's MAC, so the pod interface gets a random
+ * one), the VM's NIC gets the interface's address from a supervised dnsmasq
+ * listening on a sibling macvlan (the lower device's own stack cannot reach
+ * the VM; a sibling can), and the pod keeps a derived, non-conflicting
+ * address on that sibling. qemu receives each macvtap's `/dev/tapN` as an
+ * open file descriptor, through a private device node made with `mknod` when
+ * the container's /dev lacks the right one, plus `/dev/vhost-net` when it
+ * opens. Before touching anything, attach records the pod's interfaces
+ * (MACs, addresses, routes) in the state dir; detach puts them back from that
+ * record, so it also undoes a crashed run. Every host change goes through the
+ * injected `ProcessRunner` (`ip`, `mknod`, `cat` of sysfs, `dnsmasq`), in
+ * whatever namespace it runs commands.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, openSync, statSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { inject, injectable } from 'inversify';
+import {
+  ConfigError,
+  Logger,
+  PodvisorError,
+  ProcessRunner,
+  errorMessage,
+  type ConfigProblem,
+  type NetworkAttachSpec,
+  type NetworkAttachment,
+  type NetworkBackend,
+  type NetworkHooks,
+  type VmNic,
+} from '@podvisor/core';
+import { resolveMacvtapConfig } from './macvtap-config.js';
+import { MacvtapDhcpServer, stopStrayDnsmasq } from './macvtap-dhcp-server.js';
+import { buildMacvtapDnsmasqArgs, parsePodResolvConf, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
+import {
+  isMacvtapBackendLink,
+  parsePodInterfaces,
+  parsePodRoutes,
+  planMacvtapNics,
+  restorableRoutes,
+  routeReplaceArgs,
+  type MacvtapNicPlan,
+  type PodAddress,
+  type PodRoute,
+} from './pod-network.js';
+
+/** What attach records before it changes anything, so that detach (even after a crash) can put it back. */
+export interface MacvtapRestoreRecord {
+  version: 1;
+  interfaces: { name: string; mac: string; addresses: PodAddress[]; routes: PodRoute[] }[];
+}
+
+/** The files the backend keeps in the state dir. */
+export function macvtapStatePaths(stateDir: string): { record: string; pidFile: string; leaseFile: string; devDir: string; vncSocket: string } {
+  return {
+    record: join(stateDir, 'macvtap-restore.json'),
+    pidFile: join(stateDir, 'macvtap-dnsmasq.pid'),
+    leaseFile: join(stateDir, 'macvtap-dnsmasq.leases'),
+    devDir: join(stateDir, 'macvtap-dev'),
+    vncSocket: join(stateDir, 'vnc.sock'),
+  };
+}
+
+/** The device that gives qemu vhost-net acceleration. */
+export const VHOST_NET_DEVICE = '/dev/vhost-net';
+
+@injectable()
+export class MacvtapNetworkBackend implements NetworkBackend {
+  readonly name = 'macvtap';
+  private readonly log: Logger;
+  private dhcp: MacvtapDhcpServer | undefined;
+  /** The fds this process holds for qemu (taps and vhost-net), closed by detach. */
+  private fds: number[] = [];
+
+  constructor(
+    @inject(ProcessRunner) private readonly runner: ProcessRunner,
+    @inject(Logger) log: Logger,
+  ) {
+    this.log = log.child({ name: 'MacvtapNetworkBackend' });
+  }
+
+  /** Pure; see `resolveMacvtapConfig`. Interface names are checked against the pod at the start of `attach`. */
+  validate(spec: NetworkAttachSpec): ConfigProblem[] {
+    return resolveMacvtapConfig(spec).problems;
+  }
+
+  /**
+   * Undoes leftovers of an earlier run, then reads the pod's interfaces and
+   * throws a `ConfigError` (naming the interface and listing the pod's) when
+   * a named interface does not exist or SELECTED_NETWORK matches nothing:
+   * nothing has changed then. Otherwise records the pod's interfaces in the
+   * state dir, and for each attached one: gives it a random MAC, creates
+   * macvtap `pvmvt<ifindex>` (its original MAC) and macvlan `pvmvl<ifindex>`
+   * (the derived address), moves the VM's address off it, and opens its tap
+   * device (`mknod` under the state dir when needed). Starts one dnsmasq.
+   * Throws `ERR_MACVTAP_<STEP>` naming the interface or command; on failure
+   * it has put everything back.
+   */
+  async attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment> {
+    const { config, problems } = resolveMacvtapConfig(spec);
+    if (config === undefined) throw new ConfigError(problems);
+    const started = performance.now();
+    await this.detach(spec);
+    const paths = macvtapStatePaths(spec.stateDir);
+
+    const interfaces = parsePodInterfaces((await this.ip(spec, '-j', '-d', 'addr', 'show')).stdout);
+    const routes = parsePodRoutes((await this.ip(spec, '-j', '-4', 'route', 'show', 'table', 'main')).stdout);
+    const planned = planMacvtapNics(config, interfaces, routes);
+    if (planned.problems.length > 0) {
+      throw new ConfigError(planned.problems, { hint: 'name interfaces the pod has (see the list); nothing was changed' });
+    }
+    const resolv = await this.readResolvConf(config.resolvConf, hooks);
+
+    try {
+      await this.step(spec, 'ERR_MACVTAP_STATE_DIR', `record the pod interfaces in ${paths.record}`, async () => {
+        await mkdir(spec.stateDir, { recursive: true });
+        const record: MacvtapRestoreRecord = {
+          version: 1,
+          interfaces: planned.plans.map(({ pod }) => ({ name: pod.name, mac: pod.mac, addresses: pod.addresses, routes: restorableRoutes(routes, pod.name) })),
+        };
+        await writeFile(`${paths.record}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
+        await rename(`${paths.record}.tmp`, paths.record);
+      });
+
+      const vhost = this.vhostAvailable(hooks);
+      const nics: VmNic[] = [];
+      const dhcpNics: MacvtapDhcpNic[] = [];
+      const details: Record<string, unknown>[] = [];
+      for (const plan of planned.plans) {
+        const { tapPath, fd } = await this.attachOne(spec, plan, paths.devDir);
+        const vhostFd = vhost ? this.open(VHOST_NET_DEVICE) : undefined;
+        const vmCidr = plan.vmAddress === undefined ? [] : [`${plan.vmAddress.ip}/${plan.vmAddress.prefix}`];
+        nics.push({ id: plan.id, mac: plan.pod.mac, backend: { kind: 'tap-fd', fd, ...(vhostFd === undefined ? {} : { vhostFd }) }, addresses: vmCidr });
+        if (plan.vmAddress !== undefined) {
+          dhcpNics.push({ tag: plan.id, listenOn: plan.links.macvlan, mac: plan.pod.mac, address: plan.vmAddress, gateway: plan.gateway, routes: plan.vmRoutes, mtu: plan.pod.mtu });
+        }
+        details.push({
+          podInterface: plan.pod.name,
+          mac: plan.pod.mac,
+          addresses: vmCidr,
+          sibling: plan.siblingAddress === undefined ? null : `${plan.siblingAddress.ip}/${plan.siblingAddress.prefix}`,
+          macvtap: plan.links.macvtap,
+          macvlan: plan.links.macvlan,
+          tapDevice: tapPath,
+          routes: plan.vmRoutes.map((r) => `${r.dst} via ${r.gateway}`),
+          vhost: vhostFd !== undefined,
+        });
+      }
+
+      const hostname = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(spec.vmName) ? spec.vmName : undefined;
+      const args = buildMacvtapDnsmasqArgs({
+        nics: dhcpNics,
+        hostname,
+        pidFile: paths.pidFile,
+        leaseFile: paths.leaseFile,
+        dnsServers: resolv.nameservers,
+        searchDomains: resolv.search,
+      });
+      if (args !== undefined) {
+        const dhcp = new MacvtapDhcpServer({ runner: this.runner, log: this.log, hooks, args, pidFile: paths.pidFile });
+        this.dhcp = dhcp;
+        await this.step(spec, 'ERR_MACVTAP_DNSMASQ', `start dnsmasq on ${dhcpNics.map((n) => n.listenOn).join(', ')}`, () => dhcp.start());
+      }
+
+      const attachment: NetworkAttachment = {
+        nics,
+        // The VM owns the pod's addresses: VNC goes to a unix socket, as QMP does.
+        vnc: spec.vnc.enabled ? { kind: 'unix', path: paths.vncSocket } : undefined,
+        detail: { interfaces: details, dhcp: { dnsServers: resolv.nameservers, searchDomains: resolv.search, dnsmasqPid: this.dhcp?.pid ?? null } },
+      };
+      this.log.info('attached', { ...attachment.detail, durationMs: Math.round(performance.now() - started) });
+      return attachment;
+    } catch (err) {
+      await this.detach(spec).catch((cleanupErr: unknown) => this.log.error('cleanup after a failed attach failed', { err: cleanupErr }));
+      throw err;
+    }
+  }
+
+  /**
+   * Stops dnsmasq (this run's, or a leftover found through its pid file),
+   * closes the tap and vhost fds, deletes every `pvmvt*`/`pvmvl*` link, and,
+   * when the state dir holds a record of the pod's interfaces, gives them
+   * back their MACs, addresses (in their order) and routes, then removes the
+   * record. Idempotent and safe after a crash. Throws `ERR_MACVTAP_DETACH`
+   * listing the steps that failed, after trying all of them (the record is
+   * kept then, so a later detach retries).
+   */
+  async detach(spec: NetworkAttachSpec): Promise<void> {
+    const paths = macvtapStatePaths(spec.stateDir);
+    const failures: string[] = [];
+    const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(`${what}: ${errorMessage(err)}`);
+      }
+    };
+    const dhcp = this.dhcp;
+    this.dhcp = undefined;
+    if (dhcp !== undefined) await attempt('stop dnsmasq', () => dhcp.stop());
+    await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log));
+    for (const fd of this.fds.splice(0)) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Already closed.
+      }
+    }
+    let present: Set<string> = new Set();
+    await attempt('list links', async () => {
+      present = new Set(parsePodInterfaces((await this.runner.run('ip', ['-j', 'link', 'show'])).stdout).map((l) => l.name));
+    });
+    for (const link of present) {
+      if (isMacvtapBackendLink(link)) await attempt(`delete ${link}`, () => this.runner.run('ip', ['link', 'del', 'dev', link]));
+    }
+    const record = await readFile(paths.record, 'utf8').then(
+      (text) => JSON.parse(text) as MacvtapRestoreRecord,
+      () => undefined,
+    );
+    const before = failures.length;
+    for (const i of record?.interfaces ?? []) {
+      if (!present.has(i.name)) continue;
+      await attempt(`give ${i.name} back its MAC ${i.mac}, addresses and routes`, async () => {
+        await this.runner.run('ip', ['link', 'set', 'dev', i.name, 'address', i.mac]);
+        // Flushed and re-added in the recorded order, so the primary address stays the primary.
+        await this.runner.run('ip', ['-4', 'addr', 'flush', 'dev', i.name]);
+        for (const a of i.addresses) await this.runner.run('ip', ['addr', 'add', `${a.ip}/${a.prefix}`, 'dev', i.name]);
+        for (const r of i.routes) await this.runner.run('ip', routeReplaceArgs(r));
+      });
+    }
+    if (failures.length === before) await rm(paths.record, { force: true });
+    await rm(paths.devDir, { recursive: true, force: true });
+    if (record !== undefined) this.log.info('pod interfaces restored', { interfaces: record.interfaces.map((i) => i.name) });
+    if (failures.length > 0) {
+      throw new PodvisorError('ERR_MACVTAP_DETACH', `macvtap: could not put everything back: ${failures.join('; ')}`, {
+        hint: `the record of the pod's interfaces stays in ${paths.record}; the next start retries`,
+        details: { failures },
+      });
+    }
+  }
+
+  /** Moves one pod interface's identity to a macvtap and a sibling macvlan, and opens the macvtap's tap device. */
+  private async attachOne(spec: NetworkAttachSpec, plan: MacvtapNicPlan, devDir: string): Promise<{ tapPath: string; fd: number }> {
+    const { pod, links } = plan;
+    const code = 'ERR_MACVTAP_LINK';
+    await this.step(spec, code, `give ${pod.name} a random MAC and create macvtap ${links.macvtap} with its MAC ${pod.mac}`, async () => {
+      await this.ip(spec, 'link', 'set', 'dev', pod.name, 'address', randomLocalMac());
+      await this.ip(spec, 'link', 'add', 'link', pod.name, 'name', links.macvtap, 'address', pod.mac, 'mtu', String(pod.mtu), 'type', 'macvtap', 'mode', 'bridge');
+      await this.ip(spec, 'link', 'set', 'dev', links.macvtap, 'up');
+    });
+    await this.step(spec, code, `create macvlan ${links.macvlan} on ${pod.name}`, async () => {
+      await this.ip(spec, 'link', 'add', 'link', pod.name, 'name', links.macvlan, 'mtu', String(pod.mtu), 'type', 'macvlan', 'mode', 'bridge');
+      await this.ip(spec, 'link', 'set', 'dev', links.macvlan, 'up');
+    });
+    if (plan.vmAddress !== undefined && plan.siblingAddress !== undefined) {
+      const vm = `${plan.vmAddress.ip}/${plan.vmAddress.prefix}`;
+      const sibling = `${plan.siblingAddress.ip}/${plan.siblingAddress.prefix}`;
+      await this.step(spec, 'ERR_MACVTAP_ADDRESS', `move ${vm} off ${pod.name} and give ${links.macvlan} ${sibling}`, async () => {
+        await this.ip(spec, 'addr', 'del', vm, 'dev', pod.name);
+        // Deleting a primary address deletes its secondaries too (unless promote_secondaries): put the others back.
+        for (const a of pod.addresses) if (a !== plan.vmAddress) await this.ip(spec, 'addr', 'replace', `${a.ip}/${a.prefix}`, 'dev', pod.name);
+        await this.ip(spec, 'addr', 'add', sibling, 'dev', links.macvlan);
+      });
+    }
+    return this.step(spec, 'ERR_MACVTAP_TAP_DEVICE', `open the tap device of ${links.macvtap}`, async () => {
+      const [link] = parsePodInterfaces((await this.ip(spec, '-j', 'link', 'show', 'dev', links.macvtap)).stdout);
+      if (link === undefined) throw new Error(`${links.macvtap} is gone`);
+      const devNumbers = (await this.runner.run('cat', [`/sys/class/net/${links.macvtap}/tap${link.ifindex}/dev`], { signal: spec.signal })).stdout.trim();
+      const m = /^(\d+):(\d+)$/.exec(devNumbers);
+      if (m === null) throw new Error(`unexpected device numbers ${JSON.stringify(devNumbers)} in sysfs`);
+      const [major, minor] = [Number(m[1]), Number(m[2])];
+      // /dev/tapN is named after the ifindex, which another namespace may share: use it only if it is this device.
+      let tapPath = `/dev/tap${link.ifindex}`;
+      if (!isCharDevice(tapPath, major, minor)) {
+        tapPath = join(devDir, `tap${link.ifindex}`);
+        await mkdir(devDir, { recursive: true });
+        await rm(tapPath, { force: true });
+        await this.runner.run('mknod', ['-m', '0600', tapPath, 'c', String(major), String(minor)], { signal: spec.signal });
+      }
+      return { tapPath, fd: this.open(tapPath) };
+    });
+  }
+
+  private open(path: string): number {
+    const fd = openSync(path, constants.O_RDWR);
+    this.fds.push(fd);
+    return fd;
+  }
+
+  /** Whether /dev/vhost-net opens; when it does not, one warning with the seed's hint. */
+  private vhostAvailable(hooks: NetworkHooks): boolean {
+    try {
+      closeSync(openSync(VHOST_NET_DEVICE, constants.O_RDWR));
+      return true;
+    } catch (err) {
+      hooks.warn({
+        code: 'WARN_MACVTAP_NO_VHOST_NET',
+        message: `cannot open ${VHOST_NET_DEVICE} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}): the VM's NICs run without vhost-net, with lower throughput`,
+        hint: `load the module on the node, as root: modprobe vhost-net; and give the container the device ${VHOST_NET_DEVICE}`,
+      });
+      return false;
+    }
+  }
+
+  private async readResolvConf(path: string, hooks: NetworkHooks): Promise<{ nameservers: string[]; search: string[] }> {
+    try {
+      return parsePodResolvConf(await readFile(path, 'utf8'));
+    } catch (err) {
+      hooks.warn({
+        code: 'WARN_MACVTAP_NO_RESOLV_CONF',
+        message: `cannot read ${path} (${errorMessage(err)}); the VM gets no name servers or search domains over DHCP`,
+        hint: 'point network.settings.resolvConf at the pod resolv.conf',
+      });
+      return { nameservers: [], search: [] };
+    }
+  }
+
+  private ip(spec: NetworkAttachSpec, ...args: string[]): ReturnType<ProcessRunner['run']> {
+    return this.runner.run('ip', args, { signal: spec.signal });
+  }
+
+  /** Runs one attach step; an error that is not already an `ERR_MACVTAP_*` one becomes `code`, naming `what`. */
+  private async step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
+    spec.signal?.throwIfAborted();
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof PodvisorError && err.code.startsWith('ERR_MACVTAP_')) throw err;
+      const coded = err instanceof PodvisorError ? err : undefined;
+      throw new PodvisorError(code, `macvtap: cannot ${what}: ${errorMessage(err)}`, { cause: err, hint: coded?.hint, details: coded?.details });
+    }
+  }
+}
+
+/** A random unicast, locally administered MAC for the pod's interface. */
+export function randomLocalMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] as number) & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+function isCharDevice(path: string, major: number, minor: number): boolean {
+  try {
+    const st = statSync(path);
+    if (!st.isCharacterDevice()) return false;
+    const rdev = st.rdev;
+    return ((rdev >>> 8) & 0xfff) === major && ((rdev & 0xff) | ((rdev >>> 12) & 0xfff00)) === minor;
+  } catch {
+    return false;
+  }
+}
