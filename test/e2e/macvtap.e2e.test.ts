@@ -193,7 +193,7 @@ describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
     createPod('eth0=10.77.3.7/32', 'eth1=10.78.4.2/24');
     const before = podView();
     const first = start();
-    await first.waitForStdout(/PODVISOR-GUEST-READY/, 120_000);
+    await first.waitForStdout(/PODVISOR-GUEST-READY boot-count=1/, 120_000);
     // The container dies at once: podvisor and everything it started (qemu, dnsmasq); the pod's namespace stays.
     const pids = execFileSync('ip', ['netns', 'pids', pod], { encoding: 'utf8' }).split('\n').filter((s) => s !== '');
     execFileSync('kill', ['-KILL', ...pids]);
@@ -201,8 +201,8 @@ describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
     expect(podView()).not.toEqual(before);
 
     const second = start();
-    // The boot count is not checked: the guest's counter write may not survive qemu's SIGKILL.
-    await second.waitForStdout(/PODVISOR-GUEST-READY/, 120_000);
+    // The pet disk kept what the guest flushed before the kill.
+    await second.waitForStdout(/PODVISOR-GUEST-READY boot-count=2/, 120_000);
     expect(await guestPage('10.77.3.7')).toContain('nic: eth0');
     expect(await guestPage('10.78.4.2')).toContain('nic: eth1');
     const links = podView().links;
