@@ -16,7 +16,7 @@ import {
   loadPlugins,
   type LogLevel,
 } from '@podvisor/core';
-import { ImageStoreSettings, imageStoreModule } from '@podvisor/image-store';
+import { HttpImageSourceSettings, ImageStoreSettings, imageStoreModule } from '@podvisor/image-store';
 import { qemuModule } from '@podvisor/qemu';
 import { BUILT_IN_PLUGINS } from './built-in-plugins.js';
 
@@ -24,6 +24,8 @@ export interface AppContainerOptions {
   logLevel: LogLevel;
   imagesDir: string;
   maxVirtualSizeBytes: number;
+  /** HTTP pull timeouts and attempts; the package defaults when absent. */
+  http?: Partial<HttpImageSourceSettings>;
   /** Extra plugin module specifiers (PODVISOR_PLUGINS). */
   plugins: readonly string[];
   logSink?: { write(line: string): unknown };
@@ -42,6 +44,7 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind<Clock>(Clock).toConstantValue(new SystemClock());
   container.bind<ProcessRunner>(ProcessRunner).toConstantValue(new ExecaProcessRunner(log.child({ name: 'ProcessRunner' })));
   container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes });
+  container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
   container.load(qemuModule, imageStoreModule);
   const registry = new PluginRegistry();
   await loadPlugins(registry, [...BUILT_IN_PLUGINS, ...options.plugins]);

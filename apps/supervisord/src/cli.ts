@@ -5,6 +5,7 @@
  * in docs/cli.md.
  */
 import { eventsCommand } from './commands/events-command.js';
+import { imageCommand } from './commands/image-command.js';
 import { pluginsCommand } from './commands/plugins-command.js';
 import { runCommand, type CommandIo } from './commands/run-command.js';
 import { VERSION } from './version.js';
@@ -14,6 +15,7 @@ const HELP = `Usage: podvisor <command> [options]
 Commands:
   run       run the VM (the container's main process)
   events    print the VM's event log (--follow, --json)
+  image     pull|ls|gc|rebase: the shared base-image cache
   plugins   list the loaded plugins
   version   print the version
 
@@ -27,6 +29,8 @@ export async function main(argv: readonly string[], io: CommandIo): Promise<numb
       return runCommand(rest, io);
     case 'events':
       return eventsCommand(rest, io);
+    case 'image':
+      return imageCommand(rest, io);
     case 'plugins':
       return pluginsCommand(rest, io);
     case 'version':

@@ -37,6 +37,16 @@ export interface EventDataMap {
   /** A warning: `auto` found KVM unusable and fell back to TCG (slow). */
   AcceleratorFellBack: { from: Accelerator; to: Accelerator; reason: string };
   ImageImported: { source: string; target: string; path: string; bytes: number; sha256: string; reused: boolean };
+  /** Throttled download progress of a base (the source URL without credentials). */
+  ImagePullProgressed: { source: string; target: string; bytes: number; total: number | null; percent: number | null; bytesPerSecond: number };
+  /** A download attempt failed and is retried; `resumeFrom` > 0 means a `Range` request continues it. */
+  ImagePullRetried: { source: string; target: string; attempt: number; delayMs: number; resumeFrom: number; reason: string };
+  /** The source now has other content than the base the pet disk was made from; the disk keeps its base until a rebase. */
+  ImageNewerBaseAvailable: { disk: string; currentBacking: string; currentSha256: string | null; newerPath: string; newerSha256: string; target: string };
+  /** The pet disk was moved onto another base with a safe `qemu-img rebase` (guest-visible data unchanged). */
+  DiskRebased: { path: string; fromBacking: string; toBacking: string; sha256: string; durationMs: number };
+  /** The pet disk's virtual size grew to PODVISOR_DISK_SIZE. */
+  DiskResized: { path: string; fromBytes: number; toBytes: number };
   DiskCreated: { path: string; backingFile: string; backingFormat: string };
   DiskReused: { path: string; backingFile: string | null };
   ConfigDriveBuilt: { path: string; format: 'config-2' | 'nocloud'; instanceId: string; bytes: number };
@@ -73,6 +83,11 @@ export const EVENT_SCHEMA_VERSIONS: { readonly [K in EventType]: number } = {
   AcceleratorProbed: 1,
   AcceleratorFellBack: 1,
   ImageImported: 1,
+  ImagePullProgressed: 1,
+  ImagePullRetried: 1,
+  ImageNewerBaseAvailable: 1,
+  DiskRebased: 1,
+  DiskResized: 1,
   DiskCreated: 1,
   DiskReused: 1,
   ConfigDriveBuilt: 1,
@@ -114,7 +129,14 @@ export type StoredEvent = DomainEvent & {
 };
 
 /** Events that warn an operator; shown as warnings by the CLI and logged at warn. */
-export const WARNING_EVENTS: ReadonlySet<EventType> = new Set<EventType>(['AcceleratorFellBack', 'WarningRaised', 'GuestPanicked', 'VmCrashLoopDetected']);
+export const WARNING_EVENTS: ReadonlySet<EventType> = new Set<EventType>([
+  'AcceleratorFellBack',
+  'WarningRaised',
+  'GuestPanicked',
+  'VmCrashLoopDetected',
+  'ImagePullRetried',
+  'ImageNewerBaseAvailable',
+]);
 
 export function event<K extends EventType>(type: K, data: EventDataMap[K]): EventOf<K> {
   return { type, data } as unknown as EventOf<K>;

@@ -100,15 +100,45 @@ export interface FetchProgress {
   total: number | undefined;
 }
 
-export interface ImageFetchResult {
-  bytes: number;
-  sha256: string;
+/** What tells whether a source changed without transferring it (HTTP ETag / Last-Modified, a local file's identity). */
+export interface SourceValidators {
+  etag?: string;
+  lastModified?: string;
+  /** A local file's size, mtime and inode. */
+  fingerprint?: string;
 }
 
-/** One URI scheme (`file`, `http`, `https`): writes the content to `dest`. */
+/** One failed attempt that the source retries. */
+export interface FetchRetry {
+  /** The attempt that failed (1 = the first). */
+  attempt: number;
+  delayMs: number;
+  /** The byte offset the next attempt asks for with `Range` (0 = from the start). */
+  resumeFrom: number;
+  reason: string;
+}
+
+export interface ImageFetchOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: FetchProgress) => void;
+  onRetry?: (r: FetchRetry) => void;
+  /** Validators of the content already cached: a source that can tell it is unchanged returns `{notModified: true}` and writes nothing. */
+  ifChanged?: SourceValidators;
+}
+
+export type ImageFetchResult =
+  | { notModified: false; bytes: number; sha256: string; validators: SourceValidators }
+  | { notModified: true };
+
+/**
+ * One URI scheme (`file`, `http`, `https`): writes the content to `dest`, a
+ * new file in the images volume that must not exist yet, fsynced before it
+ * resolves. Throws `ERR_IMAGE_*` naming the URI without credentials; on
+ * failure `dest` is removed.
+ */
 export interface ImageSource {
   readonly schemes: readonly string[];
-  fetch(uri: string, dest: string, options: { signal?: AbortSignal; onProgress?: (p: FetchProgress) => void }): Promise<ImageFetchResult>;
+  fetch(uri: string, dest: string, options: ImageFetchOptions): Promise<ImageFetchResult>;
 }
 
 export const ImageSource = Symbol.for('podvisor.ImageSource');
@@ -131,13 +161,61 @@ export interface Overlay {
   created: boolean;
   backingFile: string | null;
   backingFormat: string | null;
+  /** The virtual size, after any growth. */
+  virtualSize: number;
+  /** Set when this call grew the disk (PODVISOR_DISK_SIZE). */
+  resizedFrom?: number;
+  /** The sha256 of the backing base when it is cache content, else null. */
+  backingSha256: string | null;
+  /** True when an existing disk is backed by something other than the requested base (a newer base exists). */
+  behindBase: boolean;
+}
+
+/** Throttled progress of a base download, for events, log lines and a progress bar. */
+export interface ImagePullProgress {
+  target: string;
+  bytes: number;
+  total: number | null;
+  percent: number | null;
+  bytesPerSecond: number;
+  done: boolean;
+}
+
+export interface EnsureBaseRequest {
+  source: string;
+  target?: string;
+  sha256?: string;
+  signal?: AbortSignal;
+  onProgress?: (p: ImagePullProgress) => void;
+  onRetry?: (r: FetchRetry & { target: string }) => void;
+}
+
+export interface RebaseResult {
+  path: string;
+  fromBacking: string;
+  toBacking: string;
+  /** False when the disk was already on that base (nothing changed). */
+  changed: boolean;
+  durationMs: number;
 }
 
 export interface ImageStore {
-  /** Makes the base available in the images dir. Throws `ERR_IMAGE_*`. */
-  ensureBase(request: { source: string; target?: string; sha256?: string; signal?: AbortSignal }): Promise<BaseImage>;
-  /** Creates the pet disk once; never recreates or overwrites an existing one. */
+  /**
+   * Makes the base available in the images dir. Throws `ERR_IMAGE_*`; on any
+   * error nothing is left under the cache's content dir.
+   */
+  ensureBase(request: EnsureBaseRequest): Promise<BaseImage>;
+  /**
+   * Creates the pet disk once; never recreates or overwrites an existing one.
+   * `sizeBytes` grows it (never shrinks). Throws `ERR_IMAGE_*`.
+   */
   ensureOverlay(request: { base: BaseImage | null; diskDir: string; name: string; sizeBytes?: number }): Promise<Overlay>;
+  /**
+   * Moves the pet disk at `path` onto `base` with a safe `qemu-img rebase`
+   * (the guest sees the same data), working on a copy that replaces the disk
+   * only once it checks out. The disk must not be in use. Throws `ERR_IMAGE_REBASE_*`.
+   */
+  rebaseOverlay(request: { path: string; base: BaseImage }): Promise<RebaseResult>;
 }
 
 export const ImageStore = Symbol.for('podvisor.ImageStore');

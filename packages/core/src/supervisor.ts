@@ -38,7 +38,7 @@ export interface SupervisorSettings {
   accelProbeTimeoutMs: number;
   vcpus: number;
   memoryMb: number;
-  image: { source: string | null; target?: string; sha256?: string };
+  image: { source: string | null; target?: string; sha256?: string; /** Move an existing pet disk onto a newer base at start. */ rebase?: boolean };
   diskDir: string;
   stateDir: string;
   diskSizeBytes?: number;
@@ -226,16 +226,26 @@ export class Supervisor {
 
     let base = null;
     if (s.image.source !== null) {
+      const source = redactUrl(s.image.source);
+      let lastProgressAt = -Infinity;
       base = await d.images.ensureBase({
         source: s.image.source,
         ...(s.image.target === undefined ? {} : { target: s.image.target }),
         ...(s.image.sha256 === undefined ? {} : { sha256: s.image.sha256 }),
         signal: this.stopController.signal,
+        onProgress: (p) => {
+          // The store throttles to about a second; the log keeps one event per 5 s, plus the last.
+          const now = d.clock.now().getTime();
+          if (!p.done && now - lastProgressAt < 5000) return;
+          lastProgressAt = now;
+          this.record([{ type: 'ImagePullProgressed', data: { source, target: p.target, bytes: p.bytes, total: p.total, percent: p.percent, bytesPerSecond: p.bytesPerSecond } }]);
+        },
+        onRetry: (r) => this.record([{ type: 'ImagePullRetried', data: { source, ...r } }]),
       });
       this.record([
         {
           type: 'ImageImported',
-          data: { source: redactUrl(s.image.source), target: base.target, path: base.path, bytes: base.bytes, sha256: base.sha256, reused: base.reused },
+          data: { source, target: base.target, path: base.path, bytes: base.bytes, sha256: base.sha256, reused: base.reused },
         },
       ]);
     }
@@ -250,6 +260,22 @@ export class Supervisor {
         ? { type: 'DiskCreated', data: { path: overlay.path, backingFile: overlay.backingFile ?? '', backingFormat: overlay.backingFormat ?? '' } }
         : { type: 'DiskReused', data: { path: overlay.path, backingFile: overlay.backingFile } },
     ]);
+    if (overlay.resizedFrom !== undefined) {
+      this.record([{ type: 'DiskResized', data: { path: overlay.path, fromBytes: overlay.resizedFrom, toBytes: overlay.virtualSize } }]);
+    }
+    if (base !== null && overlay.behindBase) {
+      // The pet keeps booting on the base it was made from until a rebase is asked for.
+      this.record([
+        {
+          type: 'ImageNewerBaseAvailable',
+          data: { disk: overlay.path, currentBacking: overlay.backingFile ?? '', currentSha256: overlay.backingSha256, newerPath: base.path, newerSha256: base.sha256, target: base.target },
+        },
+      ]);
+      if (s.image.rebase === true) {
+        const r = await d.images.rebaseOverlay({ path: overlay.path, base });
+        this.record([{ type: 'DiskRebased', data: { path: r.path, fromBacking: r.fromBacking, toBacking: r.toBacking, sha256: base.sha256, durationMs: r.durationMs } }]);
+      }
+    }
 
     const drive = await d.configDrive.build({
       format: s.configDrive.format,

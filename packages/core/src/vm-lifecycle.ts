@@ -133,6 +133,12 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
       return { ...base, status: 'Failed', code: e.data.code, message: e.data.message };
     case 'VmStopped':
       return state.status === 'Failed' ? keep(state, base) : { ...base, status: 'Stopped', reason: e.data.reason };
+    case 'DiskRebased':
+      return { ...keep(state, base), disk: { path: e.data.path, backingFile: e.data.toBacking } };
+    case 'ImagePullProgressed':
+    case 'ImagePullRetried':
+    case 'ImageNewerBaseAvailable':
+    case 'DiskResized':
     case 'ConfigDriveBuilt':
     case 'NetworkDetached':
     case 'WarningRaised':

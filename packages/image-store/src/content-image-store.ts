@@ -1,54 +1,56 @@
 /**
  * The image store: a content-addressed cache of base images on the shared
- * images volume, and one qcow2 overlay (the "pet" disk) per VM on the VM's
- * own volume.
- *
- * Layout of the images dir:
- *   sha256/<hex>          immutable base content, validated before it lands here
- *   <target>              a symlink to sha256/<hex>: the human name (IMG_TARGET)
- *   .meta/<target>.json   where the content came from, to tell "unchanged" cheaply
- *   .tmp/                 partial files; never read as images
- * A pet disk is backed by the content path, never by the name, so a newer base
- * under the same name cannot change a disk that already exists.
+ * images volume (layout in image-cache-layout.ts), and one qcow2 overlay (the
+ * "pet" disk) per VM on the VM's own volume. A base lands under its sha256
+ * only after it is complete, fsynced, matches its pin and passes validation,
+ * so a broken download never becomes a broken cache. A pet disk is backed by
+ * the content path, never by the name, so a newer base under the same name
+ * cannot change a disk that exists: it keeps booting on its base until an
+ * explicit rebase.
  */
-import { randomBytes } from 'node:crypto';
-
-import { chmod, link, mkdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, copyFile, link, mkdir, open, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { inject, injectable, multiInject } from 'inversify';
 import {
   ImageSource,
   Logger,
   PodvisorError,
   ProcessRunner,
+  redactUrl,
   type BaseImage,
   type ImageStore,
   type Overlay,
 } from '@podvisor/core';
-import { qemuImgCreateOverlay, qemuImgInfo, type QemuImgInfo } from './qemu-img.js';
+import { DEFAULT_LOCK_OPTIONS, acquireCacheLock, type CacheLockOptions } from './cache-lock.js';
+import { ImageCacheLayout, fsyncDir, sha256OfPath, type CacheMeta } from './image-cache-layout.js';
+import { assertSafeName, deriveTarget, schemeOf } from './image-uri.js';
+import type { EnsureBaseRequest, RebaseResult } from './port-types.js';
+import { ProgressMeter } from './progress-meter.js';
+import { qemuImgCheck, qemuImgCreateOverlay, qemuImgInfo, qemuImgRebase, qemuImgResize, type QemuImgInfo } from './qemu-img.js';
 
 export interface ImageStoreSettings {
   imagesDir: string;
   /** Bases with a larger virtual size are refused. */
   maxVirtualSizeBytes: number;
+  /** Minimum interval between progress reports (default 1000 ms). */
+  progressIntervalMs?: number;
+  /** The cache lock's timings (tests shorten them). */
+  lock?: Partial<CacheLockOptions>;
 }
 
 export const ImageStoreSettings = Symbol.for('podvisor.ImageStoreSettings');
 
 export const DEFAULT_MAX_VIRTUAL_SIZE = 2 * 1024 ** 4; // 2 TiB
 
-interface SourceMeta {
-  source: string;
-  sha256: string;
-  bytes: number;
-  format: 'qcow2' | 'raw';
-  /** For local files: size and mtime of the source when it was imported. */
-  fingerprint: string;
-}
+/** Progress log lines are rarer than progress reports. */
+const LOG_PROGRESS_EVERY_MS = 5000;
 
 @injectable()
 export class ContentImageStore implements ImageStore {
   private readonly log: Logger;
+  readonly layout: ImageCacheLayout;
 
   constructor(
     @inject(ImageStoreSettings) private readonly settings: ImageStoreSettings,
@@ -57,66 +59,96 @@ export class ContentImageStore implements ImageStore {
     @inject(Logger) log: Logger,
   ) {
     this.log = log.child({ name: 'ContentImageStore' });
+    this.layout = new ImageCacheLayout(settings.imagesDir);
   }
 
   /**
-   * Makes the base named `target` hold the content of `source`. Reuses the
-   * cache when the source is unchanged. Throws `ERR_IMAGE_SOURCE_*`,
-   * `ERR_IMAGE_CHECKSUM_MISMATCH`, `ERR_IMAGE_INVALID`, `ERR_IMAGE_BACKING_REFUSED`,
-   * `ERR_IMAGE_TOO_LARGE`; on any error no file is left under `sha256/`.
+   * Makes the base named `target` hold the content of `source`. Downloads
+   * nothing when the pinned content is cached, when another process pulled it
+   * while this one waited for the lock, or when the source says it is
+   * unchanged (conditional request). Throws `ERR_IMAGE_SOURCE_*`,
+   * `ERR_IMAGE_HTTP_*`, `ERR_IMAGE_CHECKSUM_MISMATCH`, `ERR_IMAGE_INVALID`,
+   * `ERR_IMAGE_CORRUPT`, `ERR_IMAGE_BACKING_REFUSED`, `ERR_IMAGE_TOO_LARGE`,
+   * `ERR_IMAGE_NO_SPACE`; on any error no file is left under `sha256/` or `.tmp/`.
    */
-  async ensureBase(request: { source: string; target?: string; sha256?: string; signal?: AbortSignal }): Promise<BaseImage> {
+  async ensureBase(request: EnsureBaseRequest): Promise<BaseImage> {
     const started = performance.now();
     const target = request.target ?? deriveTarget(request.source);
     assertSafeName(target);
+    const shown = redactUrl(request.source);
     const pin = request.sha256?.toLowerCase();
-    const dir = this.settings.imagesDir;
-    await mkdir(path.join(dir, 'sha256'), { recursive: true });
-    await mkdir(path.join(dir, '.tmp'), { recursive: true });
-    await mkdir(path.join(dir, '.meta'), { recursive: true });
-
     const source = this.sourceFor(request.source);
-    const fingerprint = await this.fingerprint(request.source);
-    const cached = await this.readMeta(target);
-    if (cached !== null && cached.source === request.source && fingerprint !== null && cached.fingerprint === fingerprint && (pin === undefined || pin === cached.sha256)) {
-      const contentPath = this.contentPath(cached.sha256);
-      if (await exists(contentPath)) {
-        await this.pointName(target, cached.sha256);
-        this.log.info('base reused', { target, sha256: cached.sha256 });
-        return { path: contentPath, target, sha256: cached.sha256, bytes: cached.bytes, format: cached.format, reused: true };
-      }
-    }
+    await this.layout.prepare();
 
-    const tmp = path.join(dir, '.tmp', `${target}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const pinned = pin === undefined ? null : await this.reusePinned(target, shown, pin);
+    if (pinned !== null) return pinned;
+
+    const waitedFrom = Date.now();
+    const lock = await acquireCacheLock(this.layout.lockPath(target), { ...DEFAULT_LOCK_OPTIONS, ...this.settings.lock, log: this.log }, request.signal);
+    const tmp = this.layout.tmpPath(target);
     try {
-      const fetched = await source.fetch(request.source, tmp, request.signal === undefined ? {} : { signal: request.signal });
+      const again = pin === undefined ? null : await this.reusePinned(target, shown, pin);
+      if (again !== null) return again;
+      const meta = await this.layout.readMeta(target);
+      const cached = meta !== null && meta.source === shown && (await exists(this.layout.contentPath(meta.sha256))) ? meta : null;
+      if (cached !== null && pin === undefined && Date.parse(cached.fetchedAt) >= waitedFrom) {
+        // Another process pulled it while this one waited for the lock.
+        return await this.reuse(target, cached, 'pulled by another process meanwhile');
+      }
+      let lastLog = 0;
+      const meter = new ProgressMeter(target, this.settings.progressIntervalMs ?? 1000, (p) => {
+        request.onProgress?.(p);
+        const now = performance.now();
+        if (p.done || now - lastLog >= LOG_PROGRESS_EVERY_MS) {
+          lastLog = now;
+          this.log.info('pull progress', { source: shown, target, bytes: p.bytes, total: p.total, percent: p.percent, bytesPerSecond: p.bytesPerSecond });
+        }
+      });
+      const fetched = await source.fetch(request.source, tmp, {
+        ...(request.signal === undefined ? {} : { signal: request.signal }),
+        ...(cached !== null && pin === undefined ? { ifChanged: cached.validators } : {}),
+        onProgress: (p) => meter.update(p.bytes, p.total),
+        onRetry: (r) => {
+          this.log.warn('pull retried', { source: shown, target, ...r });
+          request.onRetry?.({ ...r, target });
+        },
+      });
+      if (fetched.notModified) {
+        if (cached === null) throw new PodvisorError('ERR_INTERNAL', `${shown} answered "not modified" to an unconditional request`);
+        return await this.reuse(target, { ...cached, fetchedAt: new Date().toISOString() }, 'source unchanged');
+      }
+      meter.finish(fetched.bytes, fetched.bytes);
       if (pin !== undefined && pin !== fetched.sha256) {
-        throw new PodvisorError('ERR_IMAGE_CHECKSUM_MISMATCH', `image ${redact(request.source)} has sha256 ${fetched.sha256}, but ${pin} was pinned`, {
-          hint: 'the source changed or is corrupt; check IMG_SHA256',
-          details: { expected: pin, actual: fetched.sha256 },
+        throw new PodvisorError('ERR_IMAGE_CHECKSUM_MISMATCH', `image ${shown} has sha256 ${fetched.sha256}, but ${pin} was pinned`, {
+          hint: 'the source changed or is corrupt; check IMG_SHA256 (nothing was cached)',
+          details: { url: shown, expected: pin, actual: fetched.sha256, bytes: fetched.bytes },
         });
       }
-      const info = await qemuImgInfo(this.runner, tmp);
-      const format = this.validate(info, request.source);
-      const contentPath = this.contentPath(fetched.sha256);
+      const info = await this.validate(tmp, shown);
+      const contentPath = this.layout.contentPath(fetched.sha256);
       if (!(await exists(contentPath))) {
         await chmod(tmp, 0o444);
         await rename(tmp, contentPath);
+        await fsyncDir(this.layout.contentDir);
       }
-      await this.writeMeta(target, { source: request.source, sha256: fetched.sha256, bytes: fetched.bytes, format, fingerprint: fingerprint ?? '' });
-      await this.pointName(target, fetched.sha256);
-      this.log.info('base imported', { target, sha256: fetched.sha256, bytes: fetched.bytes, durationMs: Math.round(performance.now() - started) });
-      return { path: contentPath, target, sha256: fetched.sha256, bytes: fetched.bytes, format, reused: false };
+      const fresh: CacheMeta = { source: shown, sha256: fetched.sha256, bytes: fetched.bytes, format: info.format, validators: fetched.validators, fetchedAt: new Date().toISOString() };
+      await this.layout.writeMeta(target, fresh);
+      await this.layout.pointName(target, fetched.sha256);
+      this.log.info('base imported', { source: shown, target, sha256: fetched.sha256, bytes: fetched.bytes, durationMs: Math.round(performance.now() - started) });
+      return { path: contentPath, target, sha256: fetched.sha256, bytes: fetched.bytes, format: info.format, reused: false };
     } finally {
       await rm(tmp, { force: true });
+      await lock.release();
     }
   }
 
   /**
    * Returns the pet disk `<diskDir>/<name>.qcow2`. An existing one is kept as
-   * it is, whatever the base: it is never recreated or overwritten. Without
-   * one, creates it backed by `base` (throws `ERR_IMAGE_SOURCE_REQUIRED` when
-   * `base` is null).
+   * it is, whatever the base: it is never recreated or overwritten, and
+   * `behindBase` tells that `base` is other content than its backing file.
+   * Without one, creates it backed by `base` (throws `ERR_IMAGE_SOURCE_REQUIRED`
+   * when `base` is null). `sizeBytes` grows the disk and never shrinks it
+   * (`ERR_IMAGE_RESIZE_FAILED`, `ERR_IMAGE_DISK_IN_USE`).
    */
   async ensureOverlay(request: { base: BaseImage | null; diskDir: string; name: string; sizeBytes?: number }): Promise<Overlay> {
     assertSafeName(request.name);
@@ -124,138 +156,223 @@ export class ContentImageStore implements ImageStore {
     const overlay = path.join(request.diskDir, `${request.name}.qcow2`);
     if (await exists(overlay)) {
       const info = await qemuImgInfo(this.runner, overlay);
-      this.log.info('pet disk reused', { path: overlay, backing: info.backingFilename });
-      return { path: overlay, created: false, backingFile: info.backingFilename ?? null, backingFormat: info.backingFormat ?? null };
+      const backingFile = info.backingFilename ?? null;
+      const behindBase = request.base !== null && backingFile !== null && !(await samePath(resolveBacking(overlay, backingFile), request.base.path));
+      const grown = await this.grow(overlay, info.virtualSize, request.sizeBytes);
+      this.log.info('pet disk reused', { path: overlay, backing: backingFile, behindBase });
+      return {
+        path: overlay,
+        created: false,
+        backingFile,
+        backingFormat: info.backingFormat ?? null,
+        virtualSize: grown ?? info.virtualSize,
+        ...(grown === null ? {} : { resizedFrom: info.virtualSize }),
+        backingSha256: backingFile === null ? null : sha256OfPath(backingFile),
+        behindBase,
+      };
     }
-    if (request.base === null) {
+    const base = request.base;
+    if (base === null) {
       throw new PodvisorError('ERR_IMAGE_SOURCE_REQUIRED', `no pet disk at ${overlay} and no IMG_SOURCE to create it from`, {
         hint: 'set IMG_SOURCE to the base image (URL or path)',
+        details: { path: overlay },
       });
     }
+    const baseSize = (await qemuImgInfo(this.runner, base.path)).virtualSize;
+    const size = request.sizeBytes !== undefined && request.sizeBytes > baseSize ? request.sizeBytes : undefined;
     // Create under a temporary name, then link(2) into place: link fails if the
     // name exists, so a disk that appeared meanwhile is never overwritten.
     const tmp = path.join(request.diskDir, `.${request.name}.qcow2.${randomBytes(4).toString('hex')}.tmp`);
     try {
-      await qemuImgCreateOverlay(this.runner, tmp, request.base.path, request.base.format);
-      await link(tmp, overlay).catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code === 'EEXIST') return;
-        throw err;
+      await qemuImgCreateOverlay(this.runner, tmp, base.path, base.format, size);
+      await link(tmp, overlay).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
       });
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
-    this.log.info('pet disk created', { path: overlay, backing: request.base.path });
-    return { path: overlay, created: true, backingFile: request.base.path, backingFormat: request.base.format };
+    this.log.info('pet disk created', { path: overlay, backing: base.path });
+    return { path: overlay, created: true, backingFile: base.path, backingFormat: base.format, virtualSize: size ?? baseSize, backingSha256: base.sha256, behindBase: false };
   }
 
-  private validate(info: QemuImgInfo, source: string): 'qcow2' | 'raw' {
-    if (info.format !== 'qcow2' && info.format !== 'raw') {
-      throw new PodvisorError('ERR_IMAGE_INVALID', `image ${redact(source)} is ${info.format}, expected qcow2 or raw`, {
-        hint: 'convert it with qemu-img convert -O qcow2',
+  /**
+   * Moves the pet disk onto `base` with the safe `qemu-img rebase` (not `-u`):
+   * qemu-img writes into the disk every cluster where the old and the new base
+   * differ, so the guest reads the same data as before. It works on a copy in
+   * the disk's directory and renames the copy over the disk only after
+   * `qemu-img check` passes, so a failure (a full volume, a missing old base,
+   * a crash) leaves the disk as it was. Needs free space for a copy of the
+   * disk plus the differences. Throws `ERR_IMAGE_DISK_IN_USE` (a running qemu
+   * holds it), `ERR_IMAGE_REBASE_NO_BACKING`, `ERR_IMAGE_REBASE_OLD_BASE_MISSING`,
+   * `ERR_IMAGE_REBASE_FAILED`.
+   */
+  async rebaseOverlay(request: { path: string; base: BaseImage }): Promise<RebaseResult> {
+    const started = performance.now();
+    const disk = request.path;
+    // Without -U: qemu's image lock refuses a disk that a running qemu has open.
+    const info = await qemuImgInfo(this.runner, disk, { shared: false });
+    const from = info.backingFilename;
+    if (from === undefined) {
+      throw new PodvisorError('ERR_IMAGE_REBASE_NO_BACKING', `${disk} has no backing file; there is nothing to rebase`, { details: { path: disk } });
+    }
+    const fromPath = resolveBacking(disk, from);
+    if (await samePath(fromPath, request.base.path)) return { path: disk, fromBacking: from, toBacking: request.base.path, changed: false, durationMs: 0 };
+    if (!(await exists(fromPath))) {
+      throw new PodvisorError('ERR_IMAGE_REBASE_OLD_BASE_MISSING', `${disk} is backed by ${from}, which is gone; a safe rebase needs it to compute the difference`, {
+        hint: 'restore the old base (e.g. pull it again with its sha256 pinned); never rebase with -u unless both bases are identical',
+        details: { path: disk, expected: from },
       });
     }
-    if (info.backingFilename !== undefined) {
-      // A base that names a backing file could make qemu read any host file.
-      throw new PodvisorError('ERR_IMAGE_BACKING_REFUSED', `image ${redact(source)} names a backing file (${info.backingFilename}); a base image must be self-contained`, {
+    const tmp = path.join(path.dirname(disk), `.${path.basename(disk)}.rebase-${randomBytes(4).toString('hex')}.tmp`);
+    try {
+      await copyFile(disk, tmp, constants.COPYFILE_FICLONE);
+      await qemuImgRebase(this.runner, tmp, request.base.path, request.base.format);
+      const problem = await qemuImgCheck(this.runner, tmp);
+      if (problem !== null) throw new PodvisorError('ERR_IMAGE_REBASE_FAILED', `the rebased copy of ${disk} does not check out: ${problem}`, { details: { path: disk } });
+      const after = await qemuImgInfo(this.runner, tmp);
+      if (after.backingFilename !== request.base.path) {
+        throw new PodvisorError('ERR_IMAGE_REBASE_FAILED', `the rebased copy of ${disk} is backed by ${String(after.backingFilename)}, expected ${request.base.path}`, {
+          details: { path: disk, expected: request.base.path, actual: after.backingFilename ?? null },
+        });
+      }
+      const fh = await open(tmp, 'r+');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, disk);
+      await fsyncDir(path.dirname(disk));
+    } catch (err) {
+      throw isCoded(err)
+        ? err
+        : new PodvisorError('ERR_IMAGE_REBASE_FAILED', `rebasing ${disk} failed: ${(err as Error).message}; the disk is unchanged`, { cause: err, details: { path: disk } });
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    const durationMs = Math.round(performance.now() - started);
+    this.log.info('pet disk rebased', { path: disk, from, to: request.base.path, durationMs });
+    return { path: disk, fromBacking: from, toBacking: request.base.path, changed: true, durationMs };
+  }
+
+  /**
+   * The cached base a name (or a sha256) stands for, without any network.
+   * Throws `ERR_IMAGE_NOT_CACHED`.
+   */
+  async resolveBase(nameOrSha256: string): Promise<BaseImage> {
+    const sha = /^(sha256:)?[0-9a-f]{64}$/i.test(nameOrSha256)
+      ? nameOrSha256.replace(/^sha256:/i, '').toLowerCase()
+      : (await this.layout.names()).find((n) => n.target === nameOrSha256)?.sha256;
+    const contentPath = sha === undefined ? null : this.layout.contentPath(sha);
+    if (sha === undefined || contentPath === null || !(await exists(contentPath))) {
+      throw new PodvisorError('ERR_IMAGE_NOT_CACHED', `no base ${JSON.stringify(nameOrSha256)} in the image cache ${this.layout.dir}`, {
+        hint: 'pull it first (podvisor image pull), or check PODVISOR_IMAGES_DIR and IMG_TARGET',
+        details: { path: this.layout.dir, name: nameOrSha256 },
+      });
+    }
+    const info = await qemuImgInfo(this.runner, contentPath);
+    const format = info.format === 'raw' ? 'raw' : 'qcow2';
+    const target = (await this.layout.names()).find((n) => n.sha256 === sha)?.target ?? sha;
+    return { path: contentPath, target, sha256: sha, bytes: (await stat(contentPath)).size, format, reused: true };
+  }
+
+  private async reusePinned(target: string, shown: string, pin: string): Promise<BaseImage | null> {
+    const contentPath = this.layout.contentPath(pin);
+    if (!(await exists(contentPath))) return null;
+    const meta = await this.layout.readMeta(target);
+    const same = meta?.sha256 === pin ? meta : null;
+    const format = same?.format ?? ((await qemuImgInfo(this.runner, contentPath)).format === 'raw' ? 'raw' : 'qcow2');
+    const bytes = (await stat(contentPath)).size;
+    return this.reuse(target, { source: shown, sha256: pin, bytes, format, validators: same?.validators ?? {}, fetchedAt: new Date().toISOString() }, 'pinned content is cached');
+  }
+
+  private async reuse(target: string, meta: CacheMeta, why: string): Promise<BaseImage> {
+    await this.layout.writeMeta(target, meta);
+    await this.layout.pointName(target, meta.sha256);
+    this.log.info('base reused', { target, sha256: meta.sha256, why });
+    return { path: this.layout.contentPath(meta.sha256), target, sha256: meta.sha256, bytes: meta.bytes, format: meta.format, reused: true };
+  }
+
+  /** Grows the disk to `sizeBytes` when larger; returns the new size, or null when nothing changed. */
+  private async grow(disk: string, current: number, sizeBytes: number | undefined): Promise<number | null> {
+    if (sizeBytes === undefined || sizeBytes === current) return null;
+    if (sizeBytes < current) {
+      this.log.warn('PODVISOR_DISK_SIZE is smaller than the pet disk; disks never shrink', { path: disk, virtualSize: current, requested: sizeBytes });
+      return null;
+    }
+    await qemuImgResize(this.runner, disk, sizeBytes);
+    this.log.info('pet disk grown', { path: disk, from: current, to: sizeBytes });
+    return sizeBytes;
+  }
+
+  /** Checks a downloaded file before it may land in the cache. */
+  private async validate(file: string, shown: string): Promise<QemuImgInfo & { format: 'qcow2' | 'raw' }> {
+    let info: QemuImgInfo;
+    try {
+      info = await qemuImgInfo(this.runner, file);
+    } catch (err) {
+      throw isCoded(err) ? new PodvisorError(err.code, `image ${shown}: ${err.message}`, { cause: err, ...(err.hint === undefined ? {} : { hint: err.hint }), details: { url: shown } }) : err;
+    }
+    const details = { url: shown, path: file };
+    if (info.format !== 'qcow2' && info.format !== 'raw') {
+      throw new PodvisorError('ERR_IMAGE_INVALID', `image ${shown} is ${info.format}, expected qcow2 or raw`, {
+        hint: 'convert it with qemu-img convert -O qcow2',
+        details: { ...details, expected: 'qcow2 or raw', actual: info.format },
+      });
+    }
+    // A base that names a backing file (or an external data file) could make qemu read any host file.
+    if (info.backingFilename !== undefined || info.dataFile !== undefined) {
+      const named = info.backingFilename ?? info.dataFile;
+      throw new PodvisorError('ERR_IMAGE_BACKING_REFUSED', `image ${shown} names a ${info.backingFilename !== undefined ? 'backing' : 'data'} file (${String(named)}); a base image must be self-contained`, {
         hint: 'flatten it with qemu-img convert -O qcow2 before publishing it',
+        details: { ...details, expected: 'no backing or data file', actual: named },
       });
     }
     if (info.corrupt) {
-      throw new PodvisorError('ERR_IMAGE_INVALID', `image ${redact(source)} is marked corrupt by qemu-img`, { hint: 'run qemu-img check on it' });
+      throw new PodvisorError('ERR_IMAGE_CORRUPT', `image ${shown} is marked corrupt by qemu-img`, { hint: 'run qemu-img check on it', details });
     }
     if (info.virtualSize > this.settings.maxVirtualSizeBytes) {
-      throw new PodvisorError('ERR_IMAGE_TOO_LARGE', `image ${redact(source)} has a virtual size of ${info.virtualSize} bytes, over the limit of ${this.settings.maxVirtualSizeBytes}`, {
-        hint: 'raise the limit (images.maxVirtualSizeBytes) if this is intended',
+      throw new PodvisorError('ERR_IMAGE_TOO_LARGE', `image ${shown} has a virtual size of ${info.virtualSize} bytes, over the limit of ${this.settings.maxVirtualSizeBytes}`, {
+        hint: 'raise the limit (PODVISOR_MAX_VIRTUAL_SIZE_GB) if this is intended',
+        details: { ...details, expected: `<= ${this.settings.maxVirtualSizeBytes}`, actual: info.virtualSize },
       });
     }
-    return info.format;
+    if (info.format === 'qcow2') {
+      const problem = await qemuImgCheck(this.runner, file);
+      if (problem !== null) {
+        throw new PodvisorError('ERR_IMAGE_CORRUPT', `image ${shown} is corrupt or truncated: ${problem}`, {
+          hint: 'the download may have been cut short by the server; pin IMG_SHA256 to catch it before qemu-img does',
+          details: { ...details, qemuImg: problem },
+        });
+      }
+    }
+    return { ...info, format: info.format };
   }
 
   private sourceFor(uri: string): ImageSource {
     const scheme = schemeOf(uri);
     const source = this.sources.find((s) => s.schemes.includes(scheme));
     if (source === undefined) {
-      throw new PodvisorError('ERR_IMAGE_SOURCE_SCHEME', `no image source handles ${scheme}: URIs (${redact(uri)})`, {
+      throw new PodvisorError('ERR_IMAGE_SOURCE_SCHEME', `no image source handles ${scheme}: URIs (${redactUrl(uri)})`, {
         hint: `supported: ${this.sources.flatMap((s) => s.schemes).join(', ')}`,
       });
     }
     return source;
   }
-
-  /** A cheap identity of a local source (size + mtime); null for remote ones. */
-  private async fingerprint(uri: string): Promise<string | null> {
-    if (schemeOf(uri) !== 'file') return null;
-    const p = uri.startsWith('file://') ? new URL(uri).pathname : uri;
-    try {
-      const st = await stat(p);
-      return `${st.size}:${st.mtimeMs}:${st.ino}`;
-    } catch {
-      return null;
-    }
-  }
-
-  private contentPath(sha256: string): string {
-    return path.join(this.settings.imagesDir, 'sha256', sha256);
-  }
-
-  /** Points `<target>` at the content, atomically (symlink to a temp name, then rename). */
-  private async pointName(target: string, sha256: string): Promise<void> {
-    const linkPath = path.join(this.settings.imagesDir, target);
-    const want = path.join('sha256', sha256);
-    if ((await readlink(linkPath).catch(() => null)) === want) return;
-    const tmp = path.join(this.settings.imagesDir, '.tmp', `${target}.link.${randomBytes(4).toString('hex')}`);
-    await symlink(want, tmp);
-    await rename(tmp, linkPath);
-  }
-
-  private async readMeta(target: string): Promise<SourceMeta | null> {
-    try {
-      return JSON.parse(await readFile(path.join(this.settings.imagesDir, '.meta', `${target}.json`), 'utf8')) as SourceMeta;
-    } catch {
-      return null;
-    }
-  }
-
-  private async writeMeta(target: string, meta: SourceMeta): Promise<void> {
-    const file = path.join(this.settings.imagesDir, '.meta', `${target}.json`);
-    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(meta, null, 2)}\n`);
-    await rename(tmp, file);
-  }
 }
 
-export function schemeOf(uri: string): string {
-  const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri);
-  return m === null ? 'file' : (m[1] ?? 'file').toLowerCase();
+/** A relative backing path is relative to the overlay's directory (qemu's rule). */
+function resolveBacking(overlay: string, backing: string): string {
+  return path.resolve(path.dirname(overlay), backing);
 }
 
-/** The cache name for a source without IMG_TARGET: the last path segment. */
-export function deriveTarget(source: string): string {
-  const p = schemeOf(source) === 'file' ? source : new URL(source).pathname;
-  const base = path.posix.basename(p.replace(/\/+$/, ''));
-  return base === '' ? 'image.qcow2' : base;
+async function samePath(a: string, b: string): Promise<boolean> {
+  const [ra, rb] = await Promise.all([realpath(a).catch(() => a), realpath(b).catch(() => b)]);
+  return ra === rb;
 }
 
-/** Names become file names in shared volumes: no separators, no dot-files, no traversal. */
-export function assertSafeName(name: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(name)) {
-    throw new PodvisorError('ERR_IMAGE_NAME_INVALID', `${JSON.stringify(name)} is not a safe file name`, {
-      hint: 'use letters, digits, dot, dash and underscore, starting with a letter or digit',
-    });
-  }
-}
-
-function redact(uri: string): string {
-  try {
-    const u = new URL(uri);
-    if (u.password !== '' || u.username !== '') {
-      u.username = '***';
-      u.password = '';
-    }
-    return u.toString();
-  } catch {
-    return uri;
-  }
+function isCoded(err: unknown): err is PodvisorError {
+  return err instanceof PodvisorError;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -266,4 +383,3 @@ async function exists(p: string): Promise<boolean> {
     return false;
   }
 }
-

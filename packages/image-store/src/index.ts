@@ -1,9 +1,20 @@
 /**
- * @podvisor/image-store: base images in a shared, content-addressed cache and
- * one qcow2 overlay (the pet disk) per VM.
+ * @podvisor/image-store: base images from http(s) URLs or local paths in a
+ * shared, content-addressed, verified cache; one qcow2 overlay (the pet disk)
+ * per VM; safe rebases onto newer bases; garbage collection of unused bases.
  */
-export { ContentImageStore, ImageStoreSettings, DEFAULT_MAX_VIRTUAL_SIZE, deriveTarget, schemeOf, assertSafeName } from './content-image-store.js';
+export { ContentImageStore, ImageStoreSettings, DEFAULT_MAX_VIRTUAL_SIZE } from './content-image-store.js';
+export { HttpImageSource, HttpImageSourceSettings, DEFAULT_HTTP_SETTINGS } from './http-image-source.js';
 export { LocalFileImageSource } from './local-file-image-source.js';
-export { qemuImgInfo, qemuImgCreateOverlay } from './qemu-img.js';
+export { ImageCacheLayout, sha256OfPath } from './image-cache-layout.js';
+export type { CacheMeta } from './image-cache-layout.js';
+export { listImageCache, collectImageGarbage } from './image-cache-gc.js';
+export type { ImageCacheListing, ImageGcOptions, ImageGcReport } from './image-cache-gc.js';
+export { acquireCacheLock, DEFAULT_LOCK_OPTIONS } from './cache-lock.js';
+export type { CacheLockOptions, HeldLock, LockOwner } from './cache-lock.js';
+export { ProgressMeter } from './progress-meter.js';
+export { deriveTarget, schemeOf, assertSafeName } from './image-uri.js';
+export { qemuImgInfo, qemuImgCheck, qemuImgCreateOverlay } from './qemu-img.js';
 export type { QemuImgInfo } from './qemu-img.js';
+export type { ImageFetchOptions, SourceValidators, FetchRetry, EnsureBaseRequest, ImagePullProgress, RebaseResult } from './port-types.js';
 export { imageStoreModule } from './image-store-module.js';

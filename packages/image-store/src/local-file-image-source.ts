@@ -1,22 +1,40 @@
 /**
  * The `file` image source: an absolute local path (an image baked into the
- * container, or a mounted volume), copied with its sha256 computed in-stream.
+ * container, or a mounted volume), copied with its sha256 computed in-stream
+ * and fsynced. Its validator is the file's identity (size, mtime, inode), so
+ * an unchanged file is not read again.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { injectable } from 'inversify';
-import { PodvisorError, type FetchProgress, type ImageFetchResult, type ImageSource } from '@podvisor/core';
+import { PodvisorError, type ImageFetchResult, type ImageSource } from '@podvisor/core';
+import { localPath } from './image-uri.js';
+import type { ImageFetchOptions } from './port-types.js';
 
 @injectable()
 export class LocalFileImageSource implements ImageSource {
   readonly schemes = ['file'] as const;
 
-  /** Copies `uri` (a path or `file://` URL) to `dest`, fsyncs it, and returns its size and sha256. Throws `ERR_IMAGE_SOURCE_NOT_FOUND`. */
-  async fetch(uri: string, dest: string, options: { signal?: AbortSignal; onProgress?: (p: FetchProgress) => void } = {}): Promise<ImageFetchResult> {
-    const from = uri.startsWith('file://') ? new URL(uri).pathname : uri;
+  /**
+   * Copies `uri` (a path or `file://` URL) to `dest`, fsyncs it, and returns
+   * its size and sha256; `{notModified: true}` when `ifChanged.fingerprint`
+   * still matches. Throws `ERR_IMAGE_SOURCE_NOT_FOUND`, `ERR_IMAGE_NO_SPACE`;
+   * on failure `dest` is removed.
+   */
+  async fetch(uri: string, dest: string, options: ImageFetchOptions = {}): Promise<ImageFetchResult> {
+    const from = localPath(uri);
+    let fingerprint: string;
+    try {
+      const st = await stat(from);
+      if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
+      fingerprint = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    } catch (err) {
+      throw notFound(from, err);
+    }
+    if (options.ifChanged?.fingerprint === fingerprint) return { notModified: true };
     const hash = createHash('sha256');
     let bytes = 0;
     const meter = new Transform({
@@ -28,23 +46,34 @@ export class LocalFileImageSource implements ImageSource {
       },
     });
     try {
-      await pipeline(createReadStream(from), meter, createWriteStream(dest, { flags: 'wx' }), { signal: options.signal });
+      await pipeline(createReadStream(from), meter, createWriteStream(dest, { flags: 'wx', mode: 0o600 }), options.signal === undefined ? {} : { signal: options.signal });
+      const fh = await open(dest, 'r+');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
+      await rm(dest, { force: true });
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') {
-        throw new PodvisorError('ERR_IMAGE_SOURCE_NOT_FOUND', `cannot read image source ${from}: ${code}`, {
-          hint: 'IMG_SOURCE must be an http(s) URL or the absolute path of a readable qcow2 file',
+      if (code === 'ENOSPC' || code === 'EDQUOT') {
+        throw new PodvisorError('ERR_IMAGE_NO_SPACE', `the images volume filled up while copying ${from} (${bytes} bytes copied)`, {
+          hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc',
           cause: err,
+          details: { path: from, bytes },
         });
       }
+      if (code === 'ENOENT' || code === 'EACCES') throw notFound(from, err);
       throw err;
     }
-    const fh = await open(dest, 'r+');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    return { bytes, sha256: hash.digest('hex') };
+    return { notModified: false, bytes, sha256: hash.digest('hex'), validators: { fingerprint } };
   }
+}
+
+function notFound(from: string, err: unknown): PodvisorError {
+  return new PodvisorError('ERR_IMAGE_SOURCE_NOT_FOUND', `cannot read image source ${from}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`, {
+    hint: 'IMG_SOURCE must be an http(s) URL or the absolute path of a readable qcow2 file',
+    cause: err,
+    details: { path: from },
+  });
 }

@@ -93,6 +93,8 @@ export const FIELDS = {
   imageSha256: { key: 'image.sha256', env: ['IMG_SHA256'], parse: sha256, doc: 'pinned sha256 of the base' } as FieldSpec<string | undefined>,
   diskSize: { key: 'image.diskSize', env: ['PODVISOR_DISK_SIZE'], parse: size, doc: 'grow the pet disk to this virtual size (never shrinks)' } as FieldSpec<number | undefined>,
   rebase: { key: 'image.rebase', env: ['PODVISOR_REBASE'], parse: flagBool, doc: 'move the pet disk onto a newer base at start' } as FieldSpec<boolean>,
+  imageTimeoutSeconds: { key: 'image.timeoutSeconds', env: ['PODVISOR_IMAGE_TIMEOUT'], parse: int(1, 3600), doc: 'HTTP headers/body silence allowed during a pull' } as FieldSpec<number>,
+  imageRetries: { key: 'image.retries', env: ['PODVISOR_IMAGE_RETRIES'], parse: int(1, 100), doc: 'pull attempts in a row without progress' } as FieldSpec<number>,
   maxVirtualSizeGb: { key: 'image.maxVirtualSizeGb', env: ['PODVISOR_MAX_VIRTUAL_SIZE_GB'], parse: int(1, 65536), doc: 'largest accepted virtual size of a base, GiB' } as FieldSpec<number>,
   imagesDir: { key: 'paths.imagesDir', env: ['PODVISOR_IMAGES_DIR'], flag: 'images-dir', parse: absPath, doc: 'the shared base-image cache' } as FieldSpec<string>,
   diskDir: { key: 'paths.diskDir', env: ['PODVISOR_DISK_DIR'], flag: 'disk-dir', parse: absPath, doc: "this VM's volume (its pet disk)" } as FieldSpec<string>,

@@ -42,6 +42,8 @@ const DEFAULTS: Partial<Values> = {
   imageSha256: undefined,
   diskSize: undefined,
   rebase: false,
+  imageTimeoutSeconds: 30,
+  imageRetries: 5,
   maxVirtualSizeGb: 2048,
   imagesDir: '/var/lib/podvisor/images',
   diskDir: '/var/lib/podvisor/disk',
