@@ -38,8 +38,10 @@ $(STAMPS)/npm: package-lock.json package.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# node-gyp gets the headers of the machine's own Node (no download: the network is closed).
 build: npm
 	npx tsc -b tsconfig.json
+	npm_config_nodedir=$$(dirname $$(dirname $$(command -v node))) npm run --silent build:native -w @podvisor/supervisord
 	@chmod +x apps/supervisord/dist/cli.js
 
 guest: apt

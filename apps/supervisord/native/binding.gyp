@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "reaper",
+      "sources": ["reaper.c"],
+      "cflags": ["-Wall", "-Wextra"]
+    }
+  ]
+}
