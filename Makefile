@@ -31,11 +31,15 @@ apt:
 	  fi; \
 	fi
 
-# npm ci when the lock file changed since the last install (better-sqlite3 builds from source: ~80 s).
+# Install when the lock file changed since the last install (better-sqlite3 builds
+# from source: ~80 s). `npm install`, not `npm ci`: the registry reachable here
+# serves only this platform's optional packages (rollup/esbuild for other
+# platforms answer 404), so no lock file can list them all and `npm ci` refuses
+# it; `npm install` keeps the locked versions and skips unreachable optionals.
 npm: $(STAMPS)/npm
 $(STAMPS)/npm: package-lock.json package.json
 	@mkdir -p $(STAMPS)
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund
 	@touch $@
 
 # node-gyp gets the headers of the machine's own Node (no download: the network is closed).
