@@ -8,7 +8,9 @@ export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
 export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
-export { ExecaProcessRunner, ProcessRunner } from './process-runner.js';
+export { ExecaProcessRunner, ProcessRunner, exitedWithin, terminateChild } from './process-runner.js';
+export { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
 export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle } from './process-runner.js';
 export { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS, event, isEventType } from './events.js';
 export type {

@@ -231,27 +231,38 @@ export class ExecaProcessRunner implements ProcessRunner {
   }
 
   async stopAll(graceMs: number): Promise<void> {
-    const all = [...this.live];
-    if (all.length === 0) return;
-    for (const c of all) c.kill('SIGTERM');
     await Promise.all(
-      all.map(async (c) => {
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = await Promise.race([
-          c.exited.then(() => false),
-          new Promise<boolean>((r) => {
-            timer = setTimeout(() => r(true), graceMs);
-          }),
-        ]);
-        clearTimeout(timer);
-        if (timedOut) {
-          this.log.warn('child ignored SIGTERM, killing', { name: c.name, pid: c.pid });
-          c.kill('SIGKILL');
-          await c.exited;
-        }
+      [...this.live].map(async (c) => {
+        if (!(await terminateChild(c, graceMs))) this.log.warn('child ignored SIGTERM and was killed', { name: c.name, pid: c.pid });
       }),
     );
   }
+}
+
+/** The child's exit, or `null` if it is still running after `ms`. */
+export async function exitedWithin(child: ChildHandle, ms: number): Promise<ChildExit | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const result = await Promise.race([
+    child.exited,
+    new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
+/**
+ * SIGTERM, then SIGKILL if the child is still running after `graceMs`; resolves
+ * once it has exited. Returns false when SIGKILL was needed.
+ */
+export async function terminateChild(child: ChildHandle, graceMs: number): Promise<boolean> {
+  if (!child.running) return true;
+  child.kill('SIGTERM');
+  if ((await exitedWithin(child, graceMs)) !== null) return true;
+  child.kill('SIGKILL');
+  await child.exited;
+  return false;
 }
 
 const RUNNERS = new Set<ExecaProcessRunner>();

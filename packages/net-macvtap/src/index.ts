@@ -32,8 +32,6 @@ export {
 export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicPlan } from './pod-network.js';
 export { buildMacvtapDnsmasqArgs, parsePodResolvConf } from './macvtap-dnsmasq-args.js';
 export type { MacvtapDhcpNic, MacvtapDnsmasqParams } from './macvtap-dnsmasq-args.js';
-export { MacvtapDhcpServer, stopStrayDnsmasq } from './macvtap-dhcp-server.js';
-export type { MacvtapDhcpServerOptions } from './macvtap-dhcp-server.js';
 
 /** The `macvtap` network backend, bound by name. Bindings only. */
 export const macvtapModule = new ContainerModule((bind) => {

@@ -32,9 +32,10 @@ import {
   type NetworkBackend,
   type NetworkHooks,
   type VmNic,
+  DnsmasqSupervisor,
+  stopStrayDnsmasq,
 } from '@podvisor/core';
 import { resolveMacvtapConfig } from './macvtap-config.js';
-import { MacvtapDhcpServer, stopStrayDnsmasq } from './macvtap-dhcp-server.js';
 import { buildMacvtapDnsmasqArgs, parsePodResolvConf, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
 import {
   isMacvtapBackendLink,
@@ -72,7 +73,7 @@ export const VHOST_NET_DEVICE = '/dev/vhost-net';
 export class MacvtapNetworkBackend implements NetworkBackend {
   readonly name = 'macvtap';
   private readonly log: Logger;
-  private dhcp: MacvtapDhcpServer | undefined;
+  private dhcp: DnsmasqSupervisor | undefined;
   /** The fds this process holds for qemu (taps and vhost-net), closed by detach. */
   private fds: number[] = [];
 
@@ -161,7 +162,15 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         searchDomains: resolv.search,
       });
       if (args !== undefined) {
-        const dhcp = new MacvtapDhcpServer({ runner: this.runner, log: this.log, hooks, args, pidFile: paths.pidFile });
+        const dhcp = new DnsmasqSupervisor({
+          runner: this.runner,
+          log: this.log,
+          hooks,
+          args,
+          pidFile: paths.pidFile,
+          errorCode: 'ERR_MACVTAP_DNSMASQ',
+          startHint: 'dnsmasq-base must be installed, and the sibling macvlans must exist',
+        });
         this.dhcp = dhcp;
         await this.step(spec, 'ERR_MACVTAP_DNSMASQ', `start dnsmasq on ${dhcpNics.map((n) => n.listenOn).join(', ')}`, () => dhcp.start());
       }

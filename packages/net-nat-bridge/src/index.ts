@@ -28,8 +28,6 @@ export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './n
 export type { NatRulesetParams } from './nat-ruleset.js';
 export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs, parseResolvConf, isDhcpHostname } from './dnsmasq-args.js';
 export type { DnsmasqParams, PodResolvConf } from './dnsmasq-args.js';
-export { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
-export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
 export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
 
 /** The `nat-bridge` network backend, bound by name. Bindings only. */

@@ -26,9 +26,10 @@ import {
   type NetworkAttachment,
   type NetworkBackend,
   type NetworkHooks,
+  DnsmasqSupervisor,
+  stopStrayDnsmasq,
 } from '@podvisor/core';
 import { buildDnsmasqArgs, isDhcpHostname, parseResolvConf, type PodResolvConf } from './dnsmasq-args.js';
-import { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
@@ -147,6 +148,8 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         hooks,
         args,
         pidFile: paths.pidFile,
+        errorCode: 'ERR_NAT_DNSMASQ',
+        startHint: `dnsmasq-base must be installed and ${bridge} must exist`,
         isOwner: () => this.ownsStateDir(paths.ownerFile),
       });
       await this.step(spec, 'ERR_NAT_DNSMASQ', `start dnsmasq on ${bridge}`, () => supervisor.start());

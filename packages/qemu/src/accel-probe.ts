@@ -19,6 +19,7 @@ import {
   type AcceleratorProbeResult,
   type Logger,
   type ProcessRunner,
+  exitedWithin,
 } from '@podvisor/core';
 import { PROBE_EXIT_STATUS, PROBE_STAGES, kvmProbeFirmware } from './kvm-probe-firmware.js';
 
@@ -102,14 +103,7 @@ export async function runFirmwareProbe(runner: ProcessRunner, accel: Accelerator
     child.stdout?.on('data', (chunk: string) => {
       markers += chunk;
     });
-    let timer: NodeJS.Timeout | undefined;
-    const hung = await Promise.race([
-      child.exited.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const hung = (await exitedWithin(child, timeoutMs)) === null;
     if (hung) child.kill('SIGKILL');
     const exit = await child.exited;
     const durationMs = Math.round(performance.now() - started);

@@ -1,6 +1,6 @@
 /**
- * Keeps the NAT bridge's dnsmasq running for as long as the network is
- * attached. dnsmasq is spawned through the core `ProcessRunner` in the
+ * Plugin support: keeps a network backend's dnsmasq running for as long as the
+ * network is attached (both built-in network plugins use it). dnsmasq is spawned through the core `ProcessRunner` in the
  * foreground; it counts as started once it has written its pid file (it does
  * so after binding its DHCP socket). If it dies while supervised, it is
  * restarted with exponential backoff, a bounded number of times in a row, and
@@ -11,7 +11,10 @@
  * file, after checking that the pid really is that dnsmasq.
  */
 import { readFile, rm } from 'node:fs/promises';
-import { PodvisorError, type ChildHandle, type Logger, type NetworkHooks, type ProcessRunner } from '@podvisor/core';
+import { PodvisorError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { NetworkHooks } from './ports.js';
+import { terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
 
 export interface DnsmasqSupervisorOptions {
   runner: ProcessRunner;
@@ -20,8 +23,12 @@ export interface DnsmasqSupervisorOptions {
   /** The arguments after `dnsmasq`; must contain `--pid-file=<pidFile>`. */
   args: readonly string[];
   pidFile: string;
-  /** Checked before every restart; false stops supervision quietly. */
-  isOwner: () => Promise<boolean>;
+  /** The error code for a dnsmasq that cannot start, e.g. `ERR_NAT_DNSMASQ`. */
+  errorCode: string;
+  /** What to check when dnsmasq cannot start (goes into the error's hint). */
+  startHint?: string;
+  /** Checked before every restart; false stops supervision quietly. Default: always the owner. */
+  isOwner?: () => Promise<boolean>;
   /** Restarts in a row before giving up. Default 5. */
   maxRestarts?: number;
   /** The first restart delay, doubled each time. Default 200 ms. */
@@ -52,7 +59,7 @@ export class DnsmasqSupervisor {
   }
 
   /**
-   * Starts dnsmasq and waits until it serves. Throws `ERR_NAT_DNSMASQ` (with
+   * Starts dnsmasq and waits until it serves. Throws `errorCode` (with
    * dnsmasq's stderr) when it exits or stays silent instead; nothing is left
    * running then.
    */
@@ -70,13 +77,13 @@ export class DnsmasqSupervisor {
     await this.pending;
     const child = this.child;
     this.child = undefined;
-    if (child !== undefined) await terminate(child, 2000);
+    if (child !== undefined) await terminateChild(child, 2000);
   }
 
   private async launch(): Promise<ChildHandle> {
     await rm(this.o.pidFile, { force: true });
     const child = await this.o.runner.spawn('dnsmasq', this.o.args, { name: 'dnsmasq', stdout: 'ignore' }).catch((err: unknown) => {
-      throw new PodvisorError('ERR_NAT_DNSMASQ', `cannot start dnsmasq: ${(err as Error).message}`, { cause: err });
+      throw new PodvisorError(this.o.errorCode, `cannot start dnsmasq: ${(err as Error).message}`, { cause: err });
     });
     this.child = child;
     const deadline = Date.now() + (this.o.readyTimeoutMs ?? 5000);
@@ -84,15 +91,15 @@ export class DnsmasqSupervisor {
       if (!child.running) {
         const exit = await child.exited;
         throw new PodvisorError(
-          'ERR_NAT_DNSMASQ',
+          this.o.errorCode,
           `dnsmasq exited while starting (${exit.signal ?? `exit ${exit.code}`}): ${exit.stderrTail.trim() || '(no output)'}`,
-          { hint: 'the argv is in the details; dnsmasq-base must be installed and the bridge must exist', details: { argv: child.argv } },
+          { hint: this.o.startHint ?? 'the argv is in the details; dnsmasq-base must be installed', details: { argv: child.argv } },
         );
       }
       if ((await readPid(this.o.pidFile)) !== undefined) return child;
       if (Date.now() > deadline) {
-        await terminate(child, 1000);
-        throw new PodvisorError('ERR_NAT_DNSMASQ', `dnsmasq did not write ${this.o.pidFile} within ${this.o.readyTimeoutMs ?? 5000} ms: ${child.stderrTail().trim()}`, {
+        await terminateChild(child, 1000);
+        throw new PodvisorError(this.o.errorCode, `dnsmasq did not write ${this.o.pidFile} within ${this.o.readyTimeoutMs ?? 5000} ms: ${child.stderrTail().trim()}`, {
           details: { argv: child.argv },
         });
       }
@@ -134,7 +141,7 @@ export class DnsmasqSupervisor {
     try {
       const next = await this.launch();
       if (this.stopped) {
-        await terminate(next, 1000);
+        await terminateChild(next, 1000);
         return;
       }
       this.watch(next);
@@ -149,7 +156,7 @@ export class DnsmasqSupervisor {
   }
 
   private async stillOwner(pid: number, how: string): Promise<boolean> {
-    if (await this.o.isOwner()) return true;
+    if (this.o.isOwner === undefined || (await this.o.isOwner())) return true;
     this.o.log.info('dnsmasq exited and this backend no longer owns the network; not restarting', { pid, exit: how });
     return false;
   }
@@ -218,23 +225,6 @@ function signal(pid: number, sig: NodeJS.Signals): void {
     process.kill(pid, sig);
   } catch {
     // Already gone.
-  }
-}
-
-async function terminate(child: ChildHandle, graceMs: number): Promise<void> {
-  if (!child.running) return;
-  child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const exitedInTime = await Promise.race([
-    child.exited.then(() => true),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), graceMs);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (!exitedInTime) {
-    child.kill('SIGKILL');
-    await child.exited;
   }
 }
 
