@@ -11,6 +11,10 @@ export { Clock, SystemClock } from './clock.js';
 export { ExecaProcessRunner, ProcessRunner, exitedWithin, terminateChild } from './process-runner.js';
 export { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
+export { networkStep } from './network-step.js';
+export type { NetworkStep } from './network-step.js';
+export { parseResolvConf, isDhcpHostname } from './resolv-conf.js';
+export type { PodResolvConf } from './resolv-conf.js';
 export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle } from './process-runner.js';
 export { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS, event, isEventType } from './events.js';
 export type {

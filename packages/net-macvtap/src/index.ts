@@ -30,7 +30,7 @@ export {
   netmaskOf,
 } from './pod-network.js';
 export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicPlan } from './pod-network.js';
-export { buildMacvtapDnsmasqArgs, parsePodResolvConf } from './macvtap-dnsmasq-args.js';
+export { buildMacvtapDnsmasqArgs } from './macvtap-dnsmasq-args.js';
 export type { MacvtapDhcpNic, MacvtapDnsmasqParams } from './macvtap-dnsmasq-args.js';
 
 /** The `macvtap` network backend, bound by name. Bindings only. */

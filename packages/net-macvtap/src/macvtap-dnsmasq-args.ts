@@ -68,20 +68,3 @@ export function buildMacvtapDnsmasqArgs(p: MacvtapDnsmasqParams): string[] | und
   args.push('--log-facility=-', '--log-dhcp');
   return args;
 }
-
-/**
- * The IPv4 name servers (loopback ones left out: the VM cannot reach the
- * pod's loopback) and the search list (the last `search`/`domain` line wins,
- * resolv.conf(5)) of the pod's resolv.conf.
- */
-export function parsePodResolvConf(text: string): { nameservers: string[]; search: string[] } {
-  const nameservers: string[] = [];
-  let search: string[] = [];
-  for (const raw of text.split('\n')) {
-    const [keyword, ...values] = raw.replace(/[#;].*$/, '').trim().split(/\s+/);
-    if (keyword === 'nameserver' && values[0] !== undefined && /^\d+\.\d+\.\d+\.\d+$/.test(values[0]) && !values[0].startsWith('127.')) {
-      if (!nameservers.includes(values[0])) nameservers.push(values[0]);
-    } else if ((keyword === 'search' || keyword === 'domain') && values.length > 0) search = values.map((d) => d.replace(/\.$/, '')).filter((d) => d !== '');
-  }
-  return { nameservers, search };
-}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildMacvtapDnsmasqArgs, parsePodResolvConf } from './macvtap-dnsmasq-args.js';
+import { buildMacvtapDnsmasqArgs } from './macvtap-dnsmasq-args.js';
 
 describe('the macvtap dnsmasq', () => {
   it('leases each NIC its exact address on its sibling, with its own routes; DNS goes to the NIC with the default route', () => {
@@ -28,12 +28,5 @@ describe('the macvtap dnsmasq', () => {
       '--log-facility=-', '--log-dhcp',
     ]);
     expect(buildMacvtapDnsmasqArgs({ nics: [], hostname: undefined, pidFile: 'p', leaseFile: 'l', dnsServers: [], searchDomains: [] })).toBeUndefined();
-  });
-
-  it('reads resolv.conf: IPv4 non-loopback servers once each, the last search line', () => {
-    expect(parsePodResolvConf('nameserver 10.96.0.10\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.96.0.10\nsearch a.b\nsearch c.d. e # x\noptions ndots:5\n')).toEqual({
-      nameservers: ['10.96.0.10'],
-      search: ['c.d', 'e'],
-    });
   });
 });

@@ -33,10 +33,12 @@ import {
   type NetworkHooks,
   type VmNic,
   DnsmasqSupervisor,
+  networkStep,
+  parseResolvConf,
   stopStrayDnsmasq,
 } from '@podvisor/core';
 import { resolveMacvtapConfig } from './macvtap-config.js';
-import { buildMacvtapDnsmasqArgs, parsePodResolvConf, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
+import { buildMacvtapDnsmasqArgs, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
 import {
   isMacvtapBackendLink,
   parsePodInterfaces,
@@ -317,7 +319,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
 
   private async readResolvConf(path: string, hooks: NetworkHooks): Promise<{ nameservers: string[]; search: string[] }> {
     try {
-      return parsePodResolvConf(await readFile(path, 'utf8'));
+      return parseResolvConf(await readFile(path, 'utf8'));
     } catch (err) {
       hooks.warn({
         code: 'WARN_MACVTAP_NO_RESOLV_CONF',
@@ -333,16 +335,10 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   }
 
   /** Runs one attach step; an error that is not already an `ERR_MACVTAP_*` one becomes `code`, naming `what`. */
-  private async step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
-    spec.signal?.throwIfAborted();
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof PodvisorError && err.code.startsWith('ERR_MACVTAP_')) throw err;
-      const coded = err instanceof PodvisorError ? err : undefined;
-      throw new PodvisorError(code, `macvtap: cannot ${what}: ${errorMessage(err)}`, { cause: err, hint: coded?.hint, details: coded?.details });
-    }
+  private step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
+    return networkStep({ backend: 'macvtap', codePrefix: 'ERR_MACVTAP_', code, what, ...(spec.signal === undefined ? {} : { signal: spec.signal }) }, fn);
   }
+
 }
 
 /** A random unicast, locally administered MAC for the pod's interface. */

@@ -26,8 +26,8 @@ export {
 export type { NatBridgeConfig, NatPortExclusion, ResolvedNatBridgeConfig } from './nat-config.js';
 export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 export type { NatRulesetParams } from './nat-ruleset.js';
-export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs, parseResolvConf, isDhcpHostname } from './dnsmasq-args.js';
-export type { DnsmasqParams, PodResolvConf } from './dnsmasq-args.js';
+export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs } from './dnsmasq-args.js';
+export type { DnsmasqParams } from './dnsmasq-args.js';
 export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
 
 /** The `nat-bridge` network backend, bound by name. Bindings only. */

@@ -27,9 +27,13 @@ import {
   type NetworkBackend,
   type NetworkHooks,
   DnsmasqSupervisor,
+  isDhcpHostname,
+  networkStep,
+  parseResolvConf,
   stopStrayDnsmasq,
+  type PodResolvConf,
 } from '@podvisor/core';
-import { buildDnsmasqArgs, isDhcpHostname, parseResolvConf, type PodResolvConf } from './dnsmasq-args.js';
+import { buildDnsmasqArgs } from './dnsmasq-args.js';
 import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
@@ -309,20 +313,10 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
   }
 
   /** Runs one attach step; an error that is not already an `ERR_NAT_*` one becomes `code`, naming `what`. */
-  private async step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
-    spec.signal?.throwIfAborted();
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof PodvisorError && err.code.startsWith('ERR_NAT_')) throw err;
-      const coded = err instanceof PodvisorError ? err : undefined;
-      throw new PodvisorError(code, `nat-bridge: cannot ${what}: ${errorMessage(err)}`, {
-        cause: err,
-        hint: coded?.hint,
-        details: coded?.details,
-      });
-    }
+  private step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
+    return networkStep({ backend: 'nat-bridge', codePrefix: 'ERR_NAT_', code, what, ...(spec.signal === undefined ? {} : { signal: spec.signal }) }, fn);
   }
+
 }
 
 function parseJson<T>(text: string): T {
