@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage \
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
-  curl socat
+  curl socat chromium
 STAMPS := .stamps
 
 .PHONY: help deps apt npm build guest test test-unit test-int test-e2e demo bench clean
@@ -46,6 +46,7 @@ $(STAMPS)/npm: package-lock.json package.json
 build: npm
 	npx tsc -b tsconfig.json
 	npm_config_nodedir=$$(dirname $$(dirname $$(command -v node))) npm run --silent build:native -w @podvisor/supervisord
+	node scripts/build-web-console.mjs
 	@chmod +x apps/supervisord/dist/cli.js
 
 guest: apt

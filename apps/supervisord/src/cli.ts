@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /**
- * The `podvisor` command: `run` (the daemon, usually PID 1), `events`,
- * `plugins`, `version`. Each subcommand has `--help`; exit codes are listed
+ * The `podvisor` command: `run` (the daemon, usually PID 1), `events`, `ctl`,
+ * `console`, `image`, `plugins`, `version`. Each subcommand has `--help`; exit codes are listed
  * in docs/cli.md.
  */
+import { consoleCommand } from './commands/console-command.js';
+import { ctlCommand } from './commands/ctl-command.js';
 import { eventsCommand } from './commands/events-command.js';
 import { imageCommand } from './commands/image-command.js';
 import { pluginsCommand } from './commands/plugins-command.js';
@@ -15,6 +17,8 @@ const HELP = `Usage: podvisor <command> [options]
 Commands:
   run       run the VM (the container's main process)
   events    print the VM's event log (--follow, --json)
+  ctl       steer the VM through the control endpoint (status, events, actions, raw QMP)
+  console   attach to the serial console (detach with Ctrl-])
   image     pull|ls|gc|rebase: the shared base-image cache
   plugins   list the loaded plugins
   version   print the version
@@ -29,6 +33,10 @@ export async function main(argv: readonly string[], io: CommandIo): Promise<numb
       return runCommand(rest, io);
     case 'events':
       return eventsCommand(rest, io);
+    case 'ctl':
+      return ctlCommand(rest, io);
+    case 'console':
+      return consoleCommand(rest, io);
     case 'image':
       return imageCommand(rest, io);
     case 'plugins':

@@ -54,8 +54,9 @@ export interface EventDataMap {
   NetworkDetached: { backend: string };
   /** A warning the supervisor recorded without stopping (plugin or host condition). */
   WarningRaised: { code: string; message: string; hint?: string };
-  VmStarting: { attempt: number; accel: Accelerator; argv: string[] };
-  VmStarted: { attempt: number; pid: number; qmpVersion: string; startMs: number };
+  VmStarting: { attempt: number; accel: Accelerator };
+  /** qemu runs and QMP answers; `argv` is qemu's exact command line. */
+  VmStarted: { attempt: number; pid: number; qmpVersion: string; startMs: number; argv: string[] };
   VmPaused: { by: Requester; reason: string };
   VmResumed: { by: Requester };
   VmReset: { by: Requester; guest: boolean };

@@ -331,7 +331,7 @@ export class Supervisor {
     for (;;) {
       if (this.stopping !== null) return { exitCode: ExitCode.Ok, reason: `stopped by ${this.stopping.by} before qemu started` };
       attempt += 1;
-      this.record([{ type: 'VmStarting', data: { attempt, accel: plan.accel, argv: [] } }]);
+      this.record([{ type: 'VmStarting', data: { attempt, accel: plan.accel } }]);
       const startedAt = this.deps.clock.now().getTime();
       let vm: VmHandle;
       try {
@@ -351,7 +351,7 @@ export class Supervisor {
       const sub = this.watch(vm);
       this.deps.onConsole?.(vm);
       this.record([
-        { type: 'VmStarted', data: { attempt, pid: vm.pid, qmpVersion: vm.qmpVersion, startMs: this.deps.clock.now().getTime() - startedAt } },
+        { type: 'VmStarted', data: { attempt, pid: vm.pid, qmpVersion: vm.qmpVersion, startMs: this.deps.clock.now().getTime() - startedAt, argv: [...vm.argv] } },
       ]);
       const early = this.stopRequest();
       if (early !== null) this.requestStop(early.by); // a signal arrived during launch

@@ -39,8 +39,8 @@ const started: DomainEvent = {
   type: 'SupervisorStarted',
   data: { version: '0', pid: 1, hostname: 'vm1', accel: 'auto', restartPolicy: 'on-failure', network: 'none' },
 };
-const starting: DomainEvent = { type: 'VmStarting', data: { attempt: 1, accel: 'tcg', argv: [] } };
-const running: DomainEvent = { type: 'VmStarted', data: { attempt: 1, pid: 42, qmpVersion: '7.2.0', startMs: 10 } };
+const starting: DomainEvent = { type: 'VmStarting', data: { attempt: 1, accel: 'tcg' } };
+const running: DomainEvent = { type: 'VmStarted', data: { attempt: 1, pid: 42, qmpVersion: '7.2.0', startMs: 10, argv: ['qemu-system-x86_64'] } };
 const paused: DomainEvent = { type: 'VmPaused', data: { by: 'unix', reason: 'qmp STOP' } };
 
 describe('VM lifecycle projection', () => {
@@ -60,7 +60,7 @@ describe('VM lifecycle projection', () => {
     expect(given(started, starting, running, crash).state.status).toBe('Crashed');
     const backoff = given(started, starting, running, crash, { type: 'VmRestartScheduled', data: { attempt: 2, delayMs: 1000, reason: 'x' } }).state;
     expect(backoff.status).toBe('BackingOff');
-    const again = given(started, starting, running, crash, { type: 'VmStarting', data: { attempt: 2, accel: 'tcg', argv: [] } }).state;
+    const again = given(started, starting, running, crash, { type: 'VmStarting', data: { attempt: 2, accel: 'tcg' } }).state;
     expect(again.status).toBe('Starting');
     expect(again.restarts).toBe(1);
     expect(again.lastExit?.signal).toBe('SIGKILL');

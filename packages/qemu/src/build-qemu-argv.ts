@@ -11,6 +11,8 @@ import { PodvisorError, type ConfigProblem, type VmLaunchPlan, type VmNic } from
 export interface QemuArgvOptions {
   /** The child fd number of the first passed descriptor. Default 3, as `ProcessRunner` passes `extraFds`. */
   firstPassedFd?: number;
+  /** VNC asks for a password (`password=on`); it is set over QMP with `change-vnc-password`. Default false. */
+  vncPassword?: boolean;
 }
 
 export interface QemuArgv {
@@ -67,7 +69,10 @@ export function buildQemuArgv(plan: VmLaunchPlan, options: QemuArgvOptions = {})
     argv.push('-netdev', netdev(nic, passFd), '-device', `virtio-net-pci,netdev=${nic.id},mac=${nic.mac},id=${nic.id}-dev`);
   }
   if (plan.vnc === null) argv.push('-display', 'none');
-  else argv.push('-vnc', plan.vnc.kind === 'unix' ? `unix:${esc(plan.vnc.path)}` : `${hostPart(plan.vnc.host)}:${plan.vnc.display}`, '-device', 'VGA');
+  else {
+    const where = plan.vnc.kind === 'unix' ? `unix:${esc(plan.vnc.path)}` : `${hostPart(plan.vnc.host)}:${plan.vnc.display}`;
+    argv.push('-vnc', options.vncPassword === true ? `${where},password=on` : where, '-device', 'VGA');
+  }
   argv.push(
     '-chardev', `socket,id=qmp,path=${esc(plan.qmpSocket)},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',

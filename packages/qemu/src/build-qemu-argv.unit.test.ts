@@ -100,6 +100,8 @@ describe('buildQemuArgv', () => {
     expect(unix).toContain('driver=file,node-name=pet-file,filename=/d/x,,y.qcow2');
     expect(unix.slice(unix.indexOf('-vnc'), unix.indexOf('-vnc') + 4)).toEqual(['-vnc', 'unix:/run/vnc,,1.sock', '-device', 'VGA']);
     expect(unix).not.toContain('-display');
+    const locked = buildQemuArgv({ ...base, vnc: { kind: 'tcp', host: '0.0.0.0', display: 0 } }, { vncPassword: true }).argv;
+    expect(locked[locked.indexOf('-vnc') + 1]).toBe('0.0.0.0:0,password=on');
     const v6 = buildQemuArgv({ ...base, vnc: { kind: 'tcp', host: '::', display: 3 } }).argv;
     expect(v6[v6.indexOf('-vnc') + 1]).toBe('[::]:3');
   });

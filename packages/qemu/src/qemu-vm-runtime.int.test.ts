@@ -1,4 +1,5 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Observable } from 'rxjs';
@@ -145,4 +146,43 @@ describe('QemuVmRuntime with a real qemu under TCG', () => {
     const second = await launch();
     expect(await second.execute('query-status')).toMatchObject({ status: 'running' });
   });
+
+  it('sets the VNC password over QMP before the guest runs: VNC then offers only VNC authentication', async () => {
+    const locked = new QemuVmRuntime(runner, new SilentLogger(), { qmpTranscript: true, vncPassword: 'pv-secret' });
+    const vncSocket = join(dir, 'vnc.sock');
+    const vm = await locked.launch(plan({ vnc: { kind: 'unix', path: vncSocket } }));
+    expect(vm.argv).toContain(`unix:${vncSocket},password=on`);
+    const sent = vm.qmp.transcript?.lines().filter((l) => l.direction === '->').map((l) => JSON.parse(l.line) as { execute: string }) ?? [];
+    expect(sent.map((m) => m.execute)).toEqual(['qmp_capabilities', 'change-vnc-password', 'cont']);
+    expect(await rfbSecurityTypes(vncSocket)).toEqual([2]);
+    vm.kill('SIGKILL');
+    await vm.exited;
+    // The same plan without a password: no authentication at all.
+    const open = await launch(plan({ vnc: { kind: 'unix', path: vncSocket } }));
+    expect(open.argv).toContain(`unix:${vncSocket}`);
+    expect(await rfbSecurityTypes(vncSocket)).toEqual([1]);
+  });
 });
+
+/** The security types a VNC server offers after the RFB 3.8 version handshake (RFC 6143, 7.1.1 and 7.1.2): 1 none, 2 VNC authentication. */
+function rfbSecurityTypes(socketPath: string): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socketPath);
+    let buf = Buffer.alloc(0);
+    let greeted = false;
+    s.on('error', reject);
+    s.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!greeted && buf.length >= 12) {
+        greeted = true;
+        buf = buf.subarray(12);
+        s.write('RFB 003.008\n');
+      }
+      const n = buf[0];
+      if (greeted && n !== undefined && buf.length >= 1 + n) {
+        resolve([...buf.subarray(1, 1 + n)]);
+        s.destroy();
+      }
+    });
+  });
+}

@@ -1,9 +1,10 @@
 /**
  * The qemu implementation of core's `VmRuntime` port. `launch` builds the
  * argv, starts qemu paused through the `ProcessRunner`, connects QMP before
- * the guest runs a single instruction, resumes it with `cont`, and hands back a
- * `VmHandle`. When qemu exits, its QMP client disconnects and every pending
- * command fails with `QmpInterruptedError`.
+ * the guest runs a single instruction (and sets the VNC password, when there
+ * is one), resumes it with `cont`, and hands back a `VmHandle`. When qemu
+ * exits, its QMP client disconnects and every pending command fails with
+ * `QmpInterruptedError`.
  */
 import { lstat, rm } from 'node:fs/promises';
 import { inject, injectable, optional } from 'inversify';
@@ -34,6 +35,12 @@ export interface QemuRuntimeSettings {
   probeTimeoutMs?: number;
   /** Keep a QMP transcript per launch (`QemuVmHandle.qmp.transcript`). Default false. */
   qmpTranscript?: boolean;
+  /**
+   * The VNC password (VNC authentication uses its first 8 characters). Set
+   * over QMP `change-vnc-password` before the guest runs; without it VNC asks
+   * for none. Default: none.
+   */
+  vncPassword?: string;
 }
 
 export const QemuRuntimeSettings = Symbol.for('podvisor.qemu.QemuRuntimeSettings');
@@ -46,7 +53,7 @@ export interface QemuVmHandle extends VmHandle {
 @injectable()
 export class QemuVmRuntime implements VmRuntime {
   private readonly log: Logger;
-  private readonly settings: Required<QemuRuntimeSettings>;
+  private readonly settings: Required<Omit<QemuRuntimeSettings, 'vncPassword'>> & Pick<QemuRuntimeSettings, 'vncPassword'>;
 
   constructor(
     @inject(ProcessRunner) private readonly runner: ProcessRunner,
@@ -59,6 +66,7 @@ export class QemuVmRuntime implements VmRuntime {
       qmpConnectTimeoutMs: settings.qmpConnectTimeoutMs ?? 10_000,
       probeTimeoutMs: settings.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
       qmpTranscript: settings.qmpTranscript ?? false,
+      vncPassword: settings.vncPassword,
     };
   }
 
@@ -79,7 +87,8 @@ export class QemuVmRuntime implements VmRuntime {
    * qemu writes `plan.pidFile`.
    */
   async launch(plan: VmLaunchPlan): Promise<QemuVmHandle> {
-    const { argv, passFds } = buildQemuArgv(plan);
+    const vncPassword = plan.vnc === null ? undefined : this.settings.vncPassword;
+    const { argv, passFds } = buildQemuArgv(plan, { vncPassword: vncPassword !== undefined });
     const log = this.log.child({ vm: plan.name });
     await removeStaleSocket(plan.qmpSocket);
     const started = performance.now();
@@ -95,6 +104,8 @@ export class QemuVmRuntime implements VmRuntime {
       await qmp.connect(plan.qmpSocket, { timeoutMs: this.settings.qmpConnectTimeoutMs, signal: qemuGone.signal });
       // Subscribe before `cont`: qemu sends RESUME before the reply to `cont`.
       events = bufferUntilSubscribed(qmp.events);
+      // Before `cont`, so that no VNC client ever meets the display without its password.
+      if (vncPassword !== undefined) await qmp.execute('change-vnc-password', { password: vncPassword });
       await qmp.execute('cont');
     } catch (err) {
       throw await startFailure(plan, child, err);

@@ -25,10 +25,13 @@ import {
   type SupervisorSettings,
 } from '@podvisor/core';
 import { SqliteEventStore } from '@podvisor/core';
+import { QemuRuntimeSettings } from '@podvisor/qemu';
 import { buildAppContainer } from '../app-container.js';
 import { FIELDS } from '../config/config-fields.js';
 import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
+import { OrphanReaper } from '../pid1/orphan-reaper.js';
+import { startControlServer } from '../http/control-server.js';
 import { VERSION } from '../version.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/podvisor/podvisor.yaml';
@@ -97,6 +100,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       logLevel: config.logLevel,
       imagesDir: config.imagesDir,
       maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
+      http: { headersTimeoutMs: config.imageTimeoutSeconds * 1000, bodyTimeoutMs: config.imageTimeoutSeconds * 1000, maxAttempts: config.imageRetries },
       plugins: config.plugins,
     });
   } catch (err) {
@@ -128,6 +132,17 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       problems.push(...network.validate(networkSpec));
     }
   }
+  // The VNC password (or its file) reaches qemu over QMP `change-vnc-password`, set by the qemu runtime.
+  let vncPassword = config.vncPassword;
+  if (vncPassword === undefined && config.vncPasswordFile !== undefined) {
+    try {
+      vncPassword = readFileSync(config.vncPasswordFile, 'utf8').trim();
+    } catch (err) {
+      problems.push({ path: config.origins.vncPasswordFile, value: config.vncPasswordFile, expected: `a readable file holding the VNC password (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+    }
+    if (vncPassword === '') problems.push({ path: config.origins.vncPasswordFile, value: config.vncPasswordFile, expected: 'a file holding a non-empty VNC password' });
+  }
+  if (vncPassword !== undefined && vncPassword !== '' && !config.noVnc) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
   if (problems.length > 0) return reportStartupError(new ConfigError(problems), io);
 
   // 3. From here on, things are created: the state dir and the event log.
@@ -147,9 +162,11 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       source: config.imageSource ?? null,
       ...(config.imageTarget === undefined ? {} : { target: config.imageTarget }),
       ...(config.imageSha256 === undefined ? {} : { sha256: config.imageSha256 }),
+      rebase: config.rebase,
     },
     diskDir: config.diskDir,
     stateDir: config.stateDir,
+    ...(config.diskSize === undefined ? {} : { diskSizeBytes: config.diskSize }),
     configDrive: { format: config.configDriveFormat, userDataPath: config.userData, metaDataPath: config.metaData },
     networkName: config.network,
     networkSpec,
@@ -177,6 +194,15 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     onConsole: (vm) => relay.attach(vm),
   });
 
+  let control;
+  try {
+    control = await startControlServer({ supervisor, store, config, log, version: VERSION, console: relay });
+  } catch (err) {
+    relay.close();
+    store.close();
+    return reportStartupError(err, io);
+  }
+
   // 4. PID 1 duties: signals become a graceful stop.
   const onSignal = (signal: NodeJS.Signals): void => {
     log.info('signal received', { signal });
@@ -185,6 +211,10 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   };
   const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
   for (const s of signals) process.on(s, onSignal);
+  // Orphans re-parented to podvisor (as PID 1, or as a subreaper) are waited for.
+  const runner = container.get<ProcessRunner>(ProcessRunner);
+  const { reaper } = OrphanReaper.load({ ownedPids: () => runner.ownedPids(), log });
+  reaper?.start();
 
   log.info('podvisor starting', { version: VERSION, vm: config.name, configFile: config.configFile, origins: config.origins });
   let outcome;
@@ -193,7 +223,9 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   } finally {
     for (const s of signals) process.off(s, onSignal);
     // Nothing podvisor started outlives it.
-    await container.get<ProcessRunner>(ProcessRunner).stopAll(2000);
+    await runner.stopAll(2000);
+    await control.close();
+    reaper?.stop();
     relay.close();
     store.close();
   }

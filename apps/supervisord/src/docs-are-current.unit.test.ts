@@ -1,0 +1,20 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { FIELDS } from './config/config-fields.js';
+
+const repo = fileURLToPath(new URL('../../../', import.meta.url));
+
+describe('the docs stay true to the code', () => {
+  it('docs/errors.md lists every coded error, warning and notice in the sources', () => {
+    const out = execFileSync(process.execPath, [`${repo}scripts/error-codes.mjs`, '--check'], { encoding: 'utf8' });
+    expect(out).toMatch(/lists all \d+ codes/);
+  });
+
+  it('docs/configuration.md documents every setting: its YAML key and its environment variables', () => {
+    const doc = readFileSync(`${repo}docs/configuration.md`, 'utf8');
+    const missing = Object.values(FIELDS).flatMap((f) => [f.key, ...(f.env ?? []), ...(f.flag === undefined ? [] : [`--${f.flag}`])].filter((k) => !doc.includes(`\`${k}\``)));
+    expect(missing).toEqual([]);
+  });
+});
