@@ -75,9 +75,11 @@ describe('podvisor run (no network, TCG)', () => {
     expect(ready[1]).toBe('1');
     const started = await waitForEvent(dirs.stateDir, 'VmStarted');
     const log = readEvents(dirs.stateDir).filter((e) => e.position <= started.position);
-    expect(types(log)).toEqual(['SupervisorStarted', 'AcceleratorProbed', 'ImageImported', 'DiskCreated', 'VmStarting', 'VmStarted']);
+    expect(types(log)).toEqual(['SupervisorStarted', 'AcceleratorProbed', 'ImagePullProgressed', 'ImageImported', 'DiskCreated', 'VmStarting', 'VmStarted']);
     expect(log[1]?.data).toMatchObject({ requested: 'tcg', selected: 'tcg' });
-    expect(log[3]?.data).toMatchObject({ path: path.join(dirs.diskDir, `${name}.qcow2`) });
+    expect(log[2]?.data).toMatchObject({ percent: 100 });
+    expect(log[4]?.data).toMatchObject({ path: path.join(dirs.diskDir, `${name}.qcow2`) });
+    expect((log[6]?.data as { argv: string[] }).argv).toContain('qemu-system-x86_64');
     // podvisor's own logs are JSON lines on stderr, never mixed into the console.
     const firstLogLine = p.stderr.split('\n')[0] ?? '';
     expect(() => JSON.parse(firstLogLine)).not.toThrow();

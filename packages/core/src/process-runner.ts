@@ -5,6 +5,8 @@
  * that `stopAll()` leaves nothing behind when the supervisor exits.
  */
 import { execa, type ResultPromise } from 'execa';
+import { accessSync, constants, statSync } from 'node:fs';
+import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -157,7 +159,15 @@ export class ExecaProcessRunner implements ProcessRunner {
     const argv = [file, ...args];
     const started = performance.now();
     const extra = (options.extraFds ?? []) as number[];
-    const child: ResultPromise = execa(file, [...args], {
+    // A missing binary is a coded error here, not a failure of the wrapper below.
+    const resolved = resolveExecutable(file);
+    if (resolved === null) throw notFound(file, argv, undefined);
+    // `setpriv --pdeathsig KILL` sets PR_SET_PDEATHSIG between fork and exec, which
+    // Node cannot: if podvisor itself is killed (SIGKILL, OOM), the kernel kills
+    // the child too, so nothing it started outlives it even outside a container.
+    const setpriv = resolveExecutable('setpriv');
+    const [cmd, ...cmdArgs] = setpriv === null ? [resolved, ...args] : [setpriv, '--pdeathsig', 'KILL', resolved, ...args];
+    const child: ResultPromise = execa(cmd as string, cmdArgs, {
       reject: false,
       buffer: false,
       cwd: options.cwd,
@@ -263,6 +273,20 @@ export async function terminateChild(child: ChildHandle, graceMs: number): Promi
   child.kill('SIGKILL');
   await child.exited;
   return false;
+}
+
+/** The absolute path of an executable (as given when it contains a slash, else found on PATH), or null. */
+export function resolveExecutable(file: string): string | null {
+  const candidates = file.includes('/') ? [file] : (process.env['PATH'] ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':').filter((d) => d !== '').map((d) => path.join(d, file));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      if (statSync(c).isFile()) return c;
+    } catch {
+      // not here
+    }
+  }
+  return null;
 }
 
 const RUNNERS = new Set<ExecaProcessRunner>();

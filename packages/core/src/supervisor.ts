@@ -227,7 +227,8 @@ export class Supervisor {
     let base = null;
     if (s.image.source !== null) {
       const source = redactUrl(s.image.source);
-      let lastProgressAt = -Infinity;
+      // Progress every 5 s of a long pull, and the final figures: a quick pull records one event.
+      let lastProgressAt = d.clock.now().getTime();
       base = await d.images.ensureBase({
         source: s.image.source,
         ...(s.image.target === undefined ? {} : { target: s.image.target }),

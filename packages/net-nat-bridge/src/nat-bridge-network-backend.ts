@@ -85,7 +85,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
    * `ERR_NAT_NO_POD_ADDRESS` when there is nothing to NAT through, and
    * `ERR_NAT_<STEP>` naming the link or command that failed; on failure it
    * has removed everything it created. Changes: links pvbr0 and pvtap0,
-   * `net.ipv4.ip_forward` (to 1, old value kept in the state dir), nftables
+   * `net.ipv4.ip_forward` (to 1 if it is not already, the old value kept in the state dir), nftables
    * table `ip podvisor`, a dnsmasq child, and `<diskDir>/<vmName>.mac`.
    */
   async attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment> {
@@ -120,8 +120,16 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       await this.step(spec, 'ERR_NAT_SYSCTL', 'enable net.ipv4.ip_forward in the pod namespace', async () => {
         const previous = (await this.runner.run('sysctl', ['-n', 'net.ipv4.ip_forward'], { signal: spec.signal })).stdout.trim();
+        // Already on (the pod's sysctls set it): nothing to write, nothing to restore. An
+        // unprivileged container has /proc/sys read-only, so an unneeded write would fail.
+        if (previous === '1') return;
         await writeFile(paths.ipForwardFile, `${previous}\n`);
-        await this.runner.run('sysctl', ['-w', 'net.ipv4.ip_forward=1'], { signal: spec.signal });
+        await this.runner.run('sysctl', ['-w', 'net.ipv4.ip_forward=1'], { signal: spec.signal }).catch((err: unknown) => {
+          throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${errorMessage(err)}`, {
+            hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
+            cause: err,
+          });
+        });
       });
 
       const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
