@@ -45,6 +45,7 @@ $(STAMPS)/npm: package-lock.json package.json
 # node-gyp gets the headers of the machine's own Node (no download: the network is closed).
 build: npm
 	npx tsc -b tsconfig.json
+	npx tsc -p test/tsconfig.json
 	npm_config_nodedir=$$(dirname $$(dirname $$(command -v node))) npm run --silent build:native -w @podvisor/supervisord
 	node scripts/build-web-console.mjs
 	@chmod +x apps/supervisord/dist/cli.js

@@ -21,7 +21,7 @@ import { OpenApiContract } from '../../apps/supervisord/src/http/openapi-contrac
 import { SseParser } from '../../apps/supervisord/src/http/sse-parser.js';
 import { WebConsole } from '../../apps/supervisord/src/http/web-console.js';
 import { HeadlessChromium } from './support/headless-chromium.js';
-import { ARTIFACTS, GUEST, REPO, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs } from './support/podvisor-process.js';
+import { ARTIFACTS, GUEST, REPO, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const contract = OpenApiContract.load();
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -41,22 +41,7 @@ async function startDaemon(prefix: string, extraEnv: Record<string, string> = {}
   const name = `${prefix}-${randomBytes(3).toString('hex')}`;
   const dirs = await makeVmDirs(name);
   await writeFile(path.join(dirs.root, 'tokens'), `# e2e tokens\nops:admin:${ADMIN}\ngrafana:read:${READER}\n`, { mode: 0o600 });
-  const p = new PodvisorProcess(['run'], {
-    HOSTNAME: name,
-    IMG_SOURCE: GUEST,
-    IMG_TARGET: 'guest.qcow2',
-    IMG_RAM_MB: '256',
-    PODVISOR_IMAGES_DIR: dirs.imagesDir,
-    PODVISOR_DISK_DIR: dirs.diskDir,
-    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
-    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
-    PODVISOR_NETWORK: 'none',
-    PODVISOR_ACCEL: 'tcg',
-    PODVISOR_LISTEN: '127.0.0.1:0',
-    PODVISOR_TOKEN_FILE: path.join(dirs.root, 'tokens'),
-    NO_VNC: '1',
-    ...extraEnv,
-  });
+  const p = new PodvisorProcess(['run'], vmEnv(dirs, name, { PODVISOR_TOKEN_FILE: path.join(dirs.root, 'tokens'), ...extraEnv }));
   const listening = await p.waitForStderr(/"msg":"control endpoint listening".*"tcp":"127\.0\.0\.1:(\d+)"/, 60_000);
   const port = Number(listening[1]);
   const url = `http://127.0.0.1:${port}`;

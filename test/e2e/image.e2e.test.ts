@@ -11,7 +11,7 @@ import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HttpImageServer } from '../support/http-image-server.js';
-import { GUEST, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, type VmDirs } from './support/podvisor-process.js';
+import { GUEST, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 let dirs: VmDirs;
 let server: HttpImageServer;
@@ -24,23 +24,8 @@ function sha256(buf: Buffer): string {
   return createHash('sha256').update(buf).digest('hex');
 }
 
-function vmEnv(name: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    HOSTNAME: name,
-    IMG_SOURCE: server.url('/guest.qcow2'),
-    IMG_TARGET: 'guest.qcow2',
-    IMG_RAM_MB: '256',
-    PODVISOR_IMAGES_DIR: dirs.imagesDir,
-    PODVISOR_DISK_DIR: dirs.diskDir,
-    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
-    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
-    PODVISOR_NETWORK: 'none',
-    PODVISOR_ACCEL: 'tcg',
-    NO_VNC: '1',
-    // Other e2e files may run a podvisor at the same time: keep off the default control port.
-    PODVISOR_LISTEN: `127.0.0.1:${20000 + Math.floor(Math.random() * 30000)}`,
-    ...extra,
-  };
+function imageVmEnv(name: string, extra: Record<string, string> = {}): Record<string, string> {
+  return vmEnv(dirs, name, { IMG_SOURCE: server.url('/guest.qcow2'), ...extra });
 }
 
 function start(args: string[], env: Record<string, string>): PodvisorProcess {
@@ -100,7 +85,7 @@ afterEach(async () => {
 
 describe('podvisor run with an HTTP image source', () => {
   it('1. a pull with the right IMG_SHA256 boots the guest; a second pod on the same cache sends no request', async () => {
-    const first = start(['run'], vmEnv('pv-img-a', { IMG_SHA256: guestSha }));
+    const first = start(['run'], imageVmEnv('pv-img-a', { IMG_SHA256: guestSha }));
     await first.waitForStdout(/PODVISOR-GUEST-READY boot-count=1/);
     const imported = readEvents(dirs.stateDir).find((e) => e.type === 'ImageImported');
     expect(imported?.data).toMatchObject({ source: server.url('/guest.qcow2'), sha256: guestSha, reused: false, path: path.join(dirs.imagesDir, 'sha256', guestSha) });
@@ -109,7 +94,7 @@ describe('podvisor run with an HTTP image source', () => {
     expect((await first.exited).code).toBe(0);
 
     const otherDisk = path.join(dirs.root, 'disk-b');
-    const second = start(['run'], vmEnv('pv-img-b', { IMG_SHA256: guestSha, PODVISOR_DISK_DIR: otherDisk }));
+    const second = start(['run'], imageVmEnv('pv-img-b', { IMG_SHA256: guestSha, PODVISOR_DISK_DIR: otherDisk }));
     await second.waitForStdout(/PODVISOR-GUEST-READY boot-count=1/);
     const log = readEvents(path.join(otherDisk, '.podvisor'));
     expect(log.find((e) => e.type === 'ImageImported')?.data).toMatchObject({ sha256: guestSha, reused: true });
@@ -120,7 +105,7 @@ describe('podvisor run with an HTTP image source', () => {
 
   it('2. a wrong IMG_SHA256 fails with both hashes, caches nothing and starts no VM', async () => {
     const wrong = 'a'.repeat(64);
-    const p = start(['run'], vmEnv('pv-img-c', { IMG_SHA256: wrong }));
+    const p = start(['run'], imageVmEnv('pv-img-c', { IMG_SHA256: wrong }));
     expect((await p.exited).code).toBe(3);
     const log = readEvents(dirs.stateDir);
     const failed = log.find((e) => e.type === 'VmFailed')?.data as { code: string; message: string };
@@ -134,7 +119,7 @@ describe('podvisor run with an HTTP image source', () => {
   });
 
   it('6. a new base at the URL: the pet keeps its base and data, an event says so, and rebase moves it with its data', async () => {
-    const env = vmEnv('pv-img-d');
+    const env = imageVmEnv('pv-img-d');
     const run = async (bootCount: number): Promise<void> => {
       const p = start(['run'], env);
       await p.waitForStdout(new RegExp(`PODVISOR-GUEST-READY boot-count=${bootCount}`));

@@ -8,38 +8,14 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  GUEST,
-  PodvisorProcess,
-
-  keepArtifacts,
-  makeVmDirs,
-  readEvents,
-  requireBuilt,
-  types,
-  waitForEvent,
-  type VmDirs,
-} from './support/podvisor-process.js';
+import { GUEST, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 let dirs: VmDirs;
 let name: string;
 let running: PodvisorProcess[] = [];
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    HOSTNAME: name,
-    IMG_SOURCE: GUEST,
-    IMG_TARGET: 'guest.qcow2',
-    IMG_RAM_MB: '256',
-    PODVISOR_IMAGES_DIR: dirs.imagesDir,
-    PODVISOR_DISK_DIR: dirs.diskDir,
-    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
-    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
-    PODVISOR_NETWORK: 'none',
-    PODVISOR_ACCEL: 'tcg',
-    NO_VNC: '1',
-    ...extra,
-  };
+  return vmEnv(dirs, name, extra);
 }
 
 function start(extra: Record<string, string> = {}, args: string[] = []): PodvisorProcess {

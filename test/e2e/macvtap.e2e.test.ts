@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, waitForEvent, type VmDirs } from './support/podvisor-process.js';
+import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
 
@@ -56,20 +56,8 @@ function curlFromNode(url: string): string {
 }
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    HOSTNAME: name,
-    IMG_SOURCE: GUEST,
-    IMG_TARGET: 'guest.qcow2',
-    IMG_RAM_MB: '256',
-    PODVISOR_IMAGES_DIR: dirs.imagesDir,
-    PODVISOR_DISK_DIR: dirs.diskDir,
-    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
-    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
-    PODVISOR_NETWORK: 'macvtap',
-    PODVISOR_ACCEL: 'tcg',
-    NO_VNC: '1',
-    ...extra,
-  };
+  // In the pod, the control endpoint keeps its default address (0.0.0.0:5800).
+  return vmEnv(dirs, name, { PODVISOR_NETWORK: 'macvtap', PODVISOR_LISTEN: undefined, ...extra });
 }
 
 /** podvisor as the pod's PID 1 would run: inside the pod's namespaces. */

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs } from './support/podvisor-process.js';
+import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
 const RESOLV = 'nameserver 10.96.0.10\nnameserver 10.96.0.11\nsearch e2e-ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n';
@@ -97,19 +97,8 @@ function bannerOn5900(): string {
 }
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    HOSTNAME: name,
-    IMG_SOURCE: GUEST,
-    IMG_TARGET: 'guest.qcow2',
-    IMG_RAM_MB: '256',
-    PODVISOR_IMAGES_DIR: dirs.imagesDir,
-    PODVISOR_DISK_DIR: dirs.diskDir,
-    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
-    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
-    PODVISOR_NETWORK: 'nat-bridge',
-    PODVISOR_ACCEL: 'tcg',
-    ...extra,
-  };
+  // In the pod, the control endpoint keeps 0.0.0.0:5800 and qemu's VNC keeps 5900 (both stay with the pod).
+  return vmEnv(dirs, name, { PODVISOR_NETWORK: 'nat-bridge', PODVISOR_LISTEN: undefined, NO_VNC: undefined, ...extra });
 }
 
 /** podvisor as the pod's PID 1 would run: inside the pod's network namespace (and its resolv.conf). */

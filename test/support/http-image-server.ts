@@ -189,7 +189,7 @@ export class HttpImageServer {
     log.status = status;
     const truncate = behaviour?.kind === 'truncate';
     const chunked = e.chunked && !truncate;
-    const headers: Record<string, string> = {
+    const headers: Record<string, string | undefined> = {
       ...validators,
       ...(e.ranges ? { 'accept-ranges': 'bytes' } : {}),
       ...(status === 206 ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),

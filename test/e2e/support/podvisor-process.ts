@@ -114,6 +114,31 @@ export async function makeVmDirs(prefix: string): Promise<VmDirs> {
   };
 }
 
+/**
+ * The environment of one test VM: the test guest, the VM's own dirs, TCG, no
+ * network, no VNC, and the control endpoint on an ephemeral loopback port (so
+ * that runs never collide). A key set to `undefined` in `extra` is left out,
+ * which gives podvisor's own default (e.g. `PODVISOR_LISTEN` in a pod).
+ */
+export function vmEnv(dirs: VmDirs, name: string, extra: Record<string, string | undefined> = {}): Record<string, string> {
+  const all: Record<string, string | undefined> = {
+    HOSTNAME: name,
+    IMG_SOURCE: GUEST,
+    IMG_TARGET: 'guest.qcow2',
+    IMG_RAM_MB: '256',
+    PODVISOR_IMAGES_DIR: dirs.imagesDir,
+    PODVISOR_DISK_DIR: dirs.diskDir,
+    PODVISOR_USERDATA: path.join(dirs.root, 'userdata'),
+    PODVISOR_METADATA: path.join(dirs.root, 'metadata'),
+    PODVISOR_NETWORK: 'none',
+    PODVISOR_ACCEL: 'tcg',
+    PODVISOR_LISTEN: '127.0.0.1:0',
+    NO_VNC: '1',
+    ...extra,
+  };
+  return Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
 /** Opens the VM's event log (read side, like the CLI). */
 export function openEvents(stateDir: string): SqliteEventStore {
   return SqliteEventStore.open({ path: path.join(stateDir, 'events.db'), pollIntervalMs: 50 });
