@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { EVENT_SCHEMA_VERSIONS } from '@podvisor/core';
 import { FIELDS } from './config/config-fields.js';
 
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -16,5 +17,10 @@ describe('the docs stay true to the code', () => {
     const doc = readFileSync(`${repo}docs/configuration.md`, 'utf8');
     const missing = Object.values(FIELDS).flatMap((f) => [f.key, ...(f.env ?? []), ...(f.flag === undefined ? [] : [`--${f.flag}`])].filter((k) => !doc.includes(`\`${k}\``)));
     expect(missing).toEqual([]);
+  });
+
+  it('docs/events.md describes every event type', () => {
+    const doc = readFileSync(`${repo}docs/events.md`, 'utf8');
+    expect(Object.keys(EVENT_SCHEMA_VERSIONS).filter((t) => !doc.includes(`| \`${t}\` |`))).toEqual([]);
   });
 });
