@@ -11,6 +11,7 @@ RUN npm install --no-audit --no-fund \
  && npx tsc -b tsconfig.json \
  && npm_config_nodedir=/usr/local npm run build:native -w @podvisor/supervisord \
  && node scripts/build-web-console.mjs \
+ && node scripts/bundle-cli.mjs \
  && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -25,5 +26,5 @@ ENV PODVISOR_IMAGES_DIR=/var/lib/podvisor/images PODVISOR_DISK_DIR=/var/lib/podv
 VOLUME ["/var/lib/podvisor/images", "/var/lib/podvisor/disk"]
 EXPOSE 5800 5900
 # podvisor is PID 1; the container's CMD becomes extra qemu arguments.
-ENTRYPOINT ["node", "/opt/podvisor/apps/supervisord/dist/cli.js", "run", "--"]
+ENTRYPOINT ["node", "/opt/podvisor/apps/supervisord/dist/bundle/podvisor.mjs", "run", "--"]
 CMD []

@@ -48,7 +48,7 @@ build: npm
 	npx tsc -p test/tsconfig.json
 	npm_config_nodedir=$$(dirname $$(dirname $$(command -v node))) npm run --silent build:native -w @podvisor/supervisord
 	node scripts/build-web-console.mjs
-	@chmod +x apps/supervisord/dist/cli.js
+	node scripts/bundle-cli.mjs
 
 guest: apt
 	test/guest/build.sh

@@ -47,7 +47,7 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
   container.load(qemuModule, imageStoreModule);
   const registry = new PluginRegistry();
-  await loadPlugins(registry, [...BUILT_IN_PLUGINS, ...options.plugins]);
+  await loadPlugins(registry, [...Object.keys(BUILT_IN_PLUGINS), ...options.plugins], (specifier) => BUILT_IN_PLUGINS[specifier]?.() ?? import(specifier));
   registry.loadInto(container);
   return { container, registry };
 }

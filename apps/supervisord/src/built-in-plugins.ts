@@ -1,5 +1,11 @@
 /**
- * The plugins every podvisor loads. They go through the same loader as
- * third-party plugins named in PODVISOR_PLUGINS: no back door.
+ * The plugins every podvisor loads. They go through the same loader and the
+ * same manifest checks as the third-party plugins named in PODVISOR_PLUGINS;
+ * the only difference is that their modules are imported statically, so that
+ * the bundled binary contains them (and one copy of core).
  */
-export const BUILT_IN_PLUGINS: readonly string[] = ['@podvisor/configdrive', '@podvisor/net-nat-bridge', '@podvisor/net-macvtap'];
+export const BUILT_IN_PLUGINS: Readonly<Record<string, () => Promise<unknown>>> = {
+  '@podvisor/configdrive': () => import('@podvisor/configdrive'),
+  '@podvisor/net-nat-bridge': () => import('@podvisor/net-nat-bridge'),
+  '@podvisor/net-macvtap': () => import('@podvisor/net-macvtap'),
+};

@@ -4,12 +4,7 @@
  * `console`, `image`, `plugins`, `version`. Each subcommand has `--help`; exit codes are listed
  * in docs/cli.md.
  */
-import { consoleCommand } from './commands/console-command.js';
-import { ctlCommand } from './commands/ctl-command.js';
-import { eventsCommand } from './commands/events-command.js';
-import { imageCommand } from './commands/image-command.js';
-import { pluginsCommand } from './commands/plugins-command.js';
-import { runCommand, type CommandIo } from './commands/run-command.js';
+import type { CommandIo } from './commands/run-command.js';
 import { VERSION } from './version.js';
 
 const HELP = `Usage: podvisor <command> [options]
@@ -29,18 +24,19 @@ Run 'podvisor <command> --help' for a command's options.
 export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    // Each command loads only what it needs: startup time counts for PID 1.
     case 'run':
-      return runCommand(rest, io);
+      return (await import('./commands/run-command.js')).runCommand(rest, io);
     case 'events':
-      return eventsCommand(rest, io);
+      return (await import('./commands/events-command.js')).eventsCommand(rest, io);
     case 'ctl':
-      return ctlCommand(rest, io);
+      return (await import('./commands/ctl-command.js')).ctlCommand(rest, io);
     case 'console':
-      return consoleCommand(rest, io);
+      return (await import('./commands/console-command.js')).consoleCommand(rest, io);
     case 'image':
-      return imageCommand(rest, io);
+      return (await import('./commands/image-command.js')).imageCommand(rest, io);
     case 'plugins':
-      return pluginsCommand(rest, io);
+      return (await import('./commands/plugins-command.js')).pluginsCommand(rest, io);
     case 'version':
     case '--version':
       io.stdout.write(`podvisor ${VERSION}\n`);

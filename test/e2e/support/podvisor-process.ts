@@ -14,7 +14,8 @@ import { filter, firstValueFrom, take, timeout, toArray } from 'rxjs';
 import { SqliteEventStore, type EventType, type StoredEvent } from '@podvisor/core';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-export const CLI = path.join(REPO, 'apps/supervisord/dist/cli.js');
+/** The binary that ships: the bundled CLI (make build). */
+export const CLI = path.join(REPO, 'apps/supervisord/dist/bundle/podvisor.mjs');
 export const GUEST = path.join(REPO, 'test/guest/.cache/guest.qcow2');
 export const ARTIFACTS = path.join(REPO, 'test/.artifacts');
 

@@ -57,7 +57,8 @@ export interface ControlHandlerOptions {
   store: EventStore;
   tokens: ControlTokens;
   qmpAllow: QmpAllowList;
-  contract: OpenApiContract;
+  /** The contract, loaded on first use (parsing it costs ~40 ms that startup need not pay). */
+  contract: () => OpenApiContract;
   log: Logger;
   version: string;
   console?: ConsoleHub | undefined;
@@ -362,7 +363,7 @@ export class ControlHandler {
   /** Reads the JSON body and checks it against the contract; the first problem names its field. */
   private async body(c: Ctx, path: string): Promise<unknown> {
     const body = await readJsonBody(c.req, this.o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
-    const problems = this.o.contract.requestProblems('post', path, body);
+    const problems = this.o.contract().requestProblems('post', path, body);
     const first = problems[0];
     if (first !== undefined) {
       const field = first.pointer === '' ? 'the body' : `field ${first.pointer.slice(1).replaceAll('/', '.')}`;

@@ -75,7 +75,7 @@ export async function startControlServer(options: ControlServerOptions): Promise
     store: options.store,
     tokens,
     qmpAllow: new QmpAllowList(config.qmpAllow ?? []),
-    contract: OpenApiContract.load(),
+    contract: once(() => OpenApiContract.load()),
     log: options.log,
     version: options.version,
     console: options.console,
@@ -179,4 +179,10 @@ async function removeStaleSocket(file: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+}
+
+/** A memoised thunk. */
+function once<T>(make: () => T): () => T {
+  let value: { v: T } | undefined;
+  return () => (value ??= { v: make() }).v;
 }
