@@ -16,6 +16,16 @@ import type { Logger } from './logger.js';
 import type { NetworkHooks } from './ports.js';
 import { terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
 
+/**
+ * The arguments every supervised dnsmasq starts with: in the foreground (so the
+ * runner owns it), no configuration file, no DNS service (`--port=0`: the VM
+ * gets the pod's own name servers), its pid and lease files in the state dir,
+ * bound only to the interfaces named after these.
+ */
+export function dnsmasqBaseArgs(pidFile: string, leaseFile: string): string[] {
+  return ['--keep-in-foreground', '--conf-file=/dev/null', '--port=0', `--pid-file=${pidFile}`, `--dhcp-leasefile=${leaseFile}`, '--bind-interfaces'];
+}
+
 export interface DnsmasqSupervisorOptions {
   runner: ProcessRunner;
   log: Logger;

@@ -9,7 +9,7 @@ export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
 export { ExecaProcessRunner, ProcessRunner, exitedWithin, terminateChild } from './process-runner.js';
-export { DnsmasqSupervisor, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export { DnsmasqSupervisor, dnsmasqBaseArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
 export { networkStep } from './network-step.js';
 export type { NetworkStep } from './network-step.js';

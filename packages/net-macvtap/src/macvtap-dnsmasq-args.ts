@@ -9,6 +9,7 @@
  * search list go to the NIC that holds the default route (else the first).
  * Also here: reading the pod's resolv.conf. Pure.
  */
+import { dnsmasqBaseArgs } from '@podvisor/core';
 import { netmaskOf, type PodAddress, type VmRoute } from './pod-network.js';
 
 export interface MacvtapDhcpNic {
@@ -35,15 +36,7 @@ export interface MacvtapDnsmasqParams {
 /** The arguments after `dnsmasq`; `undefined` when no NIC has an address to lease. */
 export function buildMacvtapDnsmasqArgs(p: MacvtapDnsmasqParams): string[] | undefined {
   if (p.nics.length === 0) return undefined;
-  const args = [
-    '--keep-in-foreground',
-    '--conf-file=/dev/null',
-    '--port=0',
-    `--pid-file=${p.pidFile}`,
-    `--dhcp-leasefile=${p.leaseFile}`,
-    '--bind-interfaces',
-    '--dhcp-authoritative',
-  ];
+  const args = [...dnsmasqBaseArgs(p.pidFile, p.leaseFile), '--dhcp-authoritative'];
   const primary = p.nics.find((n) => n.gateway !== undefined) ?? p.nics[0];
   for (const n of p.nics) {
     const { ip, prefix } = n.address;

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { NetnsProcessRunner } from '@podvisor/core/testing';
 import {
   ConfigError,
   ExecaProcessRunner,
@@ -20,37 +21,12 @@ import {
   type NetworkAttachSpec,
   type NetworkHooks,
   type PluginWarning,
-  type ProcessRunner,
-  type RunOptions,
-  type SpawnOptions,
 } from '@podvisor/core';
 import { MacvtapNetworkBackend, macvtapStatePaths } from './macvtap-network-backend.js';
 
 const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
-/** Runs every command inside network namespace `ns`, like a supervisor living there. */
-class NetnsProcessRunner implements ProcessRunner {
-  constructor(
-    private readonly inner: ProcessRunner,
-    private readonly ns: string,
-  ) {}
-  run(file: string, args: readonly string[], options?: RunOptions) {
-    return this.inner.run('ip', ['netns', 'exec', this.ns, file, ...args], options);
-  }
-  spawn(file: string, args: readonly string[], options: SpawnOptions) {
-    return this.inner.spawn('ip', ['netns', 'exec', this.ns, file, ...args], options);
-  }
-  children() {
-    return this.inner.children();
-  }
-  ownedPids() {
-    return this.inner.ownedPids();
-  }
-  stopAll(graceMs: number) {
-    return this.inner.stopAll(graceMs);
-  }
-}
 
 interface PodView {
   links: { name: string; mac: string; kind: string | null; addresses: string[] }[];

@@ -6,6 +6,7 @@
  * (`--port=0`), bound to the bridge only, and serves exactly one static host.
  * Pure: nothing here touches the host.
  */
+import { dnsmasqBaseArgs } from '@podvisor/core';
 
 export interface DnsmasqParams {
   bridge: string;
@@ -32,12 +33,7 @@ export const DNSMASQ_LEASE_TIME = '12h';
 /** The arguments after `dnsmasq`. */
 export function buildDnsmasqArgs(p: DnsmasqParams): string[] {
   const args = [
-    '--keep-in-foreground',
-    '--conf-file=/dev/null',
-    '--port=0',
-    `--pid-file=${p.pidFile}`,
-    `--dhcp-leasefile=${p.leaseFile}`,
-    '--bind-interfaces',
+    ...dnsmasqBaseArgs(p.pidFile, p.leaseFile),
     `--interface=${p.bridge}`,
     `--dhcp-range=${p.vmIp},static,255.255.255.252,${DNSMASQ_LEASE_TIME}`,
     `--dhcp-host=${p.mac},${p.vmIp}${p.hostname === undefined ? '' : `,${p.hostname}`}`,

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { NetnsProcessRunner } from '@podvisor/core/testing';
 import {
   ExecaProcessRunner,
   SilentLogger,
@@ -18,9 +19,7 @@ import {
   type NetworkAttachSpec,
   type NetworkHooks,
   type PluginWarning,
-  type ProcessRunner,
   type RunOptions,
-  type SpawnOptions,
 } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
 import { deriveVmMac } from './vm-mac.js';
@@ -29,28 +28,6 @@ const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta
 const RUN_ID = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
 const isRoot = process.getuid?.() === 0;
 
-/** Runs every command inside network namespace `ns`, like a supervisor living there. */
-class NetnsProcessRunner implements ProcessRunner {
-  constructor(
-    private readonly inner: ProcessRunner,
-    private readonly ns: string,
-  ) {}
-  run(file: string, args: readonly string[], options?: RunOptions) {
-    return this.inner.run('ip', ['netns', 'exec', this.ns, file, ...args], options);
-  }
-  spawn(file: string, args: readonly string[], options: SpawnOptions) {
-    return this.inner.spawn('ip', ['netns', 'exec', this.ns, file, ...args], options);
-  }
-  children() {
-    return this.inner.children();
-  }
-  ownedPids() {
-    return this.inner.ownedPids();
-  }
-  stopAll(graceMs: number) {
-    return this.inner.stopAll(graceMs);
-  }
-}
 
 /** Keeps log lines so a test can wait for one. */
 class RecordingLogger implements Logger {
