@@ -54,7 +54,9 @@ guest: apt
 	test/guest/build.sh
 
 test: deps build guest
-	npx vitest run --project unit --project int --project e2e
+	@mkdir -p test/.artifacts
+	npx vitest run --project unit --project int --project e2e --reporter=default --reporter=json --outputFile.json=test/.artifacts/vitest.json
+	@node scripts/test-summary.mjs test/.artifacts/vitest.json
 
 test-unit: npm
 	npx vitest run --project unit
