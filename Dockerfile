@@ -26,5 +26,5 @@ ENV PODVISOR_IMAGES_DIR=/var/lib/podvisor/images PODVISOR_DISK_DIR=/var/lib/podv
 VOLUME ["/var/lib/podvisor/images", "/var/lib/podvisor/disk"]
 EXPOSE 5800 5900
 # podvisor is PID 1; the container's CMD becomes extra qemu arguments.
-ENTRYPOINT ["node", "/opt/podvisor/apps/supervisord/dist/bundle/podvisor.mjs", "run", "--"]
+ENTRYPOINT ["node", "/opt/podvisor/apps/supervisord/dist/bundle/podvisor.cjs", "run", "--"]
 CMD []

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
-const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.mjs');
+const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.cjs');
 const guest = path.join(repo, 'test/guest/.cache/guest.qcow2');
 const total = Number(process.argv[2] ?? 50_000);
 const concurrency = Number(process.argv[3] ?? 32);

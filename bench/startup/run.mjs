@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
-const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.mjs');
+const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.cjs');
 const guest = path.join(repo, 'test/guest/.cache/guest.qcow2');
 const iterations = Number(process.argv[2] ?? 10);
 const root = mkdtempSync(path.join(tmpdir(), 'pv-bench-startup-'));

@@ -20,7 +20,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 POD_SH="$REPO/test/support/pod.sh"
-CLI="$REPO/apps/supervisord/dist/bundle/podvisor.mjs"
+CLI="$REPO/apps/supervisord/dist/bundle/podvisor.cjs"
 GUEST="$REPO/test/guest/.cache/guest.qcow2"
 NAME=${DEMO_NAME:-podvisor-demo-$$}
 CHECK=${DEMO_CHECK:-}

@@ -1,64 +1,19 @@
 #!/usr/bin/env node
 /**
- * The `podvisor` command: `run` (the daemon, usually PID 1), `events`, `ctl`,
- * `console`, `image`, `plugins`, `version`. Each subcommand has `--help`; exit codes are listed
- * in docs/cli.md.
+ * The `podvisor` executable: runs the command dispatcher on the process's
+ * arguments and exits with its documented code (docs/cli.md).
  */
 import type { CommandIo } from './commands/run-command.js';
-import { VERSION } from './version.js';
-
-const HELP = `Usage: podvisor <command> [options]
-
-Commands:
-  run       run the VM (the container's main process)
-  events    print the VM's event log (--follow, --json)
-  ctl       steer the VM through the control endpoint (status, events, actions, raw QMP)
-  console   attach to the serial console (detach with Ctrl-])
-  image     pull|ls|gc|rebase: the shared base-image cache
-  plugins   list the loaded plugins
-  version   print the version
-
-Run 'podvisor <command> --help' for a command's options.
-`;
-
-export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    // Each command loads only what it needs: startup time counts for PID 1.
-    case 'run':
-      return (await import('./commands/run-command.js')).runCommand(rest, io);
-    case 'events':
-      return (await import('./commands/events-command.js')).eventsCommand(rest, io);
-    case 'ctl':
-      return (await import('./commands/ctl-command.js')).ctlCommand(rest, io);
-    case 'console':
-      return (await import('./commands/console-command.js')).consoleCommand(rest, io);
-    case 'image':
-      return (await import('./commands/image-command.js')).imageCommand(rest, io);
-    case 'plugins':
-      return (await import('./commands/plugins-command.js')).pluginsCommand(rest, io);
-    case 'version':
-    case '--version':
-      io.stdout.write(`podvisor ${VERSION}\n`);
-      return 0;
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      io.stdout.write(HELP);
-      return command === undefined ? 2 : 0;
-    default:
-      io.stderr.write(`podvisor: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
-      return 2;
-  }
-}
+import { main } from './cli-main.js';
 
 const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
-const code = await main(process.argv.slice(2), io).catch((err: unknown) => {
-  process.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
-  return 1;
-});
-// Let stdout/stderr drain, then exit with the documented code.
-process.exitCode = code;
-setImmediate(() => process.exit(code));
-
+void main(process.argv.slice(2), io)
+  .catch((err: unknown) => {
+    process.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  })
+  .then((code) => {
+    // Let stdout/stderr drain, then exit with the documented code.
+    process.exitCode = code;
+    setImmediate(() => process.exit(code));
+  });

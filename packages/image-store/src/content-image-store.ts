@@ -28,6 +28,7 @@ import { ImageCacheLayout, fsyncDir, sha256OfPath, type CacheMeta } from './imag
 import { assertSafeName, deriveTarget, schemeOf } from './image-uri.js';
 import type { EnsureBaseRequest, RebaseResult } from './port-types.js';
 import { ProgressMeter } from './progress-meter.js';
+import { readQcow2Header } from './qcow2-header.js';
 import { qemuImgCheck, qemuImgCreateOverlay, qemuImgInfo, qemuImgRebase, qemuImgResize, type QemuImgInfo } from './qemu-img.js';
 
 export interface ImageStoreSettings {
@@ -155,7 +156,8 @@ export class ContentImageStore implements ImageStore {
     await mkdir(request.diskDir, { recursive: true });
     const overlay = path.join(request.diskDir, `${request.name}.qcow2`);
     if (await exists(overlay)) {
-      const info = await qemuImgInfo(this.runner, overlay);
+      // The header is enough to reuse a pet disk; qemu-img only when it is not a plain qcow2.
+      const info = (await readQcow2Header(overlay)) ?? (await qemuImgInfo(this.runner, overlay));
       const backingFile = info.backingFilename ?? null;
       const behindBase = request.base !== null && backingFile !== null && !(await samePath(resolveBacking(overlay, backingFile), request.base.path));
       const grown = await this.grow(overlay, info.virtualSize, request.sizeBytes);

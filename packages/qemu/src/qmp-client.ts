@@ -7,6 +7,8 @@
  * call. A client is used once: after it disconnects it stays disconnected, and
  * every command still waiting for its reply fails with `QmpInterruptedError`.
  */
+import { watch } from 'node:fs';
+import path from 'node:path';
 import { createConnection, type Socket } from 'node:net';
 import { Subject, type Observable } from 'rxjs';
 import { SilentLogger, SystemClock, errorMessage, type Clock, type Logger, type QmpEventMessage } from '@podvisor/core';
@@ -176,8 +178,35 @@ export class QmpClient {
         if (this.clock.now().getTime() + this.retryIntervalMs >= budget.deadline) {
           throw new QmpConnectError(`the QMP socket ${budget.path} did not accept within ${budget.timeoutMs} ms (${code})`, { cause: err });
         }
-        await this.within(this.clock.sleep(this.retryIntervalMs), budget, 'the QMP socket did not accept');
+        await this.within(this.socketMayAppear(budget.path, code), budget, 'the QMP socket did not accept');
       }
+    }
+  }
+
+  /**
+   * Waits before the next attempt: until the socket file appears (a watch on
+   * its folder: qemu creates it a few tens of ms after it starts, and every ms
+   * counts at a pod's start), or the retry interval, whichever comes first.
+   */
+  private async socketMayAppear(socketPath: string, code: string): Promise<void> {
+    const stop = new AbortController();
+    const appeared =
+      code !== 'ENOENT'
+        ? new Promise<void>(() => undefined)
+        : new Promise<void>((resolve) => {
+            try {
+              const watcher = watch(path.dirname(socketPath), { signal: stop.signal }, (_event, name) => {
+                if (name === path.basename(socketPath)) resolve();
+              });
+              watcher.on('error', () => undefined);
+            } catch {
+              // The folder is gone or cannot be watched: the interval decides.
+            }
+          });
+    try {
+      await Promise.race([appeared, this.clock.sleep(this.retryIntervalMs)]);
+    } finally {
+      stop.abort();
     }
   }
 

@@ -15,7 +15,7 @@ import { SqliteEventStore, type EventType, type StoredEvent } from '@podvisor/co
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 /** The binary that ships: the bundled CLI (make build). */
-export const CLI = path.join(REPO, 'apps/supervisord/dist/bundle/podvisor.mjs');
+export const CLI = path.join(REPO, 'apps/supervisord/dist/bundle/podvisor.cjs');
 export const GUEST = path.join(REPO, 'test/guest/.cache/guest.qcow2');
 export const ARTIFACTS = path.join(REPO, 'test/.artifacts');
 
