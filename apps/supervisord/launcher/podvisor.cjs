@@ -24,12 +24,10 @@ try {
 } catch {
   cachedData = undefined;
 }
-const script = new vm.Script(wrap(source), {
-  filename: app,
-  cachedData,
-  // Third-party plugins are ES modules loaded with import() by path or name.
-  importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-});
+const script = new vm.Script(wrap(source), { filename: app, cachedData });
+// Code run by vm.Script cannot import() (Node 20 has no stable hook for it), so
+// this file, an ordinary module, imports third-party plugins for the bundle.
+globalThis[Symbol.for('podvisor.import')] = (specifier) => import(specifier);
 // At exit the cache also holds the functions this run compiled: it is written
 // when there was none, when V8 rejected it, or when this run compiled
 // noticeably more (the build warms it with a start that stops early).

@@ -20,6 +20,15 @@ import { HttpImageSourceSettings, ImageStoreSettings, imageStoreModule } from '@
 import { qemuModule } from '@podvisor/qemu';
 import { BUILT_IN_PLUGINS } from './built-in-plugins.js';
 
+/**
+ * Imports a third-party plugin. In the shipped binary the bundle runs through
+ * vm.Script, where import() is unavailable, and the launcher provides this.
+ */
+function importModule(specifier: string): Promise<unknown> {
+  const fromLauncher = (globalThis as Record<symbol, unknown>)[Symbol.for('podvisor.import')];
+  return typeof fromLauncher === 'function' ? (fromLauncher as (s: string) => Promise<unknown>)(specifier) : import(specifier);
+}
+
 export interface AppContainerOptions {
   logLevel: LogLevel;
   imagesDir: string;
@@ -47,7 +56,7 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
   container.load(qemuModule, imageStoreModule);
   const registry = new PluginRegistry();
-  await loadPlugins(registry, [...Object.keys(BUILT_IN_PLUGINS), ...options.plugins], (specifier) => BUILT_IN_PLUGINS[specifier]?.() ?? import(specifier));
+  await loadPlugins(registry, [...Object.keys(BUILT_IN_PLUGINS), ...options.plugins], (specifier) => BUILT_IN_PLUGINS[specifier]?.() ?? importModule(specifier));
   registry.loadInto(container);
   return { container, registry };
 }
