@@ -153,6 +153,16 @@ describe('podvisor run (no network, TCG)', () => {
     expect(types(readEvents(dirs.stateDir))).not.toContain('VmStarting');
   });
 
+  it('a token file that does not parse is a configuration problem too: exit 2, the line named, no token echoed, nothing created', async () => {
+    const tokens = path.join(dirs.root, 'tokens');
+    await writeFile(tokens, '# operators\nops:admin:a-long-enough-token-1234\nops:root:secret-never-shown-5678\n');
+    const p = start({ PODVISOR_TOKEN_FILE: tokens });
+    expect((await p.exited).code).toBe(2);
+    expect(p.stderr).toContain(`${tokens}:3: got "(redacted)"`);
+    expect(p.stderr).not.toContain('secret-never-shown');
+    expect(existsSync(dirs.diskDir)).toBe(false);
+  });
+
   it('bad configuration is reported all at once, each error naming its field, and nothing is created', async () => {
     const config = path.join(dirs.root, 'podvisor.yaml');
     await writeFile(config, 'vm:\n  vcpus: 1\n  colour: blue\n');

@@ -31,6 +31,7 @@ import { FIELDS } from '../config/config-fields.js';
 import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
 import { OrphanReaper } from '../pid1/orphan-reaper.js';
+import { ControlTokens } from '../http/control-tokens.js';
 import { startControlServer } from '../http/control-server.js';
 import { VERSION } from '../version.js';
 
@@ -143,6 +144,16 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     if (vncPassword === '') problems.push({ path: config.origins.vncPasswordFile, value: config.vncPasswordFile, expected: 'a file holding a non-empty VNC password' });
   }
   if (vncPassword !== undefined && vncPassword !== '' && !config.noVnc) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
+  // The control endpoint's tokens are configuration too: checked before anything is created.
+  let tokens: ControlTokens | undefined;
+  if (config.tokenFile !== undefined) {
+    try {
+      tokens = ControlTokens.parse(readFileSync(config.tokenFile, 'utf8'), config.tokenFile);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else problems.push({ path: config.origins.tokenFile, value: config.tokenFile, expected: `a readable token file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+    }
+  }
   if (problems.length > 0) return reportStartupError(new ConfigError(problems), io);
 
   // 3. From here on, things are created: the state dir and the event log.
@@ -196,7 +207,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
 
   let control;
   try {
-    control = await startControlServer({ supervisor, store, config, log, version: VERSION, console: relay });
+    control = await startControlServer({ supervisor, store, config, log, version: VERSION, console: relay, tokens });
   } catch (err) {
     relay.close();
     store.close();

@@ -30,6 +30,8 @@ export interface ControlServerOptions {
   };
   log: Logger;
   version: string;
+  /** Tokens already read and checked (podvisor run does it with the configuration); else `config.tokenFile` is read here. */
+  tokens?: ControlTokens | undefined;
   /** The serial console fan-out, for `podvisor console`. */
   console?: ConsoleHub | undefined;
   /** Bound of a raw QMP command. Default 5000 ms. */
@@ -69,7 +71,7 @@ export const CONTROL_SOCKET_NAME = 'control.sock';
 export async function startControlServer(options: ControlServerOptions): Promise<ControlServer> {
   const { config } = options;
   const log = options.log.child({ name: 'ControlServer' });
-  const tokens = config.tokenFile === undefined ? ControlTokens.none() : ControlTokens.parse(await readTokenFile(config.tokenFile), config.tokenFile);
+  const tokens = options.tokens ?? (config.tokenFile === undefined ? ControlTokens.none() : ControlTokens.parse(await readTokenFile(config.tokenFile), config.tokenFile));
   const handler = new ControlHandler({
     target: options.supervisor,
     store: options.store,
