@@ -14,6 +14,10 @@ const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.cjs');
 const guest = path.join(repo, 'test/guest/.cache/guest.qcow2');
 const iterations = Number(process.argv[2] ?? 10);
 const root = mkdtempSync(path.join(tmpdir(), 'pv-bench-startup-'));
+// Removed however the bench ends: done, failed or interrupted.
+const cleanup = () => rmSync(root, { recursive: true, force: true });
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 /** Spawns argv; resolves with ms from spawn until a stream line matches `re`; then runs `stop`. */
 function timeUntil(argv, env, stream, re) {
@@ -63,8 +67,6 @@ for (let i = 0; i < iterations; i++) {
   pv.push((await timeUntil([process.execPath, cli, 'run'], env, 'stderr', /"msg":"QMP connected"/)).ms);
   sh.push((await timeUntil(['bash', path.join(repo, 'bench/startup/baseline.sh'), sock, ...qemuArgv], {}, 'stdout', /QMP connected/)).ms);
 }
-rmSync(root, { recursive: true, force: true });
-
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const fmt = (x) => x.toFixed(0);
 const mp = median(pv);
