@@ -59,8 +59,7 @@ async function startDaemon(prefix: string, extraEnv: Record<string, string> = {}
 async function stopDaemon(d: Daemon | null): Promise<void> {
   if (d === null) return;
   await Promise.all([d.unix, d.anonymous, d.reader, d.admin].map((c) => c.close()));
-  if (d.p.child.exitCode === null && d.p.child.signalCode === null) d.p.signal('SIGKILL');
-  await d.p.exited;
+  await d.p.killed();
   await d.dirs.cleanup();
 }
 

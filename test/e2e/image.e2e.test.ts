@@ -74,10 +74,7 @@ beforeEach(async (ctx) => {
 });
 
 afterEach(async () => {
-  for (const p of running) {
-    if (p.child.exitCode === null && p.child.signalCode === null) p.signal('SIGKILL');
-    await p.exited;
-  }
+  for (const p of running) await p.killed();
   await server.close();
   for (const m of mounts) execFileSync('umount', ['-l', m]);
   await dirs.cleanup();

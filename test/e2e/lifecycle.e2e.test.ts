@@ -37,10 +37,7 @@ beforeEach(async (ctx) => {
 });
 
 afterEach(async () => {
-  for (const p of running) {
-    if (p.child.exitCode === null && p.child.signalCode === null) p.signal('SIGKILL');
-    await p.exited;
-  }
+  for (const p of running) await p.killed();
   await dirs.cleanup();
 });
 

@@ -102,10 +102,7 @@ beforeEach(async (ctx) => {
 });
 
 afterEach(async () => {
-  for (const p of running) {
-    if (p.child.exitCode === null && p.child.signalCode === null) p.signal('SIGKILL');
-    await p.exited;
-  }
+  for (const p of running) await p.killed();
   for (const h of helpers) if (h.exitCode === null && h.signalCode === null) h.kill('SIGKILL');
   execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
   await dirs.cleanup();

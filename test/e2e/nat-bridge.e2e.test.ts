@@ -136,10 +136,7 @@ beforeEach(async (ctx) => {
 });
 
 afterEach(async () => {
-  for (const p of running) {
-    if (p.child.exitCode === null && p.child.signalCode === null) p.signal('SIGKILL');
-    await p.exited;
-  }
+  for (const p of running) await p.killed();
   for (const h of helpers) if (h.exitCode === null && h.signalCode === null) h.kill('SIGKILL');
   // Kills whatever is left in the pod namespace (qemu, dnsmasq after a kill -9), then removes both namespaces.
   execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });

@@ -165,7 +165,7 @@ export class ExecaProcessRunner implements ProcessRunner {
     // `setpriv --pdeathsig KILL` sets PR_SET_PDEATHSIG between fork and exec, which
     // Node cannot: if podvisor itself is killed (SIGKILL, OOM), the kernel kills
     // the child too, so nothing it started outlives it even outside a container.
-    const setpriv = resolveExecutable('setpriv');
+    const setpriv = setprivPath();
     const [cmd, ...cmdArgs] = setpriv === null ? [resolved, ...args] : [setpriv, '--pdeathsig', 'KILL', resolved, ...args];
     const child: ResultPromise = execa(cmd as string, cmdArgs, {
       reject: false,
@@ -287,6 +287,14 @@ export function resolveExecutable(file: string): string | null {
     }
   }
   return null;
+}
+
+let setpriv: string | null | undefined;
+
+/** util-linux's setpriv, looked up once per process (null when it is not installed). */
+function setprivPath(): string | null {
+  if (setpriv === undefined) setpriv = resolveExecutable('setpriv');
+  return setpriv;
 }
 
 const RUNNERS = new Set<ExecaProcessRunner>();

@@ -22,11 +22,12 @@ import {
   type BaseImage,
   type ImageStore,
   type Overlay,
+  type EnsureBaseRequest,
+  type RebaseResult,
 } from '@podvisor/core';
 import { DEFAULT_LOCK_OPTIONS, acquireCacheLock, type CacheLockOptions } from './cache-lock.js';
 import { ImageCacheLayout, fsyncDir, sha256OfPath, type CacheMeta } from './image-cache-layout.js';
 import { assertSafeName, deriveTarget, schemeOf } from './image-uri.js';
-import type { EnsureBaseRequest, RebaseResult } from './port-types.js';
 import { ProgressMeter } from './progress-meter.js';
 import { readQcow2Header } from './qcow2-header.js';
 import { qemuImgCheck, qemuImgCreateOverlay, qemuImgInfo, qemuImgRebase, qemuImgResize, type QemuImgInfo } from './qemu-img.js';

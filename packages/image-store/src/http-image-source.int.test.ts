@@ -3,10 +3,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PodvisorError } from '@podvisor/core';
+import { PodvisorError, type FetchRetry } from '@podvisor/core';
 import { HttpImageServer } from '../../../test/support/http-image-server.js';
 import { HttpImageSource } from './http-image-source.js';
-import type { FetchRetry } from './port-types.js';
 
 let server: HttpImageServer;
 let dir: string;

@@ -25,10 +25,12 @@ import {
   type FetchProgress,
   type ImageFetchResult,
   type ImageSource,
+  type FetchRetry,
+  type ImageFetchOptions,
+  type SourceValidators,
 } from '@podvisor/core';
 import { conditionalHeaders, contentLength, header, ifRangeValue, parseContentRange, validatorsOf } from './http-range.js';
 import { splitCredentials } from './image-uri.js';
-import type { FetchRetry, ImageFetchOptions, SourceValidators } from './port-types.js';
 
 export interface HttpImageSourceSettings {
   /** Time allowed for the response headers after the request is sent. */

@@ -4,7 +4,7 @@
  * value (only a strong ETag or a Last-Modified date may be used, section
  * 13.1.5), and parsing a `Content-Range` (section 14.4).
  */
-import type { SourceValidators } from './port-types.js';
+import type { SourceValidators } from '@podvisor/core';
 
 export type HeaderMap = Record<string, string | string[] | undefined>;
 

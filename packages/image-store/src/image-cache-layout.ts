@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, readlink, rename, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { SourceValidators } from './port-types.js';
+import type { SourceValidators } from '@podvisor/core';
 
 /** What the cache knows about a name. The source never holds credentials. */
 export interface CacheMeta {

@@ -16,5 +16,4 @@ export { ProgressMeter } from './progress-meter.js';
 export { deriveTarget, schemeOf, assertSafeName } from './image-uri.js';
 export { qemuImgInfo, qemuImgCheck, qemuImgCreateOverlay } from './qemu-img.js';
 export type { QemuImgInfo } from './qemu-img.js';
-export type { ImageFetchOptions, SourceValidators, FetchRetry, EnsureBaseRequest, ImagePullProgress, RebaseResult } from './port-types.js';
 export { imageStoreModule } from './image-store-module.js';

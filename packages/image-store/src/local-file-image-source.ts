@@ -10,9 +10,8 @@ import { open, rm, stat } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { injectable } from 'inversify';
-import { PodvisorError, type ImageFetchResult, type ImageSource } from '@podvisor/core';
+import { PodvisorError, type ImageFetchResult, type ImageSource, type ImageFetchOptions } from '@podvisor/core';
 import { localPath } from './image-uri.js';
-import type { ImageFetchOptions } from './port-types.js';
 
 @injectable()
 export class LocalFileImageSource implements ImageSource {

@@ -4,7 +4,7 @@
  * known) and the rate over the last interval (the average, for the last one).
  * Time comes in as a function, so it is tested without waiting.
  */
-import type { ImagePullProgress } from './port-types.js';
+import type { ImagePullProgress } from '@podvisor/core';
 
 export class ProgressMeter {
   private readonly startedAt: number;

@@ -66,6 +66,12 @@ export class PodvisorProcess {
     this.child.kill(sig);
   }
 
+  /** For teardown: SIGKILL if it still runs (its children die with it), then its exit. */
+  async killed(): Promise<Exit> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    return this.exited;
+  }
+
   private waitFor<T>(check: () => T | null, what: string, timeoutMs: number): Promise<T> {
     return new Promise((resolve, reject) => {
       let done = false;

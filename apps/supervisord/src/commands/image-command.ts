@@ -17,6 +17,7 @@ import {
   SystemClock,
   isPodvisorError,
   redactUrl,
+  type ImagePullProgress,
   type Logger,
   type ProcessRunner,
 } from '@podvisor/core';
@@ -28,7 +29,6 @@ import {
   collectImageGarbage,
   deriveTarget,
   listImageCache,
-  type ImagePullProgress,
 } from '@podvisor/image-store';
 import type { CommandIo } from './run-command.js';
 
