@@ -82,3 +82,44 @@ export function isPodvisorError(err: unknown): err is PodvisorError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+const REDACTED = '***';
+
+/**
+ * A URL as logs, events, error messages, API answers and the image cache's
+ * metadata may show it: the user and password, the value of every query
+ * parameter (presigned S3 `X-Amz-Signature`, `?token=`, `?sig=`...) and the
+ * fragment become `***`; the parameter names stay, to say what was there
+ * (a part that does not look like `name=value` is hidden whole).
+ * Text that does not parse as a URL loses what looks like credentials
+ * (`//user:pw@`) and a query; a local path is returned as given.
+ */
+export function redactUrl(source: string): string {
+  let u: URL;
+  try {
+    u = new URL(source);
+  } catch {
+    if (!source.includes('//')) return source;
+    return source.replace(/\/\/[^@/\s]*@/, `//${REDACTED}@`).replace(/\?.*$/s, `?${REDACTED}`);
+  }
+  if (u.username === '' && u.password === '' && u.search === '' && u.hash === '') return source;
+  if (u.username !== '') u.username = REDACTED;
+  if (u.password !== '') u.password = REDACTED;
+  if (u.search !== '') u.search = `?${redactQuery(u.search.slice(1))}`;
+  if (u.hash !== '') u.hash = REDACTED;
+  return u.toString();
+}
+
+/** Every absolute URL in a text (an error message, a command line argument) passed through `redactUrl`. */
+export function redactUrlsIn(text: string): string {
+  return text.includes('://') ? text.replace(/\b[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s"'<>]+/g, (url) => redactUrl(url)) : text;
+}
+
+function redactQuery(query: string): string {
+  const parts = query.split('&').map((part) => {
+    const eq = part.indexOf('=');
+    const name = eq < 0 ? '' : part.slice(0, eq);
+    return /^[A-Za-z][A-Za-z0-9_.-]{0,39}$/.test(name) ? `${name}=${REDACTED}` : REDACTED;
+  });
+  return [...new Set(parts)].join('&');
+}

@@ -3,7 +3,7 @@
  * lifecycle decider and projection, restart policies, the plugin API and the
  * ports that the other packages implement. It depends on nothing in the repo.
  */
-export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage } from './errors.js';
+export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage, redactUrl, redactUrlsIn } from './errors.js';
 export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
 export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
@@ -66,7 +66,7 @@ export { initialVmState, evolveVm, projectVm, allowedActions, decideVmAction } f
 export type { VmStatus, VmFacts, VmState, RequestVmAction } from './vm-lifecycle.js';
 export { DEFAULT_RESTART_SETTINGS, decideRestart, isFailure, describeExit } from './restart-policy.js';
 export type { RestartSettings, RestartDecision } from './restart-policy.js';
-export { Supervisor, ExitCode, stableUuid, redactUrl } from './supervisor.js';
+export { Supervisor, ExitCode, stableUuid } from './supervisor.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
 export { MemoryEventStore } from './memory-event-store.js';
 export type { MemoryEventStoreOptions } from './memory-event-store.js';

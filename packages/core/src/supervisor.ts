@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Subscription } from 'rxjs';
 import type { Clock } from './clock.js';
-import { PodvisorError, errorMessage, isPodvisorError } from './errors.js';
+import { PodvisorError, errorMessage, isPodvisorError, redactUrl } from './errors.js';
 import type { EventStore } from './event-store.js';
 import type { AcceleratorChoice, DomainEvent, Requester, StoredEvent, VmAction, VmExitInfo } from './events.js';
 import { WARNING_EVENTS } from './events.js';
@@ -558,17 +558,4 @@ export function stableUuid(name: string): string {
   h[8] = ((h[8] ?? 0) & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString('hex');
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
-}
-
-/** Removes credentials from a URL for logs and events. */
-export function redactUrl(source: string): string {
-  try {
-    const u = new URL(source);
-    if (u.username === '' && u.password === '') return source;
-    u.username = u.username === '' ? '' : '***';
-    u.password = u.password === '' ? '' : '***';
-    return u.toString();
-  } catch {
-    return source;
-  }
 }

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { parseDocument } from 'yaml';
-import { ConfigError, type ConfigProblem } from '@podvisor/core';
+import { ConfigError, redactUrl, type ConfigProblem } from '@podvisor/core';
 import { FIELDS, type FieldName, type FieldSpec } from './config-fields.js';
 
 type Values = { [K in FieldName]: (typeof FIELDS)[K] extends FieldSpec<infer T> ? T : never };
@@ -132,7 +132,7 @@ export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
       problems.push({ path: 'env IMG_SOURCE', value: undefined, expected: `an http(s) URL or a local path of a base image (required: there is no pet disk at ${disk})` });
     }
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
-    if (!/^(https?|file):\/\//i.test(source)) problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: redactSource(source), expected: 'an http://, https:// or file:// URL, or an absolute path' });
+    if (!/^(https?|file):\/\//i.test(source)) problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: redactUrl(source), expected: 'an http://, https:// or file:// URL, or an absolute path' });
   } else if (!source.startsWith('/')) {
     problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: source, expected: 'an http(s) URL or an absolute path' });
   } else if (!inputs.exists(source)) {
@@ -181,8 +181,4 @@ function getPath(obj: Record<string, unknown>, dotted: string): unknown {
     cur = (cur as Record<string, unknown>)[part];
   }
   return cur;
-}
-
-function redactSource(s: string): string {
-  return s.replace(/\/\/[^@/]*@/, '//***@');
 }
