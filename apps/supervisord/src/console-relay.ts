@@ -59,6 +59,21 @@ export class ConsoleRelay {
     return true;
   }
 
+  /** `null` while the guest's serial input can take more (or no qemu runs); else a promise that resolves once it can. */
+  inputDrained(): Promise<void> | null {
+    const input = this.input as (NodeJS.WritableStream & { writableNeedDrain?: boolean }) | null;
+    if (input === null || input.writableNeedDrain !== true) return null;
+    return new Promise((resolve) => {
+      const done = (): void => {
+        input.off('drain', done);
+        input.off('close', done);
+        resolve();
+      };
+      input.on('drain', done);
+      input.on('close', done);
+    });
+  }
+
   /** The last `maxBytes` of output (at most 64 KiB). */
   recent(maxBytes: number): Buffer {
     return Buffer.from(this.ring.subarray(Math.max(0, this.ring.length - maxBytes)));

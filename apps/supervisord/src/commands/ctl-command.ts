@@ -47,6 +47,8 @@ Commands:
                                   request an action (refused with exit 4 when the state does not allow it)
   qmp JSON|COMMAND                raw QMP from the allow-list, e.g. qmp query-status
                                   or qmp '{"execute":"query-blockstats"}'
+  vnc-password                    the VNC password qemu asks for (admin only; the web
+                                  console needs none)
 
 Options:
   --json              print the endpoint's JSON answer (events: one event per line)
@@ -120,6 +122,11 @@ export async function ctlCommand(argv: readonly string[], io: CommandIo): Promis
       if (typeof request === 'string') return usage(io, request);
       const a = await client.request('POST', '/v1/qmp', { body: request });
       return answer(io, a, json, () => `${JSON.stringify((a.json as { return: unknown }).return, null, 2)}\n`);
+    }
+    if (command === 'vnc-password') {
+      if (rest.length > 0) return usage(io, `vnc-password takes no arguments, got ${rest.join(' ')}`);
+      const a = await client.request('GET', '/v1/vnc/password');
+      return answer(io, a, json, () => `${(a.json as { password: string }).password}\n`);
     }
     if (command === 'events') {
       if (rest.length > 0) return usage(io, `events takes no arguments, got ${rest.join(' ')}`);

@@ -33,6 +33,7 @@ import { ConsoleRelay } from '../console-relay.js';
 import { OrphanReaper } from '../pid1/orphan-reaper.js';
 import { ControlTokens } from '../http/control-tokens.js';
 import { startControlServer } from '../http/control-server.js';
+import { configuredVncPassword, ensureVncPassword } from '../http/vnc-password.js';
 import { VERSION } from '../version.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/podvisor/podvisor.yaml';
@@ -133,17 +134,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       problems.push(...network.validate(networkSpec));
     }
   }
-  // The VNC password (or its file) reaches qemu over QMP `change-vnc-password`, set by the qemu runtime.
-  let vncPassword = config.vncPassword;
-  if (vncPassword === undefined && config.vncPasswordFile !== undefined) {
-    try {
-      vncPassword = readFileSync(config.vncPasswordFile, 'utf8').trim();
-    } catch (err) {
-      problems.push({ path: config.origins.vncPasswordFile, value: config.vncPasswordFile, expected: `a readable file holding the VNC password (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
-    }
-    if (vncPassword === '') problems.push({ path: config.origins.vncPasswordFile, value: config.vncPasswordFile, expected: 'a file holding a non-empty VNC password' });
-  }
-  if (vncPassword !== undefined && vncPassword !== '' && !config.noVnc) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
+  // The VNC password (the operator's, else generated in the state dir) reaches qemu over QMP, set by the qemu runtime.
+  const vncConfigured = configuredVncPassword({ ...config, origins: { vncPasswordFile: config.origins.vncPasswordFile } }, problems);
   // The control endpoint's tokens are configuration too: checked before anything is created.
   let tokens: ControlTokens | undefined;
   if (config.tokenFile !== undefined) {
@@ -159,6 +151,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   // 3. From here on, things are created: the state dir and the event log.
   mkdirSync(config.stateDir, { recursive: true });
   mkdirSync(config.diskDir, { recursive: true });
+  const vncPassword = ensureVncPassword(vncConfigured, config.stateDir, log);
+  if (vncPassword !== undefined) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
   const clock = container.get<Clock>(Clock);
   const store = SqliteEventStore.open({ path: path.join(config.stateDir, 'events.db'), clock, log: log.child({ name: 'SqliteEventStore' }) });
   const relay = new ConsoleRelay(config.stateDir, io.stdout);
@@ -207,7 +201,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
 
   let control;
   try {
-    control = await startControlServer({ supervisor, store, config, log, version: VERSION, console: relay, tokens });
+    control = await startControlServer({ supervisor, store, config, log, version: VERSION, console: relay, tokens, vncPassword: () => vncPassword });
   } catch (err) {
     relay.close();
     store.close();

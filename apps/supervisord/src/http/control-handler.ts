@@ -17,6 +17,7 @@ import {
   type EventStore,
   type Logger,
   type Requester,
+  type StoredEvent,
   type VmAction,
   type VmHandle,
   type VmState,
@@ -25,6 +26,8 @@ import { errorBody, httpError, httpStatusOf, sendError, sendJson } from './http-
 import type { OpenApiContract } from './openapi-contract.js';
 import { foldMetricFacts, initialMetricFacts, renderMetrics, type BlockStatsRow, type MetricFacts } from './prometheus-metrics.js';
 import { isReadOnlyQmp, type QmpAllowList } from './qmp-allow-list.js';
+import { eventForReader, redactUrlsDeep } from './secret-redaction.js';
+import { DEFAULT_STREAM_LIMITS, StreamLimits, type StreamHolder, type StreamLimitSettings } from './stream-limits.js';
 import { DEFAULT_MAX_BODY_BYTES, readJsonBody } from './request-body.js';
 import { formatSseMessage } from './sse-parser.js';
 import type { ControlTokens } from './control-tokens.js';
@@ -45,6 +48,8 @@ export interface ConsoleHub {
   subscribe(listener: (chunk: Buffer) => void): () => void;
   /** Sends input to the guest; false when no qemu runs. */
   write(data: Buffer): boolean;
+  /** `null` while the guest's input can take more (or no qemu runs); else a promise that resolves once it can. */
+  inputDrained(): Promise<void> | null;
   /** The last `maxBytes` of output. */
   recent(maxBytes: number): Buffer;
 }
@@ -62,6 +67,8 @@ export interface ControlHandlerOptions {
   log: Logger;
   version: string;
   console?: ConsoleHub | undefined;
+  /** The VNC password qemu asks for, which the web console's bridge answers for the browser; `undefined`: VNC has none. */
+  vncPassword?: (() => string | undefined) | undefined;
   /** noVNC's files, when the package is installed; without it `/console` is 503. */
   webConsole?: WebConsole | null | undefined;
   now?: () => Date;
@@ -69,14 +76,25 @@ export interface ControlHandlerOptions {
   qmpTimeoutMs?: number;
   maxBodyBytes?: number;
   sseKeepAliveMs?: number;
-  /** An SSE client this far behind is cut off; it resumes with Last-Event-ID. */
+  /** An authenticated SSE client this far behind is cut off (anonymous ones at a quarter of it); it resumes with Last-Event-ID. */
   sseMaxBufferedBytes?: number;
+  /** Events a new SSE stream replays per turn of the event loop (default 200); the next page waits until the client has read this one. */
+  sseReplayPage?: number;
+  /** A stream whose client has not read for this long (its buffer stays full) is cut off. Default 60 000 ms. */
+  sseStallMs?: number;
+  /** How many long-lived streams who may hold. */
+  streamLimits?: StreamLimitSettings;
+  /** How long a QMP read for the probes and metrics is reused (default 1000 ms): anonymous requests never drive QMP faster. */
+  qmpCacheMs?: number;
 }
 
 interface Principal {
   by: Requester;
   role: 'admin' | 'read' | 'anonymous';
 }
+
+/** A serial console client this far behind is dropped. */
+const CONSOLE_MAX_BUFFERED_BYTES = 256 * 1024;
 
 interface Ctx {
   req: IncomingMessage;
@@ -101,8 +119,11 @@ export class ControlHandler {
   private readonly log: Logger;
   private readonly now: () => Date;
   private readonly qmpTimeoutMs: number;
+  private readonly limits: StreamLimits;
+  private readonly qmpCache = new Map<string, { vm: VmHandle; at: number; answer: Promise<{ value: unknown; roundTripMs: number }> }>();
 
   constructor(private readonly o: ControlHandlerOptions) {
+    this.limits = new StreamLimits(o.streamLimits ?? DEFAULT_STREAM_LIMITS);
     this.log = o.log.child({ name: 'ControlHandler' });
     this.now = o.now ?? (() => new Date());
     this.qmpTimeoutMs = o.qmpTimeoutMs ?? 5000;
@@ -116,12 +137,13 @@ export class ControlHandler {
       ['/healthz', { GET: (c) => sendJson(c.res, 200, { status: 'ok', version: o.version, pid: process.pid }) }],
       ['/readyz', { GET: (c) => this.readiness(c) }],
       ['/metrics', { GET: (c) => this.metrics(c) }],
-      ['/v1/vm', { GET: (c) => sendJson(c.res, 200, vmView(o.target.current())) }],
+      ['/v1/vm', { GET: (c) => sendJson(c.res, 200, redactUrlsDeep(vmView(o.target.current()))) }],
       ['/v1/events', { GET: (c) => this.events(c) }],
       ['/v1/vm/actions', { POST: (c) => this.action(c) }],
       ['/v1/qmp', { POST: (c) => this.qmp(c) }],
       ['/v1/console', { GET: () => Promise.reject(httpError('ERR_HTTP_UPGRADE_REQUIRED', `attach with Connection: Upgrade and Upgrade: ${CONSOLE_UPGRADE_PROTOCOL}`)) }],
       ['/v1/vnc', { GET: () => Promise.reject(httpError('ERR_HTTP_UPGRADE_REQUIRED', 'connect with a WebSocket (Upgrade: websocket)')) }],
+      ['/v1/vnc/password', { GET: (c) => this.vncPassword(c) }],
       ['/console', { GET: (c) => this.consolePage(c) }],
     ]);
   }
@@ -149,18 +171,35 @@ export class ControlHandler {
       const hub = this.o.console;
       if (hub === undefined) throw httpError('ERR_CONSOLE_UNAVAILABLE', 'this endpoint has no serial console');
       if (this.o.target.handle() === null) throw httpError('ERR_VM_NOT_RUNNING', `cannot attach to the console: the VM is ${this.o.target.current().status}`);
+      const release = this.limits.acquire(holderOf(req, origin, who), 'the serial console');
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${CONSOLE_UPGRADE_PROTOCOL}\r\nConnection: Upgrade\r\n\r\n`);
       socket.write(hub.recent(CONSOLE_REPLAY_BYTES));
-      const unsubscribe = hub.subscribe((chunk) => socket.write(chunk));
+      // The serial output is shared (stdout, the log, other clients): a client that does not read is dropped, never waited for.
+      const unsubscribe = hub.subscribe((chunk) => {
+        socket.write(chunk);
+        if (socket.writableLength > CONSOLE_MAX_BUFFERED_BYTES) {
+          this.log.warn('console client dropped: it does not read', { by: who.by, bufferedBytes: socket.writableLength });
+          end();
+        }
+      });
       const end = (): void => {
         unsubscribe();
+        release();
         this.streams.delete(end);
         socket.destroy();
       };
       this.streams.add(end);
       socket.on('close', end);
-      if (head.length > 0) hub.write(head);
-      socket.on('data', (data: Buffer) => hub.write(data));
+      // Input waits for the guest's serial to take it: the client's socket is paused meanwhile.
+      const input = (data: Buffer): void => {
+        if (!hub.write(data)) return;
+        const drained = hub.inputDrained();
+        if (drained === null) return;
+        socket.pause();
+        void drained.then(() => socket.resume());
+      };
+      if (head.length > 0) input(head);
+      socket.on('data', input);
       this.log.info('console attached', { by: who.by });
     } catch (err) {
       refuseUpgrade(socket, err);
@@ -175,15 +214,32 @@ export class ControlHandler {
     const who = this.requireRole(this.principal(req, origin), 'admin', 'the web console');
     const vm = this.o.target.handle();
     if (vm === null) throw httpError('ERR_VM_NOT_RUNNING', `cannot attach to the display: the VM is ${this.o.target.current().status}`);
-    const bound = Math.min(1000, this.qmpTimeoutMs);
-    const target = await locateVnc(<T,>(command: string) => this.timedQmp(vm, command, undefined, bound).then((r) => r.value as T));
-    const end = await bridgeWebSocketToVnc(req, socket, head, key, target, this.log.child({ by: who.by }));
+    const release = this.limits.acquire(holderOf(req, origin, who), 'the web console');
+    let end: () => void;
+    try {
+      const bound = Math.min(1000, this.qmpTimeoutMs);
+      const target = await locateVnc(<T,>(command: string) => this.timedQmp(vm, command, undefined, bound).then((r) => r.value as T));
+      end = await bridgeWebSocketToVnc(req, socket, head, key, target, this.o.vncPassword?.(), this.log.child({ by: who.by }));
+    } catch (err) {
+      release();
+      throw err;
+    }
     const stop = (): void => {
       this.streams.delete(stop);
+      release();
       end();
     };
     this.streams.add(stop);
     socket.once('close', stop);
+  }
+
+  /** The VNC password, for an admin's own VNC client (the web console needs none). */
+  private vncPassword(c: Ctx): void {
+    const who = this.requireRole(c.who, 'admin', 'GET /v1/vnc/password');
+    const password = this.o.vncPassword?.();
+    if (password === undefined) throw httpError('ERR_CONSOLE_UNAVAILABLE', 'qemu serves no VNC display (NO_VNC is set)', { hint: 'unset NO_VNC to get a VNC display' });
+    this.log.info('VNC password read', { by: who.by });
+    sendJson(c.res, 200, { password, bytesUsed: Math.min(8, Buffer.byteLength(password, 'latin1')) });
   }
 
   private async consolePage(c: Ctx): Promise<void> {
@@ -228,10 +284,17 @@ export class ControlHandler {
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
     const status = httpStatusOf(err);
-    if (status === 500) this.log.error('control request failed', { method: req.method, url: req.url?.slice(0, 200), err });
-    else this.log.debug('control request refused', { method: req.method, url: req.url?.slice(0, 200), status, code: (err as { code?: string }).code });
+    // The path only: a query may carry a token (the web console's `?token=`).
+    const where = (req.url ?? '/').split('?', 1)[0]?.slice(0, 200);
+    if (status === 500) this.log.error('control request failed', { method: req.method, path: where, err });
+    else this.log.debug('control request refused', { method: req.method, path: where, status, code: (err as { code?: string }).code });
     const headers: Record<string, string> = {};
     if (status === 401) headers['www-authenticate'] = 'Bearer realm="podvisor"';
+    // A refused stream's client is told when to retry, and its connection is freed at once.
+    if (status === 429) {
+      headers['retry-after'] = '5';
+      headers['connection'] = 'close';
+    }
     // The unread rest of an oversized body would be taken for the next request.
     if (status === 413) headers['connection'] = 'close';
     sendError(res, err, headers);
@@ -271,19 +334,18 @@ export class ControlHandler {
       sendJson(c.res, 503, { ready: false, status: state.status, reason: `the VM is ${state.status}` });
       return;
     }
-    const rtt = await this.timedQmp(vm, 'query-status', undefined, Math.min(1000, this.qmpTimeoutMs)).then((r) => r.roundTripMs, (err: unknown) => errorMessage(err));
+    const rtt = await this.cachedQmp(vm, 'query-status').then((r) => r.roundTripMs, (err: unknown) => errorMessage(err));
     if (typeof rtt === 'string') sendJson(c.res, 503, { ready: false, status: state.status, reason: `QMP does not answer: ${rtt}` });
     else sendJson(c.res, 200, { ready: true, status: state.status, qmpRoundTripMs: rtt });
   }
 
   private async metrics(c: Ctx): Promise<void> {
     const vm = this.o.target.handle();
-    const bound = Math.min(1000, this.qmpTimeoutMs);
     const [status, blocks] = vm === null
       ? [null, null]
       : await Promise.all([
-          this.timedQmp(vm, 'query-status', undefined, bound).then((r) => r.roundTripMs, () => null),
-          this.timedQmp(vm, 'query-blockstats', undefined, bound).then((r) => (Array.isArray(r.value) ? (r.value as BlockStatsRow[]) : null), () => null),
+          this.cachedQmp(vm, 'query-status').then((r) => r.roundTripMs, () => null),
+          this.cachedQmp(vm, 'query-blockstats').then((r) => (Array.isArray(r.value) ? (r.value as BlockStatsRow[]) : null), () => null),
         ]);
     const text = renderMetrics({ state: this.o.target.current(), facts: this.facts, now: this.now(), qmpRoundTripMs: status, blockstats: blocks, requests: this.requests });
     c.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
@@ -301,39 +363,109 @@ export class ControlHandler {
       return;
     }
     const events = this.o.store.readAfter(after, limit);
-    sendJson(c.res, 200, { events, next: events.at(-1)?.position ?? after, lastPosition: this.o.store.lastPosition() });
+    const admin = c.who.role === 'admin';
+    sendJson(c.res, 200, { events: events.map((e) => eventForReader(e, admin)), next: events.at(-1)?.position ?? after, lastPosition: this.o.store.lastPosition() });
   }
 
-  /** Server-Sent Events: the backlog after `after`, then live events, until the client goes. */
+  /**
+   * Server-Sent Events: the backlog after `after`, then live events, until the
+   * client goes. The backlog is read a page at a time, each page only once the
+   * client has taken the previous one (`drain`), yielding to the event loop in
+   * between; then the live feed takes over from the last position sent. A
+   * client that falls too far behind the live feed is cut off.
+   */
   private stream(c: Ctx, after: number): void {
     const { res } = c;
+    const admin = c.who.role === 'admin';
+    const release = this.limits.acquire(holderOf(c.req, c.origin, c.who), 'an event stream');
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     res.write(': podvisor events\n\n');
-    const maxBuffered = this.o.sseMaxBufferedBytes ?? 1024 * 1024;
+    const full = this.o.sseMaxBufferedBytes ?? 1024 * 1024;
+    const maxBuffered = c.who.role === 'anonymous' ? Math.max(16 * 1024, full >> 2) : full;
+    const page = this.o.sseReplayPage ?? 200;
+    const stallMs = this.o.sseStallMs ?? 60_000;
     let stopped = false;
+    let last = after;
     let sub: Subscription | null = null;
-    const keepAlive = setInterval(() => res.write(': keepalive\n\n'), this.o.sseKeepAliveMs ?? 15_000);
-    const end = (): void => {
+    /** Since when the client's buffer has been full (`write` returned false and no `drain` since). */
+    let fullSince: number | null = null;
+    res.on('drain', () => (fullSince = null));
+    const keepAlive = setInterval(() => {
+      if (fullSince !== null && performance.now() - fullSince >= stallMs) {
+        this.log.info('event stream cut off: the client stopped reading', { by: c.who.by, bufferedBytes: res.writableLength });
+        end(true);
+        return;
+      }
+      if (!res.write(': keepalive\n\n')) fullSince ??= performance.now();
+    }, Math.min(this.o.sseKeepAliveMs ?? 15_000, stallMs));
+    /** `cut`: the client does not read, so what is buffered for it is dropped with the connection. */
+    const end = (cut = false): void => {
       if (stopped) return;
       stopped = true;
       clearInterval(keepAlive);
       sub?.unsubscribe();
+      release();
       this.streams.delete(end);
-      res.end();
+      if (cut) res.destroy();
+      else res.end();
     };
     this.streams.add(end);
-    res.once('close', end);
-    sub = this.o.store.follow(after).subscribe({
-      next: (e) => {
-        if (stopped) return;
-        res.write(formatSseMessage(e.position, e.type, JSON.stringify(e)));
-        // A client this far behind is cut off rather than buffered without bound; it resumes with Last-Event-ID.
-        if (res.writableLength > maxBuffered) end();
-      },
-      complete: end,
-      error: end,
-    });
-    if (stopped) sub.unsubscribe();
+    res.once('close', () => end());
+    const send = (e: StoredEvent): boolean => {
+      last = e.position;
+      const ok = res.write(formatSseMessage(e.position, e.type, JSON.stringify(eventForReader(e, admin))));
+      if (!ok) fullSince ??= performance.now();
+      return ok;
+    };
+    const replay = (): void => {
+      if (stopped) return;
+      let events: StoredEvent[];
+      try {
+        events = this.o.store.readAfter(last, page);
+      } catch {
+        end();
+        return;
+      }
+      let writable = true;
+      for (const e of events) writable = send(e);
+      if (events.length === page) {
+        if (writable) setImmediate(replay);
+        else res.once('drain', replay);
+        return;
+      }
+      sub = this.o.store.follow(last).subscribe({
+        next: (e) => {
+          if (stopped) return;
+          send(e);
+          // A client this far behind is cut off rather than buffered without bound; it resumes with Last-Event-ID.
+          if (res.writableLength > maxBuffered) {
+            this.log.info('event stream cut off: the client does not read', { by: c.who.by, bufferedBytes: res.writableLength });
+            end(true);
+          }
+        },
+        complete: () => end(),
+        error: () => end(),
+      });
+      if (stopped) sub.unsubscribe();
+    };
+    replay();
+  }
+
+  /**
+   * A QMP read shared by every probe and scrape within `qmpCacheMs` (and while
+   * it is in flight), so that anonymous requests never run QMP faster than that.
+   */
+  private cachedQmp(vm: VmHandle, command: string): Promise<{ value: unknown; roundTripMs: number }> {
+    const now = performance.now();
+    const hit = this.qmpCache.get(command);
+    if (hit !== undefined && hit.vm === vm && now - hit.at < (this.o.qmpCacheMs ?? 1000)) return hit.answer;
+    const answer = this.timedQmp(vm, command, undefined, Math.min(1000, this.qmpTimeoutMs));
+    answer.catch(() => undefined);
+    // The entry's age counts from when the answer came, so a slow qemu is not asked again while it answers.
+    const entry = { vm, at: Number.POSITIVE_INFINITY, answer };
+    this.qmpCache.set(command, entry);
+    void answer.finally(() => (entry.at = performance.now())).catch(() => undefined);
+    return answer;
   }
 
   // ------------------------------------------------------------ actions
@@ -392,6 +524,11 @@ export class ControlHandler {
   }
 }
 
+/** Who holds a stream, for the limits. */
+function holderOf(req: IncomingMessage, origin: RequestOrigin, who: Principal): StreamHolder {
+  return origin === 'unix' ? { kind: 'unix' } : { kind: 'tcp', address: req.socket.remoteAddress ?? 'unknown', anonymous: who.role === 'anonymous' };
+}
+
 /** The projected state plus the actions it allows, as `GET /v1/vm` shows it. */
 export function vmView(state: VmState): VmState & { allowedActions: VmAction[] } {
   return { ...state, allowedActions: allowedActions(state) };
@@ -414,6 +551,7 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
   404: 'Not Found',
   409: 'Conflict',
   426: 'Upgrade Required',
+  429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',

@@ -4,7 +4,9 @@
  * projection over an in-memory log, and a stand-in qemu that records every
  * QMP command it receives. Every answer is checked against api/openapi.yaml.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,10 +16,12 @@ import { Agent, WebSocket } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   ConfigError,
+  JsonLogger,
   MemoryEventStore,
   SilentLogger,
   decideVmAction,
   projectVm,
+  type Logger,
   type QmpEventMessage,
   type Requester,
   type VmAction,
@@ -33,6 +37,8 @@ import { SseParser } from './sse-parser.js';
 import { WebConsole } from './web-console.js';
 
 const contract = OpenApiContract.load();
+/** qemu's command line as the container's CMD might make it: a secret flag, and a presigned URL. */
+const ARGV = ['qemu-system-x86_64', '-drive', 'file=https://b.example/x.qcow2?X-Amz-Signature=SIGSECRET,format=raw', '--api-key=hunter2-secret'];
 const ADMIN = 'adminadminadminadmin-0123';
 const READER = 'readerreaderreader-4567';
 
@@ -57,9 +63,11 @@ class FakeSupervisor implements ControlTarget {
     if (action === 'resume') this.store.append('vm1', [{ type: 'VmResumed', data: { by } }]);
   }
 
+  private stable: VmHandle | null = null;
+
   handle(): VmHandle | null {
     if (!this.running) return null;
-    return {
+    return (this.stable ??= {
       pid: 42,
       argv: [],
       qmpVersion: '7.2.0',
@@ -76,7 +84,7 @@ class FakeSupervisor implements ControlTarget {
       },
       exited: new Promise(() => undefined),
       kill: () => undefined,
-    };
+    });
   }
 }
 
@@ -95,6 +103,9 @@ class FakeConsole implements ConsoleHub {
   recent(): Buffer {
     return Buffer.from('login: ');
   }
+  inputDrained(): null {
+    return null;
+  }
 }
 
 let dir: string;
@@ -105,7 +116,9 @@ let unix: ControlClient;
 let tcp: ControlClient;
 let clients: ControlClient[];
 
-async function start(extra: { tokens?: string; qmpAllow?: string[]; webConsole?: WebConsole | null } = {}): Promise<void> {
+async function start(
+  extra: { tokens?: string; qmpAllow?: string[]; webConsole?: WebConsole | null; vncPassword?: string; limits?: Parameters<typeof startControlServer>[0]['limits']; log?: Logger } = {},
+): Promise<void> {
   let tokenFile: string | undefined;
   if (extra.tokens !== undefined) {
     tokenFile = path.join(dir, 'tokens');
@@ -115,10 +128,12 @@ async function start(extra: { tokens?: string; qmpAllow?: string[]; webConsole?:
     supervisor: vm,
     store,
     config: { stateDir: dir, listen: '127.0.0.1:0', tokenFile, qmpAllow: extra.qmpAllow },
-    log: new SilentLogger(),
+    log: extra.log ?? new SilentLogger(),
     version: '0.0.0-test',
     console: new FakeConsole(),
     webConsole: extra.webConsole ?? null,
+    vncPassword: () => extra.vncPassword,
+    ...(extra.limits === undefined ? {} : { limits: extra.limits }),
     timeouts: { headersMs: 300, requestMs: 600, checkIntervalMs: 50 },
   });
   unix = client({ socketPath: server.unixSocket });
@@ -161,7 +176,7 @@ beforeEach(async () => {
     { type: 'SupervisorStarted', data: { version: '0', pid: 1, hostname: 'vm1', accel: 'tcg', restartPolicy: 'on-failure', network: 'none' } },
     { type: 'AcceleratorProbed', data: { requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 1, detail: '' } },
     { type: 'VmStarting', data: { attempt: 1, accel: 'tcg' } },
-    { type: 'VmStarted', data: { attempt: 1, pid: 42, qmpVersion: '7.2.0', startMs: 5 } },
+    { type: 'VmStarted', data: { attempt: 1, pid: 42, qmpVersion: '7.2.0', startMs: 5, argv: ARGV } },
   ]);
   vm = new FakeSupervisor(store);
   clients = [];
@@ -383,17 +398,73 @@ describe('control endpoint: serial console', () => {
 });
 
 describe('control endpoint: web console', () => {
-  /** A stand-in VNC server on a unix socket: it greets like RFB 3.8 and echoes what it gets. */
-  async function fakeVnc(): Promise<string> {
+  /**
+   * qemu's own VNC server on a unix socket, with no machine behind it
+   * (`-machine none`), asking for VNC authentication with `password`, set over
+   * QMP as podvisor's runtime does.
+   */
+  async function realVnc(password: string): Promise<string> {
     const p = path.join(dir, 'vnc.sock');
-    const srv = createServer((s) => {
-      s.write('RFB 003.008\n');
-      s.on('data', (d) => s.write(Buffer.concat([Buffer.from('echo:'), d])));
-      s.on('error', () => undefined);
+    const qemu = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-name', 'pv-int-vnc', '-vnc', `unix:${p},password=on`, '-qmp', 'stdio'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    cleanups.push(async () => {
+      qemu.kill('SIGKILL');
+      if (qemu.exitCode === null && qemu.signalCode === null) await once(qemu, 'close');
     });
-    await new Promise<void>((resolve) => srv.listen(p, resolve));
-    cleanups.push(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      qemu.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        // The greeting, then the answers to qmp_capabilities and the password.
+        if ((out.match(/"return"/g) ?? []).length === 2) resolve();
+      });
+      qemu.once('close', (code) => reject(new Error(`qemu exited (${code}): ${out}`)));
+      qemu.stdin.write(`{"execute":"qmp_capabilities"}\n{"execute":"change-vnc-password","arguments":{"password":${JSON.stringify(password)}}}\n`);
+    });
     return p;
+  }
+
+  /**
+   * The browser's side of RFB 3.8 through the bridge: version, security type
+   * None (1), the security result, ClientInit; resolves with the desktop name
+   * from qemu's ServerInit (RFC 6143, 7.3.2).
+   */
+  function rfbSession(url: string, dispatcher?: Agent): Promise<{ securityTypes: number[]; result: number; name: string }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { protocols: ['binary'], ...(dispatcher === undefined ? {} : { dispatcher }) });
+      ws.binaryType = 'arraybuffer';
+      let buf = Buffer.alloc(0);
+      let stage = 0;
+      let securityTypes: number[] = [];
+      let result = -1;
+      ws.onmessage = (e) => {
+        buf = Buffer.concat([buf, Buffer.from(e.data as ArrayBuffer)]);
+        if (stage === 0 && buf.length >= 12) {
+          expect(buf.subarray(0, 12).toString()).toBe('RFB 003.008\n');
+          buf = buf.subarray(12);
+          ws.send(Buffer.from('RFB 003.008\n'));
+          stage = 1;
+        }
+        if (stage === 1 && buf.length >= 1 && buf.length >= 1 + (buf[0] ?? 0)) {
+          securityTypes = [...buf.subarray(1, 1 + (buf[0] ?? 0))];
+          buf = buf.subarray(1 + (buf[0] ?? 0));
+          ws.send(Buffer.from([1]));
+          stage = 2;
+        }
+        if (stage === 2 && buf.length >= 4) {
+          result = buf.readUInt32BE(0);
+          buf = buf.subarray(4);
+          ws.send(Buffer.from([1])); // ClientInit: shared
+          stage = 3;
+        }
+        if (stage === 3 && buf.length >= 24 && buf.length >= 24 + buf.readUInt32BE(20)) {
+          const name = buf.subarray(24, 24 + buf.readUInt32BE(20)).toString();
+          ws.close();
+          resolve({ securityTypes, result, name });
+        }
+      };
+      ws.onerror = () => reject(new Error('websocket failed'));
+      ws.onclose = () => reject(new Error(`websocket closed at stage ${stage}`));
+    });
   }
 
   /** Opens a WebSocket and resolves with the first `n` binary messages as text; rejects when the handshake fails. */
@@ -420,14 +491,14 @@ describe('control endpoint: web console', () => {
     for (const c of cleanups.splice(0)) await c();
   });
 
-  it('bridges a WebSocket to the VNC server that query-vnc names, on the unix socket and over TCP with an admin token', async () => {
-    await start({ tokens: `ops:admin:${ADMIN}\ngrafana:read:${READER}\n` });
-    vm.vncSocket = await fakeVnc();
+  it('bridges a WebSocket to qemu\'s VNC server, answering its password challenge itself: the browser meets security type None', async () => {
+    await start({ tokens: `ops:admin:${ADMIN}\ngrafana:read:${READER}\n`, vncPassword: 'Pw3xY7kq' });
+    vm.vncSocket = await realVnc('Pw3xY7kq');
     const agent = new Agent({ connect: { socketPath: server.unixSocket } });
     cleanups.push(() => agent.close());
-    expect(await talk('ws://localhost/v1/vnc', { dispatcher: agent, send: 'RFB 003.008\n' })).toEqual(['RFB 003.008\n', 'echo:RFB 003.008\n']);
+    expect(await rfbSession('ws://localhost/v1/vnc', agent)).toEqual({ securityTypes: [1], result: 0, name: 'QEMU (pv-int-vnc)' });
     const port = server.tcpAddress?.port;
-    expect(await talk(`ws://127.0.0.1:${port}/v1/vnc?token=${ADMIN}`, { send: 'x' })).toEqual(['RFB 003.008\n', 'echo:x']);
+    expect(await rfbSession(`ws://127.0.0.1:${port}/v1/vnc?token=${ADMIN}`)).toEqual({ securityTypes: [1], result: 0, name: 'QEMU (pv-int-vnc)' });
     await expect(talk(`ws://127.0.0.1:${port}/v1/vnc`)).rejects.toThrow();
     await expect(talk(`ws://127.0.0.1:${port}/v1/vnc?token=${READER}`)).rejects.toThrow();
     const noToken = await raw('GET /v1/vnc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
@@ -438,6 +509,19 @@ describe('control endpoint: web console', () => {
     vm.vncSocket = null;
     const off = await raw(`GET /v1/vnc?token=${ADMIN} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
     expect(off).toMatch(/^HTTP\/1.1 503[^]*ERR_CONSOLE_UNAVAILABLE/);
+  });
+
+  it('refuses the upgrade (503, nothing bridged) when qemu does not take the password podvisor holds', async () => {
+    await start({ vncPassword: 'wrong-pw' });
+    vm.vncSocket = await realVnc('Pw3xY7kq');
+    const answer = await new Promise<string>((resolve) => {
+      const s = connect(server.unixSocket);
+      let got = '';
+      s.setEncoding('utf8').on('data', (d: string) => (got += d));
+      s.once('close', () => resolve(got));
+      s.write('GET /v1/vnc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    });
+    expect(answer).toMatch(/^HTTP\/1.1 503[^]*ERR_CONSOLE_UNAVAILABLE[^]*refused the VNC password/);
   });
 
   it('serves the console page and the noVNC files, and nothing outside the package', async () => {
@@ -460,3 +544,179 @@ describe('control endpoint: web console', () => {
   });
 });
 
+
+describe('control endpoint: no secrets in reads below admin', () => {
+  it('anonymous and read-token readers never see qemu\'s argv; nobody sees a URL\'s query values', async () => {
+    await start({ tokens: `ops:admin:${ADMIN}\ngrafana:read:${READER}\n` });
+    const reader = client({ token: READER });
+    const admin = client({ token: ADMIN });
+    for (const c of [tcp, reader]) {
+      const page = await call(c, 'GET', '/v1/events');
+      const started = (page.json as { events: Array<{ type: string; data: { argv?: string[] } }> }).events.find((e) => e.type === 'VmStarted');
+      expect(started?.data.argv).toEqual(['(hidden: admin only)']);
+      expect(page.text).not.toMatch(/hunter2|SIGSECRET/);
+      const ac = new AbortController();
+      const stream = await c.stream('/v1/events', { signal: ac.signal });
+      const parser = new SseParser();
+      const data: string[] = [];
+      for await (const chunk of stream.body as AsyncIterable<Buffer>) {
+        data.push(...parser.push(chunk).map((m) => m.data));
+        if (data.length >= 4) break;
+      }
+      ac.abort();
+      expect(data.join('\n')).toContain('(hidden: admin only)');
+      expect(data.join('\n')).not.toMatch(/hunter2|SIGSECRET/);
+    }
+    for (const c of [unix, admin]) {
+      const page = await call(c, 'GET', '/v1/events');
+      const started = (page.json as { events: Array<{ type: string; data: { argv?: string[] } }> }).events.find((e) => e.type === 'VmStarted');
+      expect(started?.data.argv).toEqual(['qemu-system-x86_64', '-drive', 'file=https://b.example/x.qcow2?X-Amz-Signature=***', '--api-key=hunter2-secret']);
+    }
+    // The state shows the image source without its query values, to everyone.
+    store.append('vm1', [{ type: 'ImageImported', data: { source: 'https://u:pw@b.example/x.qcow2?token=TOKSECRET', target: 'x', path: '/i/x', bytes: 1, sha256: 'a'.repeat(64), reused: false } }]);
+    for (const c of [tcp, unix]) {
+      const vmState = await call(c, 'GET', '/v1/vm');
+      expect((vmState.json as { image: { source: string } }).image.source).toBe('https://***:***@b.example/x.qcow2?token=***');
+    }
+  });
+});
+
+describe('control endpoint: floods', () => {
+  /** Opens an SSE request on a raw TCP socket that never reads; resolves with the status line. */
+  function idleStream(port: number, headers = ''): Promise<{ socket: Socket; status: string }> {
+    return new Promise((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      let got = '';
+      s.on('error', reject);
+      const onData = (d: Buffer): void => {
+        got += d.toString('latin1');
+        const eol = got.indexOf('\r\n');
+        if (eol < 0) return;
+        s.off('data', onData);
+        s.pause(); // never read again
+        resolve({ socket: s, status: got.slice(0, eol) });
+      };
+      s.on('data', onData);
+      s.write(`GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n${headers}\r\n`);
+    });
+  }
+
+  it('512 idle anonymous event streams from one address: all but a few are refused with 429 and closed, and the probes still answer', async () => {
+    await start();
+    const port = server.tcpAddress?.port ?? 0;
+    const opened = await Promise.all(Array.from({ length: 512 }, () => idleStream(port)));
+    try {
+      const statuses = opened.map((o) => o.status);
+      expect(statuses.filter((x) => x === 'HTTP/1.1 200 OK')).toHaveLength(4);
+      expect(statuses.filter((x) => x === 'HTTP/1.1 429 Too Many Requests')).toHaveLength(508);
+      for (let i = 0; i < 20; i += 1) {
+        expect((await call(tcp, 'GET', '/healthz')).status).toBe(200);
+        expect((await call(tcp, 'GET', '/readyz')).status).toBe(200);
+      }
+      // The unix socket is never limited.
+      const ac = new AbortController();
+      expect((await unix.stream('/v1/events', { signal: ac.signal })).status).toBe(200);
+      ac.abort();
+    } finally {
+      for (const o of opened) o.socket.destroy();
+    }
+  });
+
+  it('a refused stream is 429 with Retry-After and the error shape; authenticated clients may hold more than anonymous ones', async () => {
+    await start({ tokens: `ops:admin:${ADMIN}\ngrafana:read:${READER}\n`, limits: { streams: { total: 6, anonymousTotal: 2, anonymousPerAddress: 1, perAddress: 3 } } });
+    const port = server.tcpAddress?.port ?? 0;
+    const held: Socket[] = [];
+    try {
+      const first = await idleStream(port);
+      held.push(first.socket);
+      expect(first.status).toBe('HTTP/1.1 200 OK');
+      const refused = await raw('GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n');
+      expect(refused).toMatch(/^HTTP\/1.1 429 Too Many Requests\r\n/);
+      expect(refused).toMatch(/\r\nretry-after: 5\r\n/i);
+      const body = JSON.parse(refused.slice(refused.indexOf('\r\n\r\n') + 4)) as unknown;
+      expect(contract.check('Error', body)).toEqual([]);
+      expect(body).toMatchObject({ error: { code: 'ERR_HTTP_TOO_MANY_STREAMS' } });
+      const statuses: string[] = [];
+      for (let i = 0; i < 4; i += 1) {
+        const o = await idleStream(port, `Authorization: Bearer ${READER}\r\n`);
+        held.push(o.socket);
+        statuses.push(o.status);
+      }
+      // The address already holds the anonymous stream: 3 in all.
+      expect(statuses).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 429 Too Many Requests', 'HTTP/1.1 429 Too Many Requests']);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+
+  /** A logger whose `seen(text)` resolves when a line containing `text` is logged. */
+  function watchedLog(): { log: Logger; seen: (text: string) => Promise<string> } {
+    const lines: string[] = [];
+    const waiters: Array<() => void> = [];
+    const log = new JsonLogger({ write: (line: string) => (lines.push(line), waiters.splice(0).forEach((w) => w())) }, 'test', 'debug');
+    const seen = async (text: string): Promise<string> => {
+      for (;;) {
+        const hit = lines.find((l) => l.includes(text));
+        if (hit !== undefined) return hit;
+        await new Promise<void>((resolve) => waiters.push(resolve));
+      }
+    };
+    return { log, seen };
+  }
+
+  it('drops an event stream whose client does not read, once its buffer passes the bound', async () => {
+    const { log, seen } = watchedLog();
+    await start({ log, limits: { sseMaxBufferedBytes: 64 * 1024 } });
+    const { socket, status } = await idleStream(server.tcpAddress?.port ?? 0);
+    expect(status).toBe('HTTP/1.1 200 OK');
+    // 40 MiB of events: far more than the kernel's socket buffers hold.
+    const message = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 640; i += 1) store.append('vm1', [{ type: 'WarningRaised', data: { code: 'WARN_TEST', message } }]);
+    const line = JSON.parse(await seen('event stream cut off: the client does not read')) as { bufferedBytes: number };
+    expect(line.bufferedBytes).toBeGreaterThan(16 * 1024);
+    socket.destroy();
+  });
+
+  it('drops a stalled client during the replay of a long backlog, and replays in pages to a client that reads', async () => {
+    const message = 'y'.repeat(8 * 1024);
+    store.append('vm1', Array.from({ length: 2000 }, () => ({ type: 'WarningRaised' as const, data: { code: 'WARN_TEST', message } })));
+    const { log, seen } = watchedLog();
+    await start({ log, limits: { sseReplayPage: 20, sseStallMs: 1000 } });
+    const { socket, status } = await idleStream(server.tcpAddress?.port ?? 0);
+    expect(status).toBe('HTTP/1.1 200 OK');
+    await seen('event stream cut off: the client stopped reading');
+    socket.destroy();
+    // A reader gets the whole backlog, in order, with no gap.
+    const ac = new AbortController();
+    const stream = await unix.stream('/v1/events', { signal: ac.signal });
+    const parser = new SseParser();
+    const ids: number[] = [];
+    for await (const chunk of stream.body as AsyncIterable<Buffer>) {
+      ids.push(...parser.push(chunk).map((m) => Number(m.id)));
+      if (ids.length >= 2004) break;
+    }
+    ac.abort();
+    expect(ids).toEqual(Array.from({ length: 2004 }, (_, i) => i + 1));
+  });
+
+  it('probes and scrapes share one QMP read: 100 of them run query-status once', async () => {
+    await start({ limits: { qmpCacheMs: 60_000 } });
+    await Promise.all(Array.from({ length: 50 }, () => call(tcp, 'GET', '/readyz')));
+    await Promise.all(Array.from({ length: 50 }, () => call(tcp, 'GET', '/metrics')));
+    expect(vm.qmpSeen.filter((c) => c === 'query-status')).toEqual(['query-status']);
+    expect(vm.qmpSeen.filter((c) => c === 'query-blockstats')).toEqual(['query-blockstats']);
+  });
+});
+
+describe('control endpoint: the VNC password', () => {
+  it('is shown to an admin only, and is 503 without VNC', async () => {
+    await start({ tokens: `ops:admin:${ADMIN}\ngrafana:read:${READER}\n`, vncPassword: 'Pw3xY7kq' });
+    expect((await call(unix, 'GET', '/v1/vnc/password')).json).toEqual({ password: 'Pw3xY7kq', bytesUsed: 8 });
+    expect((await call(client({ token: ADMIN }), 'GET', '/v1/vnc/password')).json).toEqual({ password: 'Pw3xY7kq', bytesUsed: 8 });
+    expect((await call(tcp, 'GET', '/v1/vnc/password')).status).toBe(401);
+    expect((await call(client({ token: READER }), 'GET', '/v1/vnc/password')).status).toBe(403);
+    await server.close();
+    await start({});
+    expect((await call(unix, 'GET', '/v1/vnc/password')).status).toBe(503);
+  });
+});

@@ -3,7 +3,9 @@
  * state dir (`control.sock`, mode 0600) and one on TCP (`control.listen`),
  * both answering through one `ControlHandler`. Slow or stuck clients are
  * bounded by Node's own timeouts (headers, whole request, idle keep-alive);
- * long-lived answers (SSE, consoles) are ended by `close()`.
+ * long-lived answers (SSE, consoles) are bounded in number by the handler's
+ * stream limits, far below the connection limit, so that the probes always
+ * find a free connection; they are ended by `close()`.
  */
 import { chmod, lstat, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -15,6 +17,7 @@ import { ControlHandler, type ConsoleHub, type ControlTarget, type RequestOrigin
 import { ControlTokens } from './control-tokens.js';
 import { OpenApiContract } from './openapi-contract.js';
 import { QmpAllowList } from './qmp-allow-list.js';
+import type { StreamLimitSettings } from './stream-limits.js';
 import { WebConsole } from './web-console.js';
 
 export interface ControlServerOptions {
@@ -40,6 +43,10 @@ export interface ControlServerOptions {
   webConsole?: WebConsole | null;
   /** Slow-client bounds; the defaults suit production, tests shorten them. */
   timeouts?: Partial<HttpTimeouts>;
+  /** The VNC password, which the web console's bridge answers qemu with and `GET /v1/vnc/password` shows an admin. */
+  vncPassword?: (() => string | undefined) | undefined;
+  /** Stream bounds; the defaults suit production, tests shrink them. */
+  limits?: { streams?: StreamLimitSettings; sseMaxBufferedBytes?: number; sseReplayPage?: number; sseStallMs?: number; qmpCacheMs?: number };
 }
 
 export interface HttpTimeouts {
@@ -59,6 +66,9 @@ export interface ControlServer {
   /** Ends live streams, stops listening and removes the socket. Idempotent. */
   close(): Promise<void>;
 }
+
+/** Connections per listener; new ones past it are closed at once by Node. */
+export const MAX_CONNECTIONS = 1024;
 
 /** The socket's name in the state dir. */
 export const CONTROL_SOCKET_NAME = 'control.sock';
@@ -81,6 +91,12 @@ export async function startControlServer(options: ControlServerOptions): Promise
     log: options.log,
     version: options.version,
     console: options.console,
+    vncPassword: options.vncPassword,
+    ...(options.limits?.streams === undefined ? {} : { streamLimits: options.limits.streams }),
+    ...(options.limits?.sseMaxBufferedBytes === undefined ? {} : { sseMaxBufferedBytes: options.limits.sseMaxBufferedBytes }),
+    ...(options.limits?.sseReplayPage === undefined ? {} : { sseReplayPage: options.limits.sseReplayPage }),
+    ...(options.limits?.sseStallMs === undefined ? {} : { sseStallMs: options.limits.sseStallMs }),
+    ...(options.limits?.qmpCacheMs === undefined ? {} : { qmpCacheMs: options.limits.qmpCacheMs }),
     webConsole: options.webConsole === undefined ? WebConsole.locate() : options.webConsole,
     ...(options.qmpTimeoutMs === undefined ? {} : { qmpTimeoutMs: options.qmpTimeoutMs }),
   });
@@ -133,7 +149,8 @@ function serve(handler: ControlHandler, origin: RequestOrigin, t: HttpTimeouts):
     if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
-  server.maxConnections = 512;
+  // Streams are bounded far below this (stream-limits.ts), and idle or slow connections are cut by the timeouts above.
+  server.maxConnections = MAX_CONNECTIONS;
   return server;
 }
 
