@@ -6,7 +6,7 @@
  * api/openapi.yaml. The CLI commands run in-process against the same daemon.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -26,6 +26,8 @@ import { ARTIFACTS, GUEST, REPO, PodvisorProcess, keepArtifacts, makeVmDirs, rea
 const contract = OpenApiContract.load();
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const READER = `reader-${randomBytes(12).toString('hex')}`;
+/** A secret the container's CMD hands qemu (a harmless fw_cfg string): only an admin may read it back. */
+const CMD_SECRET = `cmd-secret-${randomBytes(6).toString('hex')}`;
 
 interface Daemon {
   p: PodvisorProcess;
@@ -37,11 +39,11 @@ interface Daemon {
   port: number;
 }
 
-async function startDaemon(prefix: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+async function startDaemon(prefix: string, extraEnv: Record<string, string> = {}, qemuArgs: string[] = []): Promise<Daemon> {
   const name = `${prefix}-${randomBytes(3).toString('hex')}`;
   const dirs = await makeVmDirs(name);
   await writeFile(path.join(dirs.root, 'tokens'), `# e2e tokens\nops:admin:${ADMIN}\ngrafana:read:${READER}\n`, { mode: 0o600 });
-  const p = new PodvisorProcess(['run'], vmEnv(dirs, name, { PODVISOR_TOKEN_FILE: path.join(dirs.root, 'tokens'), ...extraEnv }));
+  const p = new PodvisorProcess(['run', ...(qemuArgs.length === 0 ? [] : ['--', ...qemuArgs])], vmEnv(dirs, name, { PODVISOR_TOKEN_FILE: path.join(dirs.root, 'tokens'), ...extraEnv }));
   const listening = await p.waitForStderr(/"msg":"control endpoint listening".*"tcp":"127\.0\.0\.1:(\d+)"/, 60_000);
   const port = Number(listening[1]);
   const url = `http://127.0.0.1:${port}`;
@@ -159,7 +161,8 @@ describe('control endpoint on a running VM', () => {
   let d: Daemon | null = null;
 
   beforeAll(async () => {
-    d = await startDaemon('pv-ctl');
+    // `*` allows every QMP command that is not on a deny-list.
+    d = await startDaemon('pv-ctl', { PODVISOR_QMP_ALLOW: '*' }, ['-fw_cfg', `name=opt/podvisor/e2e,string=${CMD_SECRET}`]);
     await d.p.waitForStdout(/PODVISOR-GUEST-READY/);
   });
 
@@ -313,6 +316,70 @@ describe('control endpoint on a running VM', () => {
     expect(await qmpStatus(unix)).toBe('running');
   });
 
+  it('anonymous and read-token readers never see qemu\'s command line; an admin does', async () => {
+    const { unix, anonymous, reader, admin } = d as Daemon;
+    for (const c of [anonymous, reader]) {
+      const page = await call(c, 'GET', '/v1/events?limit=1000');
+      expect(page.text).not.toContain(CMD_SECRET);
+      const started = (page.json as { events: StoredEvent[] }).events.find((e) => e.type === 'VmStarted');
+      expect(started?.data).toMatchObject({ argv: ['(hidden: admin only)'] });
+      const ac = new AbortController();
+      const live = new SseReader((await c.stream('/v1/events', { signal: ac.signal })).body);
+      await live.until((e) => e.type === 'VmStarted');
+      ac.abort();
+      expect(JSON.stringify(live.events)).not.toContain(CMD_SECRET);
+    }
+    for (const c of [unix, admin]) expect((await call(c, 'GET', '/v1/events?limit=1000')).text).toContain(CMD_SECRET);
+  });
+
+  it('512 idle event streams from one address: the probes still answer, the VM is untouched', async () => {
+    const { unix, anonymous, port } = d as Daemon;
+    const sockets: Array<ReturnType<typeof connect>> = [];
+    const statuses = await Promise.all(
+      Array.from(
+        { length: 512 },
+        () =>
+          new Promise<string>((resolve) => {
+            const s = connect(port, '127.0.0.1');
+            sockets.push(s);
+            let got = '';
+            s.on('error', () => resolve('error'));
+            s.on('data', (x: Buffer) => {
+              got += x.toString('latin1');
+              if (got.includes('\r\n')) {
+                s.pause(); // never read the stream
+                resolve(got.slice(0, got.indexOf('\r\n')));
+              }
+            });
+            s.write('GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n');
+          }),
+      ),
+    );
+    try {
+      expect(statuses.filter((x) => x === 'HTTP/1.1 200 OK').length).toBeLessThanOrEqual(4);
+      expect(statuses.filter((x) => x === 'HTTP/1.1 429 Too Many Requests').length).toBeGreaterThanOrEqual(508);
+      for (let i = 0; i < 10; i += 1) {
+        expect((await call(anonymous, 'GET', '/healthz')).status).toBe(200);
+        expect((await call(anonymous, 'GET', '/readyz')).json).toMatchObject({ ready: true, status: 'Running' });
+      }
+      expect(await qmpStatus(unix)).toBe('running');
+    } finally {
+      for (const s of sockets) s.destroy();
+    }
+  });
+
+  it('QMP deny-list: under `*`, nbd-server-start and the other dangerous commands are refused and never reach qemu', async () => {
+    const { admin, unix } = d as Daemon;
+    for (const execute of ['nbd-server-start', 'block-export-add', 'change-backing-file', 'send-key', 'set-action', 'quit']) {
+      const a = await call(admin, 'POST', '/v1/qmp', { execute, arguments: {} });
+      expect([execute, a.status, (a.json as { error: { code: string } }).error.code]).toEqual([execute, 403, 'ERR_QMP_COMMAND_FORBIDDEN']);
+    }
+    // A harmless command the wildcard allows does reach qemu; no NBD export exists.
+    expect((await call(admin, 'POST', '/v1/qmp', { execute: 'qom-list', arguments: { path: '/machine' } })).status).toBe(200);
+    expect((await call(unix, 'POST', '/v1/qmp', { execute: 'query-block-exports' })).json).toMatchObject({ return: [] });
+    expect(await qmpStatus(unix)).toBe('running');
+  });
+
   it('podvisor console types into the guest shell, reads its answer, and detaches with Ctrl-]', async () => {
     const { dirs } = d as Daemon;
     const stdin = new PassThrough();
@@ -354,10 +421,45 @@ describe('powerdown over HTTP', () => {
   });
 });
 
+/** The security types an RFB 3.8 server offers (RFC 6143, 7.1.1 and 7.1.2): 1 None, 2 VNC authentication. */
+function rfbSecurityTypes(port: number): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    s.on('error', reject);
+    s.on('data', (x: Buffer) => {
+      got = Buffer.concat([got, x]);
+      if (got.length === 12) s.write('RFB 003.008\n');
+      const n = got[12];
+      if (n !== undefined && got.length >= 13 + n) {
+        s.destroy();
+        resolve([...got.subarray(13, 13 + n)]);
+      }
+    });
+  });
+}
+
 describe('VNC through the control endpoint', () => {
-  it('the web console WebSocket reaches qemu\'s VNC server, which asks for the password set over QMP', async () => {
-    const d = (solo = await startDaemon('pv-ctl-vnc', { NO_VNC: '', PODVISOR_VNC_PASSWORD: 'pv-e2e' }));
+  it('by default qemu\'s VNC asks for VNC authentication with a generated password only an admin can read; the web console\'s bridge answers it', async () => {
+    const d = (solo = await startDaemon('pv-ctl-vnc', { NO_VNC: '' }));
     await waitForEvent(d.dirs.stateDir, 'VmStarted');
+    // qemu's own VNC port offers only VNC authentication (2), never None (1).
+    const vnc = (await call(d.unix, 'POST', '/v1/qmp', { execute: 'query-vnc' })).json as { return: { enabled: boolean; service: string; auth: string } };
+    expect(vnc.return).toMatchObject({ enabled: true, auth: 'vnc' });
+    expect(await rfbSecurityTypes(Number(vnc.return.service))).toEqual([2]);
+    // The password: 8 random characters kept 0600 in the state dir, shown to an admin, never to others, never logged.
+    const shown = await cli(ctlCommand, ['vnc-password', '--state-dir', d.dirs.stateDir]);
+    expect(shown.code).toBe(0);
+    const password = shown.stdout.trim();
+    expect(password).toMatch(/^[A-Za-z0-9]{8}$/);
+    const file = await stat(path.join(d.dirs.stateDir, 'vnc-password'));
+    expect([file.mode & 0o777, (await readFile(path.join(d.dirs.stateDir, 'vnc-password'), 'utf8')).trim()]).toEqual([0o600, password]);
+    expect((await call(d.admin, 'GET', '/v1/vnc/password')).json).toEqual({ password, bytesUsed: 8 });
+    expect((await call(d.anonymous, 'GET', '/v1/vnc/password')).status).toBe(401);
+    expect((await call(d.reader, 'GET', '/v1/vnc/password')).status).toBe(403);
+    expect(d.p.stderr).not.toContain(password);
+    expect(JSON.stringify(readEvents(d.dirs.stateDir))).not.toContain(password);
+    // Through the bridge, the client meets security type None: the bridge answered qemu's challenge.
     const agent = new Agent({ connect: { socketPath: path.join(d.dirs.stateDir, 'control.sock') } });
     try {
       const got = await new Promise<Buffer[]>((resolve, reject) => {
@@ -376,7 +478,7 @@ describe('VNC through the control endpoint', () => {
         ws.onerror = () => reject(new Error('websocket failed'));
       });
       expect(got[0]?.toString()).toBe('RFB 003.008\n');
-      expect([...(got[1] ?? [])]).toEqual([1, 2]); // one type: 2, VNC authentication
+      expect([...(got[1] ?? [])]).toEqual([1, 1]); // one type: 1, None
     } finally {
       await agent.close();
     }
@@ -389,11 +491,12 @@ describe('the web console in headless Chromium', () => {
   it('the page connects through the bridge and a screenshot shows the guest\'s console', async () => {
     // make test installs chromium and builds the noVNC bundle: their absence is a failure, not a skip.
     expect(WebConsole.locate(path.join(REPO, 'apps/supervisord/dist/web')), 'dist/web/novnc-rfb.mjs is missing (make build builds it)').not.toBeNull();
-    const d = (solo = await startDaemon('pv-ctl-web', { NO_VNC: '', PODVISOR_VNC_PASSWORD: 'pv-e2e' }));
+    // VNC has its generated password; the browser is given only the token.
+    const d = (solo = await startDaemon('pv-ctl-web', { NO_VNC: '' }));
     await d.p.waitForStdout(/PODVISOR-GUEST-READY/);
     const browser = await HeadlessChromium.launch();
     try {
-      const tab = await browser.open(`http://127.0.0.1:${d.port}/console#token=${ADMIN}&password=pv-e2e`);
+      const tab = await browser.open(`http://127.0.0.1:${d.port}/console#token=${ADMIN}`);
       await browser.waitFor(tab, "document.getElementById('status')?.textContent === 'connected'", 30_000);
       // The guest's text console is drawn: light text on black in the noVNC canvas.
       const lit = await browser.waitFor(

@@ -4,9 +4,9 @@
  * build bundles it for browsers into `dist/web/novnc-rfb.mjs` with
  * `scripts/build-web-console.mjs`) from `/console/novnc/...` and connects it
  * to the VNC bridge at `/v1/vnc`. The
- * token and the VNC password come from the page's fragment
- * (`/console#token=...&password=...`), which the browser never sends to the
- * server. Files are served only from the package's directory, only with known
+ * token comes from the page's fragment (`/console#token=...`), which the
+ * browser never sends to the server; no VNC password is needed, because the
+ * bridge answers qemu's VNC authentication itself. Files are served only from the package's directory, only with known
  * extensions, and only by a path that stays inside it.
  */
 import { existsSync } from 'node:fs';
@@ -83,11 +83,10 @@ url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
 url.hash = '';
 if (params.get('token')) url.searchParams.set('token', params.get('token'));
 const status = document.getElementById('status');
-const rfb = new RFB(document.getElementById('screen'), url.href, { credentials: { password: params.get('password') ?? '' }, wsProtocols: ['binary'] });
+const rfb = new RFB(document.getElementById('screen'), url.href, { wsProtocols: ['binary'] });
 rfb.scaleViewport = true;
 rfb.addEventListener('connect', () => { status.textContent = 'connected'; document.title = 'podvisor console: connected'; });
 rfb.addEventListener('disconnect', (e) => { status.textContent = e.detail.clean ? 'disconnected' : 'connection lost'; document.title = 'podvisor console: disconnected'; });
-rfb.addEventListener('credentialsrequired', () => rfb.sendCredentials({ password: prompt('VNC password') ?? '' }));
 </script>
 </body>
 </html>
