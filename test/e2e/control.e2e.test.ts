@@ -416,6 +416,8 @@ describe('powerdown over HTTP', () => {
     expect(between[0]?.data).toEqual({ action: 'powerdown', by: 'token:ops' });
     expect(between[3]?.data).toMatchObject({ exit: { code: 0, reason: 'guest-shutdown' } });
     expect((await call(d.unix, 'GET', '/v1/vm')).json).toMatchObject({ status: 'Running', restarts: 1 });
+    // A clean stop needs the restarted guest's ACPI daemon: before it runs, the power button is ignored (exit 7).
+    await d.p.waitForStdout(/PODVISOR-GUEST-READY[^]*PODVISOR-GUEST-READY/);
     d.p.signal('SIGTERM');
     expect((await d.p.exited).code).toBe(0);
   });
@@ -482,6 +484,8 @@ describe('VNC through the control endpoint', () => {
     } finally {
       await agent.close();
     }
+    // A clean stop needs the guest's ACPI daemon running.
+    await d.p.waitForStdout(/PODVISOR-GUEST-READY/);
     d.p.signal('SIGTERM');
     expect((await d.p.exited).code).toBe(0);
   });

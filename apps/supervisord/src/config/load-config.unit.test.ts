@@ -80,7 +80,7 @@ describe('resolveConfig', () => {
   it('accepts the seeds\' URL sources and refuses other schemes, hiding credentials', () => {
     expect(problems({ env: { IMG_SOURCE: 'https://user:pw@example.invalid/x.qcow2' } })).toEqual([]);
     const found = problems({ env: { IMG_SOURCE: 'ftp://user:pw@example.invalid/x.qcow2' } });
-    expect(found[0]).toContain('ftp://***@example.invalid/x.qcow2');
+    expect(found[0]).toContain('ftp://***:***@example.invalid/x.qcow2');
     expect(found[0]).not.toContain('pw');
   });
 
