@@ -601,12 +601,17 @@ describe('control endpoint: floods', () => {
     });
   }
 
-  it('512 idle anonymous event streams from one address: all but a few are refused with 429 and closed, and the probes still answer', async () => {
+  it('512 idle anonymous event streams and 512 silent connections from one address: streams past a few are refused with 429 and closed, and the probes still answer', async () => {
     await start();
     const port = server.tcpAddress?.port ?? 0;
     const opened = await Promise.all(Array.from({ length: 512 }, () => idleStream(port)));
+    const silent = await Promise.all(
+      Array.from({ length: 512 }, () => new Promise<Socket>((resolve, reject) => connect(port, '127.0.0.1').once('connect', function (this: Socket) { resolve(this); }).once('error', reject))),
+    );
+    for (const s of silent) s.on('error', () => undefined);
+    opened.push(...silent.map((socket) => ({ socket, status: '' })));
     try {
-      const statuses = opened.map((o) => o.status);
+      const statuses = opened.map((o) => o.status).filter((x) => x !== '');
       expect(statuses.filter((x) => x === 'HTTP/1.1 200 OK')).toHaveLength(4);
       expect(statuses.filter((x) => x === 'HTTP/1.1 429 Too Many Requests')).toHaveLength(508);
       for (let i = 0; i < 20; i += 1) {
