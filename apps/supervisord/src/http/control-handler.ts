@@ -208,7 +208,7 @@ export class ControlHandler {
 
   /** The web console's WebSocket: admin only; over TCP the token may come as `?token=` (browsers cannot set headers on a WebSocket). */
   private async vnc(req: IncomingMessage, socket: Duplex, head: Buffer, origin: RequestOrigin): Promise<void> {
-    const key = checkWebSocketRequest(req);
+    checkWebSocketRequest(req);
     const queryToken = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('token');
     if (origin === 'tcp' && req.headers.authorization === undefined && queryToken !== null) req.headers.authorization = `Bearer ${queryToken}`;
     const who = this.requireRole(this.principal(req, origin), 'admin', 'the web console');
@@ -219,7 +219,7 @@ export class ControlHandler {
     try {
       const bound = Math.min(1000, this.qmpTimeoutMs);
       const target = await locateVnc(<T,>(command: string) => this.timedQmp(vm, command, undefined, bound).then((r) => r.value as T));
-      end = await bridgeWebSocketToVnc(req, socket, head, key, target, this.o.vncPassword?.(), this.log.child({ by: who.by }));
+      end = await bridgeWebSocketToVnc(req, socket, head, target, this.o.vncPassword?.(), this.log.child({ by: who.by }));
     } catch (err) {
       release();
       throw err;

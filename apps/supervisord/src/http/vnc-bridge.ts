@@ -2,8 +2,8 @@
  * The web console's transport: a WebSocket (RFC 6455) on the control
  * endpoint, bridged to qemu's own VNC server, wherever QMP `query-vnc` says it
  * listens (a TCP port, or a unix socket when the VM owns the pod's addresses).
- * The bridge is the "websockify" of this design, so qemu needs no websocket
- * option of its own. It also answers qemu's VNC authentication itself (RFC
+ * The bridge is the "websockify" of this design (the WebSocket protocol comes
+ * from the `ws` package), so qemu needs no websocket option of its own. It also answers qemu's VNC authentication itself (RFC
  * 6143, 7.2.2) with the password podvisor set, and offers the browser, which
  * has already proven an admin token, security type None: the VNC password
  * never leaves the pod. After the security handshake, bytes pass unchanged,
@@ -15,7 +15,7 @@ import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger, VmHandle } from '@podvisor/core';
 import { httpError } from './http-errors.js';
-import { WS_OPCODE, WsFrameDecoder, WsProtocolError, encodeWsClose, encodeWsFrame, websocketAccept } from './websocket-frames.js';
+import { WebSocketServer, type WebSocket } from 'ws';
 
 export type VncEndpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
 
@@ -47,13 +47,12 @@ export async function locateVnc(execute: VmHandle['execute']): Promise<VncEndpoi
  * Checks the client's opening handshake (section 4.2.1). Throws
  * `ERR_HTTP_BAD_REQUEST` when it is not a WebSocket version 13 request.
  */
-export function checkWebSocketRequest(req: IncomingMessage): string {
+export function checkWebSocketRequest(req: IncomingMessage): void {
   const key = req.headers['sec-websocket-key'];
   if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket' || typeof key !== 'string' || !/^[A-Za-z0-9+/]{22}==$/.test(key)) {
     throw httpError('ERR_HTTP_BAD_REQUEST', 'expected a WebSocket opening handshake (Upgrade: websocket, Sec-WebSocket-Key)');
   }
   if (req.headers['sec-websocket-version'] !== '13') throw httpError('ERR_HTTP_BAD_REQUEST', 'expected Sec-WebSocket-Version: 13');
-  return key;
 }
 
 /**
@@ -63,13 +62,12 @@ export function checkWebSocketRequest(req: IncomingMessage): string {
  * Resolves once connected; throws `ERR_CONSOLE_UNAVAILABLE` when the VNC
  * server does not accept, asks for a password that is not known or not right,
  * or does not finish its handshake within 5 s (nothing has been written to
- * `socket` then).
+ * `socket` then). Call `checkWebSocketRequest` first.
  */
 export async function bridgeWebSocketToVnc(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  key: string,
   target: VncEndpoint,
   password: string | undefined,
   log: Logger,
@@ -82,62 +80,78 @@ export async function bridgeWebSocketToVnc(
     vnc.destroy();
     throw err;
   }
-  const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
-  const protocol = offered.includes('binary') ? 'binary' : null;
-  socket.write(
-    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${websocketAccept(key)}\r\n${protocol === null ? '' : `Sec-WebSocket-Protocol: ${protocol}\r\n`}\r\n`,
-  );
-  const decoder = new WsFrameDecoder();
+  let ws: WebSocket;
+  try {
+    ws = await new Promise<WebSocket>((resolve, reject) => {
+      // `ws` answers a handshake it refuses itself (400) and never calls back: the socket's end says so.
+      const refused = (): void => reject(httpError('ERR_HTTP_BAD_REQUEST', 'the WebSocket handshake was refused'));
+      socket.once('close', refused);
+      WEBSOCKETS.handleUpgrade(req, socket, head, (w) => {
+        socket.off('close', refused);
+        resolve(w);
+      });
+    });
+  } catch (err) {
+    vnc.destroy();
+    throw err;
+  }
   const browser = new RfbNoneServer();
   let closed = false;
   const close = (code = 1000): void => {
     if (closed) return;
     closed = true;
-    if (socket.writable) socket.end(encodeWsClose(code));
+    ws.close(code);
     vnc.destroy();
   };
+  // qemu's output waits while the browser's socket holds more than this.
+  let vncPaused = false;
   const toBrowser = (chunk: Buffer): void => {
-    if (chunk.length > 0 && !socket.write(encodeWsFrame(WS_OPCODE.binary, chunk))) {
+    if (chunk.length === 0 || closed) return;
+    ws.send(chunk, { binary: true }, () => {
+      if (vncPaused && ws.bufferedAmount < VNC_BUFFER_LOW) {
+        vncPaused = false;
+        vnc.resume();
+      }
+    });
+    if (!vncPaused && ws.bufferedAmount >= VNC_BUFFER_HIGH) {
+      vncPaused = true;
       vnc.pause();
-      socket.once('drain', () => vnc.resume());
     }
   };
-  const toVnc = (chunk: Buffer): void => {
-    if (chunk.length > 0 && !vnc.write(chunk)) {
-      socket.pause();
-      vnc.once('drain', () => socket.resume());
+  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+    const step = browser.push(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
+    toBrowser(step.reply);
+    if (step.failed) close(1002);
+    else if (step.forward.length > 0 && !vnc.write(step.forward)) {
+      // The browser's input waits while qemu does not read.
+      ws.pause();
+      vnc.once('drain', () => ws.resume());
     }
-  };
-  const fromClient = (chunk: Buffer): void => {
-    let frames;
-    try {
-      frames = decoder.push(chunk);
-    } catch (err) {
-      close(err instanceof WsProtocolError ? err.closeCode : 1002);
-      return;
-    }
-    for (const f of frames) {
-      if (f.opcode === WS_OPCODE.binary || f.opcode === WS_OPCODE.continuation || f.opcode === WS_OPCODE.text) {
-        const step = browser.push(f.payload);
-        toBrowser(step.reply);
-        if (step.failed) close(1002);
-        else toVnc(step.forward);
-      } else if (f.opcode === WS_OPCODE.ping) socket.write(encodeWsFrame(WS_OPCODE.pong, f.payload));
-      else if (f.opcode === WS_OPCODE.close) close(1000);
-    }
-  };
+  });
   toBrowser(browser.greeting());
   toBrowser(early);
   vnc.on('data', toBrowser);
   vnc.resume();
   vnc.on('close', () => close(1000));
   vnc.on('error', () => close(1011));
-  socket.on('data', fromClient);
-  socket.on('close', () => close(1000));
-  if (head.length > 0) fromClient(head);
+  ws.on('close', () => close(1000));
+  ws.on('error', () => close(1002));
   log.info('web console attached', { vnc: target.kind === 'unix' ? target.path : `${target.host}:${target.port}` });
   return () => close(1001);
 }
+
+/** Above this many bytes queued for the browser, qemu's VNC output is paused; below the low mark, resumed. */
+const VNC_BUFFER_HIGH = 4 * 1024 * 1024;
+const VNC_BUFFER_LOW = 1024 * 1024;
+
+/** The WebSocket protocol (RFC 6455) from `ws`: frames of at most 1 MiB, subprotocol `binary` when offered, no compression. */
+const WEBSOCKETS = new WebSocketServer({
+  noServer: true,
+  maxPayload: 1024 * 1024,
+  perMessageDeflate: false,
+  clientTracking: false,
+  handleProtocols: (protocols: Set<string>) => (protocols.has('binary') ? 'binary' : false),
+});
 
 function openVnc(target: VncEndpoint): Promise<Socket> {
   return new Promise((resolve, reject) => {
