@@ -51,6 +51,7 @@ interface Entry {
   rate?: number;
   /** Send chunked (no Content-Length) on normal answers. */
   chunked: boolean;
+  contentType?: string;
   plan: Behaviour[];
 }
 
@@ -59,6 +60,8 @@ export interface ServeOptions {
   ranges?: boolean;
   rate?: number;
   chunked?: boolean;
+  /** A Content-Type header on every answer (none by default). */
+  contentType?: string;
 }
 
 export class HttpImageServer {
@@ -104,6 +107,7 @@ export class HttpImageServer {
       ranges: options.ranges ?? true,
       chunked: options.chunked ?? false,
       ...(options.rate === undefined ? {} : { rate: options.rate }),
+      ...(options.contentType === undefined ? {} : { contentType: options.contentType }),
       plan: this.entries.get(p)?.plan ?? [],
     });
   }
@@ -191,6 +195,7 @@ export class HttpImageServer {
     const chunked = e.chunked && !truncate;
     const headers: Record<string, string | undefined> = {
       ...validators,
+      ...(e.contentType === undefined ? {} : { 'content-type': e.contentType }),
       ...(e.ranges ? { 'accept-ranges': 'bytes' } : {}),
       ...(status === 206 ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
       ...(truncate || chunked ? {} : { 'content-length': String(length) }),

@@ -33,6 +33,8 @@ export interface AppContainerOptions {
   logLevel: LogLevel;
   imagesDir: string;
   maxVirtualSizeBytes: number;
+  /** IMG_FORMAT=raw: a base that is no qcow2 may be a raw disk. */
+  allowRawImage?: boolean;
   /** HTTP pull timeouts and attempts; the package defaults when absent. */
   http?: Partial<HttpImageSourceSettings>;
   /** Extra plugin module specifiers (PODVISOR_PLUGINS). */
@@ -52,7 +54,7 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind<Logger>(Logger).toConstantValue(log);
   container.bind<Clock>(Clock).toConstantValue(new SystemClock());
   container.bind<ProcessRunner>(ProcessRunner).toConstantValue(new ExecaProcessRunner(log.child({ name: 'ProcessRunner' })));
-  container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes });
+  container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes, allowRaw: options.allowRawImage === true });
   container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
   container.load(qemuModule, imageStoreModule);
   const registry = new PluginRegistry();

@@ -1,14 +1,24 @@
 /**
- * A lock file shared by every podvisor process that uses one images volume,
- * so that concurrent pulls of one image make one download. Node has no
- * `flock`, so the lock is a file created with O_EXCL that holds its owner
- * (pid, the pid namespace, the process start time, the host). The owner
- * refreshes its mtime while it holds it. A waiter takes the lock over when
- * the owner is provably dead (same pid namespace, and the pid is gone or now
- * belongs to a process that started at another time), or when the file has
- * not been refreshed for `staleMs` (an owner on another node, or in another
- * pid namespace, that died). Take-overs are serialised by a second O_EXCL
- * file, so two waiters never both remove a lock and the second one a fresh lock.
+ * A lock file shared by every podvisor process that uses one images volume
+ * (which may be shared by pods on several nodes), so that concurrent pulls of
+ * one image make one download. Node has no `flock`, and flock does not reach
+ * across NFS clients anyway, so the lock is a file created with O_EXCL that
+ * holds its owner: pid, pid namespace, process start time, hostname and the
+ * kernel's boot id (which names the node: two nodes never share one). The
+ * owner refreshes the file's mtime every `refreshMs` while it holds it.
+ *
+ * A waiter takes the lock over only when it is provably stale:
+ * - the owner is on this node (same boot id and pid namespace) and its pid is
+ *   gone, or now belongs to a process that started at another time; or
+ * - the waiter itself watched the lock not being refreshed for `staleMs` (a
+ *   lease: the owner's node died or lost the volume). The waiter measures that
+ *   on its own clock, so clock skew between nodes cannot make a live lock look
+ *   old.
+ * A live owner on another node is never judged by its pid. A waiter waits at
+ * most `maxWaitMs` for a live owner, then fails with `ERR_IMAGE_LOCK_TIMEOUT`
+ * naming the owner's host and pid. Take-overs are serialised by a second
+ * O_EXCL file, so two waiters never both remove a lock and the second one a
+ * fresh lock.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import { open, readFile, stat, unlink, utimes } from 'node:fs/promises';
@@ -22,11 +32,13 @@ export interface CacheLockOptions {
   refreshMs: number;
   /** How often a waiter looks again. */
   pollMs: number;
+  /** The longest wait for a live owner before `ERR_IMAGE_LOCK_TIMEOUT`. */
+  maxWaitMs: number;
   clock?: Clock;
   log?: Logger;
 }
 
-export const DEFAULT_LOCK_OPTIONS: CacheLockOptions = { staleMs: 60_000, refreshMs: 10_000, pollMs: 200 };
+export const DEFAULT_LOCK_OPTIONS: CacheLockOptions = { staleMs: 60_000, refreshMs: 10_000, pollMs: 200, maxWaitMs: 3_600_000 };
 
 /** What a lock file holds. */
 export interface LockOwner {
@@ -36,6 +48,8 @@ export interface LockOwner {
   /** Clock ticks since boot when the owner started (field 22 of /proc/PID/stat), to tell a reused pid. */
   startTime: number | null;
   host: string;
+  /** The kernel's boot id (/proc/sys/kernel/random/boot_id): the node, across hostnames and pid namespaces. */
+  bootId: string;
   at: string;
 }
 
@@ -45,15 +59,19 @@ export interface HeldLock {
 }
 
 export function currentOwner(now: Date): LockOwner {
-  return { pid: process.pid, pidNamespace: pidNamespace(), startTime: processStartTime(process.pid), host: os.hostname(), at: now.toISOString() };
+  return { pid: process.pid, pidNamespace: pidNamespace(), startTime: processStartTime(process.pid), host: os.hostname(), bootId: bootId(), at: now.toISOString() };
 }
 
 /**
- * Takes the lock at `file`, waiting for its owner as long as it lives.
- * Rejects with the signal's reason when `signal` aborts the wait.
+ * Takes the lock at `file`, waiting for a live owner at most `maxWaitMs`.
+ * Rejects with the signal's reason when `signal` aborts the wait, with
+ * `ERR_IMAGE_LOCK_TIMEOUT` (naming the owner's host) when the wait is over,
+ * and with `ERR_IMAGE_LOCK_FAILED` when the lock file cannot be used.
  */
 export async function acquireCacheLock(file: string, options: CacheLockOptions, signal?: AbortSignal): Promise<HeldLock> {
   const clock = options.clock ?? new SystemClock();
+  const started = clock.now().getTime();
+  const watch: LeaseWatch = { seen: null, since: started };
   let reported = false;
   for (;;) {
     signal?.throwIfAborted();
@@ -71,10 +89,10 @@ export async function acquireCacheLock(file: string, options: CacheLockOptions, 
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw lockError(file, err);
     }
-    const verdict = await judge(file, options, clock);
+    const verdict = await judge(file, options, clock, watch);
     if (verdict.kind === 'stale') {
       options.log?.warn('taking over a stale image cache lock', { path: file, owner: verdict.owner, why: verdict.why });
-      await takeOver(file, options, clock);
+      await takeOver(file, options, clock, watch);
       continue;
     }
     if (verdict.kind === 'gone') continue;
@@ -82,33 +100,74 @@ export async function acquireCacheLock(file: string, options: CacheLockOptions, 
       options.log?.info('waiting for another process that pulls the same image', { path: file, owner: verdict.owner });
       reported = true;
     }
-    await clock.sleep(options.pollMs, signal);
+    const waited = clock.now().getTime() - started;
+    if (waited >= options.maxWaitMs) throw lockTimeout(file, verdict.owner, waited);
+    await clock.sleep(Math.min(options.pollMs, options.maxWaitMs - waited), signal);
   }
 }
 
 type Verdict = { kind: 'gone' } | { kind: 'live'; owner: LockOwner | null } | { kind: 'stale'; owner: LockOwner | null; why: string };
 
-async function judge(file: string, options: CacheLockOptions, clock: Clock): Promise<Verdict> {
+/** What one waiter has seen of a lock file: its identity and mtime, and since when (on the waiter's clock) it has not changed. */
+interface LeaseWatch {
+  seen: string | null;
+  since: number;
+}
+
+/**
+ * Whether the lock at `file` is held by a live owner, as far as one look can
+ * prove (gc's sweep of `.tmp/`): stale when its owner is provably dead on this
+ * node, or when it was last refreshed more than `oldAfterMs` ago on this
+ * clock (give a bound far past the lease, so clock skew between nodes cannot
+ * matter).
+ */
+export async function judgeCacheLock(file: string, options: CacheLockOptions, clock: Clock, oldAfterMs: number): Promise<Verdict> {
+  const verdict = await judge(file, options, clock, null);
+  if (verdict.kind !== 'live') return verdict;
+  const mtimeMs = (await stat(file).catch(() => null))?.mtimeMs;
+  if (mtimeMs === undefined) return { kind: 'gone' };
+  const age = clock.now().getTime() - mtimeMs;
+  return age > oldAfterMs ? { kind: 'stale', owner: verdict.owner, why: `not refreshed for ${Math.round(age / 1000)} s` } : verdict;
+}
+
+async function judge(file: string, options: CacheLockOptions, clock: Clock, watch: LeaseWatch | null): Promise<Verdict> {
   let text: string;
-  let mtimeMs: number;
+  let st: { mtimeMs: number; ino: number };
   try {
-    [text, mtimeMs] = await Promise.all([readFile(file, 'utf8'), stat(file).then((s) => s.mtimeMs)]);
+    [text, st] = await Promise.all([readFile(file, 'utf8'), stat(file)]);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
     throw lockError(file, err);
   }
   const owner = parseOwner(text);
-  const age = clock.now().getTime() - mtimeMs;
-  if (owner !== null && owner.pidNamespace === pidNamespace() && owner.pidNamespace !== '' && !isAlive(owner)) {
-    return { kind: 'stale', owner, why: `pid ${owner.pid} is not running` };
+  if (owner !== null && sameNode(owner) && !isAlive(owner)) {
+    return { kind: 'stale', owner, why: `pid ${owner.pid} is not running on this node (${owner.host})` };
   }
-  if (age > options.staleMs) return { kind: 'stale', owner, why: `not refreshed for ${Math.round(age)} ms` };
-  // A holder that died between O_EXCL and writing its owner leaves an empty file: wait for staleMs.
+  if (watch !== null) {
+    // The lease: measured on this waiter's clock from when it last saw the file change.
+    const now = clock.now().getTime();
+    const seen = `${st.ino}:${st.mtimeMs}:${text}`;
+    if (seen !== watch.seen) {
+      watch.seen = seen;
+      watch.since = now;
+    }
+    const unchanged = now - watch.since;
+    if (unchanged >= options.staleMs) {
+      return { kind: 'stale', owner, why: `not refreshed for ${Math.round(unchanged)} ms (owner ${owner === null ? 'unknown' : `pid ${owner.pid} on ${owner.host}`})` };
+    }
+  }
+  // A holder that died between O_EXCL and writing its owner leaves an empty file: the lease runs out.
   return { kind: 'live', owner };
 }
 
+/** The owner runs on this node, in this pid namespace: its pid can be checked here. */
+function sameNode(owner: LockOwner): boolean {
+  const mine = bootId();
+  return mine !== '' && owner.bootId === mine && owner.pidNamespace !== '' && owner.pidNamespace === pidNamespace();
+}
+
 /** Removes a stale lock under a take-over lock, after checking again that it is the same stale file. */
-async function takeOver(file: string, options: CacheLockOptions, clock: Clock): Promise<void> {
+async function takeOver(file: string, options: CacheLockOptions, clock: Clock, watch: LeaseWatch): Promise<void> {
   const guard = `${file}.takeover`;
   let fh;
   try {
@@ -123,7 +182,7 @@ async function takeOver(file: string, options: CacheLockOptions, clock: Clock): 
   }
   try {
     await fh.close();
-    if ((await judge(file, options, clock)).kind === 'stale') await unlink(file).catch(() => undefined);
+    if ((await judge(file, options, clock, watch)).kind === 'stale') await unlink(file).catch(() => undefined);
   } finally {
     await unlink(guard).catch(() => undefined);
   }
@@ -143,7 +202,7 @@ function holdLock(file: string, me: LockOwner, options: CacheLockOptions): HeldL
       clearInterval(timer);
       // Remove it only if it is still ours: a waiter may have judged it stale.
       const owner = parseOwner(await readFile(file, 'utf8').catch(() => ''));
-      if (owner !== null && owner.pid === me.pid && owner.at === me.at && owner.pidNamespace === me.pidNamespace) {
+      if (owner !== null && owner.pid === me.pid && owner.at === me.at && owner.pidNamespace === me.pidNamespace && owner.bootId === me.bootId) {
         await unlink(file).catch(() => undefined);
       }
     },
@@ -154,7 +213,14 @@ export function parseOwner(text: string): LockOwner | null {
   try {
     const j = JSON.parse(text) as Partial<LockOwner>;
     if (typeof j.pid !== 'number' || typeof j.pidNamespace !== 'string') return null;
-    return { pid: j.pid, pidNamespace: j.pidNamespace, startTime: typeof j.startTime === 'number' ? j.startTime : null, host: String(j.host ?? ''), at: String(j.at ?? '') };
+    return {
+      pid: j.pid,
+      pidNamespace: j.pidNamespace,
+      startTime: typeof j.startTime === 'number' ? j.startTime : null,
+      host: String(j.host ?? ''),
+      bootId: String(j.bootId ?? ''),
+      at: String(j.at ?? ''),
+    };
   } catch {
     return null;
   }
@@ -169,6 +235,18 @@ function isAlive(owner: LockOwner): boolean {
   // The pid exists; it is the owner only if it started when the owner did.
   const start = processStartTime(owner.pid);
   return owner.startTime === null || start === null || start === owner.startTime;
+}
+
+let cachedBootId: string | undefined;
+function bootId(): string {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      cachedBootId = '';
+    }
+  }
+  return cachedBootId;
 }
 
 function pidNamespace(): string {
@@ -189,6 +267,14 @@ export function processStartTime(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+function lockTimeout(file: string, owner: LockOwner | null, waitedMs: number): PodvisorError {
+  const who = owner === null ? 'an owner that wrote no identity' : `pid ${owner.pid} on host ${owner.host || '(unknown)'} (boot id ${owner.bootId || 'unknown'})`;
+  return new PodvisorError('ERR_IMAGE_LOCK_TIMEOUT', `waited ${Math.round(waitedMs / 1000)} s for the image cache lock ${file}, held by ${who}, which is still refreshing it`, {
+    hint: 'another pod is pulling the same image; let it finish, or stop it. A lock is taken over only when its owner is provably gone',
+    details: { path: file, owner: owner === null ? null : { pid: owner.pid, host: owner.host, bootId: owner.bootId, since: owner.at }, waitedMs },
+  });
 }
 
 function lockError(file: string, err: unknown): PodvisorError {

@@ -174,7 +174,8 @@ describe('ContentImageStore with an HTTP source', () => {
     const dead = execFileSync('sh', ['-c', 'echo $$']).toString().trim();
     const ns = execFileSync('readlink', ['/proc/self/ns/pid']).toString().trim();
     await mkdir(path.join(dir, 'images', '.locks'), { recursive: true });
-    await writeFile(path.join(dir, 'images', '.locks', 'base.qcow2.lock'), JSON.stringify({ pid: Number(dead), pidNamespace: ns, startTime: 1, host: 'x', at: new Date().toISOString() }));
+    const bootId = execFileSync('cat', ['/proc/sys/kernel/random/boot_id']).toString().trim();
+    await writeFile(path.join(dir, 'images', '.locks', 'base.qcow2.lock'), JSON.stringify({ pid: Number(dead), pidNamespace: ns, startTime: 1, host: 'x', bootId, at: new Date().toISOString() }));
     const base = await store.ensureBase({ source: server.url('/base.qcow2') });
     expect(base.sha256).toBe(sha256(src));
     expect(await readdir(path.join(dir, 'images', '.locks'))).toEqual([]);

@@ -6,7 +6,9 @@
  * so a broken download never becomes a broken cache. A pet disk is backed by
  * the content path, never by the name, so a newer base under the same name
  * cannot change a disk that exists: it keeps booting on its base until an
- * explicit rebase.
+ * explicit rebase. The volume is shared with other pods, so a cached base is
+ * checked at every use (BaseVerifier: its hash when its file changed, and its
+ * header), and so is the base a pet disk is backed by.
  */
 import { constants } from 'node:fs';
 import { chmod, copyFile, link, mkdir, open, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
@@ -25,12 +27,15 @@ import {
   type EnsureBaseRequest,
   type RebaseResult,
 } from '@podvisor/core';
+import { BaseVerifier, refuseForeignFiles, type VerifiedBase } from './base-verifier.js';
 import { DEFAULT_LOCK_OPTIONS, acquireCacheLock, type CacheLockOptions } from './cache-lock.js';
+import { sweepTmpDir } from './image-cache-gc.js';
+import type { ResumableFetchOptions } from './http-image-source.js';
 import { ImageCacheLayout, fsyncDir, sha256OfPath, type CacheMeta } from './image-cache-layout.js';
 import { assertSafeName, deriveTarget, schemeOf } from './image-uri.js';
 import { ProgressMeter } from './progress-meter.js';
 import { readQcow2Header } from './qcow2-header.js';
-import { qemuImgCheck, qemuImgCreateOverlay, qemuImgInfo, qemuImgRebase, qemuImgResize, type QemuImgInfo } from './qemu-img.js';
+import { qemuImgCheck, qemuImgCreateOverlay, qemuImgInfo, qemuImgRebase, qemuImgResize } from './qemu-img.js';
 
 export interface ImageStoreSettings {
   imagesDir: string;
@@ -40,11 +45,20 @@ export interface ImageStoreSettings {
   progressIntervalMs?: number;
   /** The cache lock's timings (tests shorten them). */
   lock?: Partial<CacheLockOptions>;
+  /** The operator named raw (IMG_FORMAT=raw): bytes that are no qcow2 may be a raw base. Default false. */
+  allowRaw?: boolean;
+  /** `.tmp/` leftovers older than this, of names no live process pulls, are removed at pull time (default 24 h). */
+  tmpMaxAgeMs?: number;
 }
 
 export const ImageStoreSettings = Symbol.for('podvisor.ImageStoreSettings');
 
 export const DEFAULT_MAX_VIRTUAL_SIZE = 2 * 1024 ** 4; // 2 TiB
+
+export const DEFAULT_TMP_MAX_AGE_MS = 24 * 3600 * 1000;
+
+/** Errors after which a partial download is kept for a later process to resume. */
+const RESUMABLE = new Set(['ERR_IMAGE_DOWNLOAD_FAILED', 'ERR_IMAGE_HTTP_TIMEOUT', 'ERR_IMAGE_HTTP_STATUS']);
 
 /** Progress log lines are rarer than progress reports. */
 const LOG_PROGRESS_EVERY_MS = 5000;
@@ -53,6 +67,7 @@ const LOG_PROGRESS_EVERY_MS = 5000;
 export class ContentImageStore implements ImageStore {
   private readonly log: Logger;
   readonly layout: ImageCacheLayout;
+  readonly verifier: BaseVerifier;
 
   constructor(
     @inject(ImageStoreSettings) private readonly settings: ImageStoreSettings,
@@ -62,6 +77,7 @@ export class ContentImageStore implements ImageStore {
   ) {
     this.log = log.child({ name: 'ContentImageStore' });
     this.layout = new ImageCacheLayout(settings.imagesDir);
+    this.verifier = new BaseVerifier(this.layout, runner, { allowRaw: settings.allowRaw === true, maxVirtualSizeBytes: settings.maxVirtualSizeBytes });
   }
 
   /**
@@ -86,13 +102,16 @@ export class ContentImageStore implements ImageStore {
     if (pinned !== null) return pinned;
 
     const waitedFrom = Date.now();
-    const lock = await acquireCacheLock(this.layout.lockPath(target), { ...DEFAULT_LOCK_OPTIONS, ...this.settings.lock, log: this.log }, request.signal);
-    const tmp = this.layout.tmpPath(target);
+    const lockOptions = { ...DEFAULT_LOCK_OPTIONS, ...this.settings.lock, log: this.log };
+    const lock = await acquireCacheLock(this.layout.lockPath(target), lockOptions, request.signal);
+    const tmp = this.layout.partialPath(target);
+    let keepPartial = false;
     try {
+      await this.sweepTmp(this.settings.tmpMaxAgeMs ?? DEFAULT_TMP_MAX_AGE_MS, lockOptions, target).catch((err: unknown) => this.log.warn('sweeping .tmp failed', { err }));
       const again = pin === undefined ? null : await this.reusePinned(target, shown, pin);
       if (again !== null) return again;
       const meta = await this.layout.readMeta(target);
-      const cached = meta !== null && meta.source === shown && (await exists(this.layout.contentPath(meta.sha256))) ? meta : null;
+      const cached = meta !== null && meta.source === shown && (await this.usable(meta.sha256)) !== null ? meta : null;
       if (cached !== null && pin === undefined && Date.parse(cached.fetchedAt) >= waitedFrom) {
         // Another process pulled it while this one waited for the lock.
         return await this.reuse(target, cached, 'pulled by another process meanwhile');
@@ -106,15 +125,29 @@ export class ContentImageStore implements ImageStore {
           this.log.info('pull progress', { source: shown, target, bytes: p.bytes, total: p.total, percent: p.percent, bytesPerSecond: p.bytesPerSecond });
         }
       });
-      const fetched = await source.fetch(request.source, tmp, {
+      const resume = await this.resumable(target, shown, pin);
+      const options: ResumableFetchOptions = {
         ...(request.signal === undefined ? {} : { signal: request.signal }),
-        ...(cached !== null && pin === undefined ? { ifChanged: cached.validators } : {}),
+        ...(cached !== null && pin === undefined && resume === undefined ? { ifChanged: cached.validators } : {}),
+        ...(resume === undefined ? {} : { resume }),
+        keepPartial: true,
+        onResumable: (validators, total) =>
+          this.layout.writePartial(target, { source: shown, sha256: pin ?? null, validators, total: total ?? null, startedAt: new Date().toISOString() }),
         onProgress: (p) => meter.update(p.bytes, p.total),
         onRetry: (r) => {
           this.log.warn('pull retried', { source: shown, target, ...r });
           request.onRetry?.({ ...r, target });
         },
-      });
+      };
+      let fetched;
+      try {
+        fetched = await source.fetch(request.source, tmp, options);
+      } catch (err) {
+        // Interrupted (a pod stopped, a network that gave up): a later process resumes with Range.
+        keepPartial = (request.signal?.aborted === true || (isCoded(err) && RESUMABLE.has(err.code))) && (await this.layout.readPartial(target)) !== null && (await sizeOf(tmp)) > 0;
+        if (keepPartial) this.log.info('partial download kept for a resume', { source: shown, target, bytes: await sizeOf(tmp) });
+        throw err;
+      }
       if (fetched.notModified) {
         if (cached === null) throw new PodvisorError('ERR_INTERNAL', `${shown} answered "not modified" to an unconditional request`);
         return await this.reuse(target, { ...cached, fetchedAt: new Date().toISOString() }, 'source unchanged');
@@ -128,10 +161,12 @@ export class ContentImageStore implements ImageStore {
       }
       const info = await this.validate(tmp, shown);
       const contentPath = this.layout.contentPath(fetched.sha256);
-      if (!(await exists(contentPath))) {
+      if ((await this.usable(fetched.sha256)) === null) {
+        // Absent, or failing its check (replaced in the shared cache): the verified download takes its place.
         await chmod(tmp, 0o444);
         await rename(tmp, contentPath);
         await fsyncDir(this.layout.contentDir);
+        await this.verifier.recordLanded(fetched.sha256, info.format);
       }
       const fresh: CacheMeta = { source: shown, sha256: fetched.sha256, bytes: fetched.bytes, format: info.format, validators: fetched.validators, fetchedAt: new Date().toISOString() };
       await this.layout.writeMeta(target, fresh);
@@ -139,15 +174,28 @@ export class ContentImageStore implements ImageStore {
       this.log.info('base imported', { source: shown, target, sha256: fetched.sha256, bytes: fetched.bytes, durationMs: Math.round(performance.now() - started) });
       return { path: contentPath, target, sha256: fetched.sha256, bytes: fetched.bytes, format: info.format, reused: false };
     } finally {
-      await rm(tmp, { force: true });
+      if (!keepPartial) await this.layout.removePartial(target);
       await lock.release();
     }
+  }
+
+  /**
+   * Removes `.tmp/` leftovers older than `maxAgeMs` whose name no live
+   * process is pulling (its cache lock is absent or provably stale), except
+   * `keep`'s (the caller holds its lock). Returns what it removed.
+   */
+  async sweepTmp(maxAgeMs: number, lockOptions: CacheLockOptions = { ...DEFAULT_LOCK_OPTIONS, ...this.settings.lock }, keep?: string): Promise<Array<{ path: string; bytes: number }>> {
+    return sweepTmpDir(this.layout, maxAgeMs, lockOptions, keep);
   }
 
   /**
    * Returns the pet disk `<diskDir>/<name>.qcow2`. An existing one is kept as
    * it is, whatever the base: it is never recreated or overwritten, and
    * `behindBase` tells that `base` is other content than its backing file.
+   * Its backing file must be a base of this cache that passes its check, in
+   * the format the disk names (`ERR_IMAGE_BACKING_OUTSIDE_CACHE`,
+   * `ERR_IMAGE_BACKING_FORMAT`, `ERR_IMAGE_BASE_MISMATCH`, ...), and it must
+   * name no external data file (`ERR_IMAGE_BACKING_REFUSED`).
    * Without one, creates it backed by `base` (throws `ERR_IMAGE_SOURCE_REQUIRED`
    * when `base` is null). `sizeBytes` grows the disk and never shrinks it
    * (`ERR_IMAGE_RESIZE_FAILED`, `ERR_IMAGE_DISK_IN_USE`).
@@ -160,6 +208,7 @@ export class ContentImageStore implements ImageStore {
       // The header is enough to reuse a pet disk; qemu-img only when it is not a plain qcow2.
       const info = (await readQcow2Header(overlay)) ?? (await qemuImgInfo(this.runner, overlay));
       const backingFile = info.backingFilename ?? null;
+      await this.checkPetBacking(overlay, info);
       const behindBase = request.base !== null && backingFile !== null && !(await samePath(resolveBacking(overlay, backingFile), request.base.path));
       const grown = await this.grow(overlay, info.virtualSize, request.sizeBytes);
       this.log.info('pet disk reused', { path: overlay, backing: backingFile, behindBase });
@@ -259,8 +308,9 @@ export class ContentImageStore implements ImageStore {
   }
 
   /**
-   * The cached base a name (or a sha256) stands for, without any network.
-   * Throws `ERR_IMAGE_NOT_CACHED`.
+   * The cached base a name (or a sha256) stands for, without any network,
+   * checked (BaseVerifier). Throws `ERR_IMAGE_NOT_CACHED`, `ERR_IMAGE_BASE_MISMATCH`
+   * and the header refusals.
    */
   async resolveBase(nameOrSha256: string): Promise<BaseImage> {
     const sha = /^(sha256:)?[0-9a-f]{64}$/i.test(nameOrSha256)
@@ -273,27 +323,86 @@ export class ContentImageStore implements ImageStore {
         details: { path: this.layout.dir, name: nameOrSha256 },
       });
     }
-    const info = await qemuImgInfo(this.runner, contentPath);
-    const format = info.format === 'raw' ? 'raw' : 'qcow2';
+    const verified = await this.verifier.verify(sha);
+    if (verified === null) throw new PodvisorError('ERR_IMAGE_NOT_CACHED', `the cached base ${contentPath} disappeared`, { details: { path: contentPath } });
     const target = (await this.layout.names()).find((n) => n.sha256 === sha)?.target ?? sha;
-    return { path: contentPath, target, sha256: sha, bytes: (await stat(contentPath)).size, format, reused: true };
+    return { path: contentPath, target, sha256: sha, bytes: verified.bytes, format: verified.format, reused: true };
   }
 
   private async reusePinned(target: string, shown: string, pin: string): Promise<BaseImage | null> {
-    const contentPath = this.layout.contentPath(pin);
-    if (!(await exists(contentPath))) return null;
+    const verified = await this.usable(pin);
+    if (verified === null) return null;
     const meta = await this.layout.readMeta(target);
     const same = meta?.sha256 === pin ? meta : null;
-    const format = same?.format ?? ((await qemuImgInfo(this.runner, contentPath)).format === 'raw' ? 'raw' : 'qcow2');
-    const bytes = (await stat(contentPath)).size;
-    return this.reuse(target, { source: shown, sha256: pin, bytes, format, validators: same?.validators ?? {}, fetchedAt: new Date().toISOString() }, 'pinned content is cached');
+    return this.reuse(target, { source: shown, sha256: pin, bytes: verified.bytes, format: verified.format, validators: same?.validators ?? {}, fetchedAt: new Date().toISOString() }, 'pinned content is cached', verified);
   }
 
-  private async reuse(target: string, meta: CacheMeta, why: string): Promise<BaseImage> {
-    await this.layout.writeMeta(target, meta);
+  /**
+   * The cached content `sha256` when it passes its check, else null (absent,
+   * or replaced: a pull then fetches it again, and the verified download
+   * takes its place).
+   */
+  private async usable(sha256: string): Promise<VerifiedBase | null> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
+    try {
+      return await this.verifier.verify(sha256);
+    } catch (err) {
+      if (!isCoded(err)) throw err;
+      this.log.warn('cached base refused; it will be fetched again', { sha256, code: err.code, err: err.message });
+      return null;
+    }
+  }
+
+  /** What a partial download of `target` left for a resume, if it is of this source and pin. */
+  private async resumable(target: string, shown: string, pin: string | undefined): Promise<ResumableFetchOptions['resume']> {
+    const partial = await this.layout.readPartial(target);
+    const bytes = await sizeOf(this.layout.partialPath(target));
+    if (partial === null || partial.source !== shown || partial.sha256 !== (pin ?? null) || bytes <= 0) {
+      await this.layout.removePartial(target);
+      return undefined;
+    }
+    this.log.info('resuming a partial download', { source: shown, target, bytes, total: partial.total, startedAt: partial.startedAt });
+    return { validators: partial.validators, total: partial.total ?? undefined };
+  }
+
+  /** Names the content and returns it; the format and size are what the check found, never what `.meta` says. */
+  private async reuse(target: string, meta: CacheMeta, why: string, checked?: VerifiedBase): Promise<BaseImage> {
+    const verified = checked ?? (await this.verifier.verify(meta.sha256));
+    if (verified === null) throw new PodvisorError('ERR_IMAGE_NOT_CACHED', `the cached base ${this.layout.contentPath(meta.sha256)} disappeared`, { details: { path: this.layout.contentPath(meta.sha256) } });
+    const fixed = { ...meta, bytes: verified.bytes, format: verified.format };
+    await this.layout.writeMeta(target, fixed);
     await this.layout.pointName(target, meta.sha256);
-    this.log.info('base reused', { target, sha256: meta.sha256, why });
-    return { path: this.layout.contentPath(meta.sha256), target, sha256: meta.sha256, bytes: meta.bytes, format: meta.format, reused: true };
+    this.log.info('base reused', { target, sha256: meta.sha256, why, rehashed: verified.rehashed });
+    return { path: verified.path, target, sha256: meta.sha256, bytes: verified.bytes, format: verified.format, reused: true };
+  }
+
+  /** The pet disk's backing chain: one link, to a verified base of this cache, in the format the disk names. */
+  private async checkPetBacking(overlay: string, info: { backingFilename?: string | undefined; backingFormat?: string | undefined; dataFile?: string | undefined }): Promise<void> {
+    const details = { path: overlay };
+    if (info.dataFile !== undefined) refuseForeignFiles({ backingFilename: undefined, dataFile: info.dataFile }, overlay, details);
+    if (info.backingFilename === undefined) return;
+    const named = resolveBacking(overlay, info.backingFilename);
+    const real = await realpath(named).catch(() => null);
+    const contentDir = await realpath(this.layout.contentDir).catch(() => this.layout.contentDir);
+    const sha = real !== null && path.dirname(real) === contentDir && /^[0-9a-f]{64}$/.test(path.basename(real)) ? path.basename(real) : null;
+    if (sha === null) {
+      throw new PodvisorError(
+        'ERR_IMAGE_BACKING_OUTSIDE_CACHE',
+        `the pet disk ${overlay} is backed by ${info.backingFilename}${real === null ? ', which does not exist' : real !== named ? ` (${real})` : ''}, which is not a base in the image cache ${this.layout.contentDir}`,
+        {
+          hint: 'a pet disk may only be backed by a base of PODVISOR_IMAGES_DIR; pull the base again (IMG_SHA256) and rebase the disk onto it, or restore the images volume',
+          details: { ...details, backingFile: info.backingFilename, expected: `${this.layout.contentDir}/<sha256>`, actual: real },
+        },
+      );
+    }
+    const base = await this.verifier.verify(sha);
+    if (base === null) throw new PodvisorError('ERR_IMAGE_BACKING_OUTSIDE_CACHE', `the base ${real} of the pet disk ${overlay} disappeared`, { details });
+    if (info.backingFormat !== base.format) {
+      throw new PodvisorError('ERR_IMAGE_BACKING_FORMAT', `the pet disk ${overlay} names its base ${info.backingFilename} as ${info.backingFormat ?? '(no format: qemu would guess)'}, but the base is ${base.format}`, {
+        hint: 'rebase the disk onto the base with its format named (podvisor image rebase)',
+        details: { ...details, expected: base.format, actual: info.backingFormat ?? null },
+      });
+    }
   }
 
   /** Grows the disk to `sizeBytes` when larger; returns the new size, or null when nothing changed. */
@@ -308,48 +417,19 @@ export class ContentImageStore implements ImageStore {
     return sizeBytes;
   }
 
-  /** Checks a downloaded file before it may land in the cache. */
-  private async validate(file: string, shown: string): Promise<QemuImgInfo & { format: 'qcow2' | 'raw' }> {
-    let info: QemuImgInfo;
-    try {
-      info = await qemuImgInfo(this.runner, file);
-    } catch (err) {
-      throw isCoded(err) ? new PodvisorError(err.code, `image ${shown}: ${err.message}`, { cause: err, ...(err.hint === undefined ? {} : { hint: err.hint }), details: { url: shown } }) : err;
-    }
-    const details = { url: shown, path: file };
-    if (info.format !== 'qcow2' && info.format !== 'raw') {
-      throw new PodvisorError('ERR_IMAGE_INVALID', `image ${shown} is ${info.format}, expected qcow2 or raw`, {
-        hint: 'convert it with qemu-img convert -O qcow2',
-        details: { ...details, expected: 'qcow2 or raw', actual: info.format },
-      });
-    }
-    // A base that names a backing file (or an external data file) could make qemu read any host file.
-    if (info.backingFilename !== undefined || info.dataFile !== undefined) {
-      const named = info.backingFilename ?? info.dataFile;
-      throw new PodvisorError('ERR_IMAGE_BACKING_REFUSED', `image ${shown} names a ${info.backingFilename !== undefined ? 'backing' : 'data'} file (${String(named)}); a base image must be self-contained`, {
-        hint: 'flatten it with qemu-img convert -O qcow2 before publishing it',
-        details: { ...details, expected: 'no backing or data file', actual: named },
-      });
-    }
-    if (info.corrupt) {
-      throw new PodvisorError('ERR_IMAGE_CORRUPT', `image ${shown} is marked corrupt by qemu-img`, { hint: 'run qemu-img check on it', details });
-    }
-    if (info.virtualSize > this.settings.maxVirtualSizeBytes) {
-      throw new PodvisorError('ERR_IMAGE_TOO_LARGE', `image ${shown} has a virtual size of ${info.virtualSize} bytes, over the limit of ${this.settings.maxVirtualSizeBytes}`, {
-        hint: 'raise the limit (PODVISOR_MAX_VIRTUAL_SIZE_GB) if this is intended',
-        details: { ...details, expected: `<= ${this.settings.maxVirtualSizeBytes}`, actual: info.virtualSize },
-      });
-    }
+  /** Checks a downloaded file before it may land in the cache: its header (BaseVerifier), then qemu-img check for a qcow2. */
+  private async validate(file: string, shown: string): Promise<{ format: 'qcow2' | 'raw' }> {
+    const info = await this.verifier.inspect(file, shown);
     if (info.format === 'qcow2') {
       const problem = await qemuImgCheck(this.runner, file);
       if (problem !== null) {
         throw new PodvisorError('ERR_IMAGE_CORRUPT', `image ${shown} is corrupt or truncated: ${problem}`, {
           hint: 'the download may have been cut short by the server; pin IMG_SHA256 to catch it before qemu-img does',
-          details: { ...details, qemuImg: problem },
+          details: { url: shown, path: file, qemuImg: problem },
         });
       }
     }
-    return { ...info, format: info.format };
+    return info;
   }
 
   private sourceFor(uri: string): ImageSource {
@@ -376,6 +456,10 @@ async function samePath(a: string, b: string): Promise<boolean> {
 
 function isCoded(err: unknown): err is PodvisorError {
   return err instanceof PodvisorError;
+}
+
+async function sizeOf(p: string): Promise<number> {
+  return (await stat(p).catch(() => null))?.size ?? 0;
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -9,8 +9,15 @@
  * followed by hand, up to a limit, so that the final URL is known for resumed
  * requests and credentials go only to the origin they were given for. URL
  * credentials become an `Authorization` header and never appear in a message.
+ * A download can also continue one that an earlier process left in `dest`
+ * (`resume`): the prefix is hashed again, then the rest is asked for with
+ * `Range` and `If-Range`. A body whose first bytes are no disk image (a
+ * captive portal's HTML page answered with 200) is refused at once, and a
+ * body never takes the images volume's last free space: it is cut off before
+ * the free space would drop below a margin, with or without a Content-Length.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { inject, injectable, optional } from 'inversify';
@@ -30,6 +37,7 @@ import {
   type SourceValidators,
 } from '@podvisor/core';
 import { conditionalHeaders, contentLength, header, ifRangeValue, parseContentRange, validatorsOf } from './http-range.js';
+import { describeBytes, hexPrefix, isNotADisk } from './image-bytes.js';
 import { splitCredentials } from './image-uri.js';
 
 export interface HttpImageSourceSettings {
@@ -56,6 +64,21 @@ export const DEFAULT_HTTP_SETTINGS: HttpImageSourceSettings = {
   backoffMaxMs: 30_000,
   maxRedirects: 5,
 };
+
+/** What the store adds to a fetch from this source: resuming across processes. */
+export interface ResumableFetchOptions extends ImageFetchOptions {
+  /** `dest` exists and holds the first bytes of the body an earlier process fetched with these validators: continue it. */
+  resume?: { validators: SourceValidators; total: number | undefined };
+  /** Called (and awaited) when a fresh answer's validators are known and allow a resume, before its body is read. */
+  onResumable?: (validators: SourceValidators, total: number | undefined) => Promise<void>;
+  /** On an error, leave `dest` for the caller (who may resume it later) instead of removing it. */
+  keepPartial?: boolean;
+}
+
+/** The free space a download leaves on the images volume: 2% of it, at least 1 MiB and at most 256 MiB. */
+export function freeSpaceMargin(volumeBytes: number): number {
+  return Math.max(1024 * 1024, Math.min(256 * 1024 * 1024, Math.floor(volumeBytes * 0.02)));
+}
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /** Writes in flight while the next chunk is hashed: the thread pool writes while the main thread hashes. */
@@ -86,6 +109,8 @@ interface Transfer {
   validators: SourceValidators;
   /** The URL after redirects, asked again on resume. */
   url: URL;
+  /** The answer's Content-Type, for messages. */
+  contentType: string | undefined;
 }
 
 @injectable()
@@ -115,16 +140,18 @@ export class HttpImageSource implements ImageSource {
   }
 
   /**
-   * Downloads `uri` into `dest` (created; must not exist). With
-   * `ifChanged`, a 304 answer returns `{notModified: true}` and leaves no file.
+   * Downloads `uri` into `dest` (created; must not exist, unless `resume`
+   * says what it holds). With `ifChanged`, a 304 answer returns
+   * `{notModified: true}` and leaves no file.
    * Throws `ERR_IMAGE_SOURCE_NOT_FOUND` (404/410), `ERR_IMAGE_HTTP_STATUS`,
    * `ERR_IMAGE_HTTP_TIMEOUT`, `ERR_IMAGE_DOWNLOAD_FAILED` (network, after the
-   * retries), `ERR_IMAGE_TOO_MANY_REDIRECTS`, `ERR_IMAGE_NO_SPACE`,
-   * `ERR_IMAGE_WRITE_FAILED`; on any error `dest` is removed.
+   * retries), `ERR_IMAGE_TOO_MANY_REDIRECTS`, `ERR_IMAGE_INVALID` (the body is
+   * no disk image), `ERR_IMAGE_NO_SPACE`, `ERR_IMAGE_WRITE_FAILED`; on any
+   * error `dest` is removed, unless `keepPartial`.
    */
-  async fetch(uri: string, dest: string, options: ImageFetchOptions = {}): Promise<ImageFetchResult> {
+  async fetch(uri: string, dest: string, options: ResumableFetchOptions = {}): Promise<ImageFetchResult> {
     const { url, authorization } = splitCredentials(uri);
-    const fh = await open(dest, 'wx', 0o600);
+    const fh = await open(dest, options.resume === undefined ? 'wx' : 'r+', 0o600);
     const t: Transfer = {
       fh,
       dir: path.dirname(dest),
@@ -136,20 +163,30 @@ export class HttpImageSource implements ImageSource {
       total: undefined,
       validators: {},
       url,
+      contentType: undefined,
     };
     let ok = false;
     try {
+      if (options.resume !== undefined) {
+        // The prefix is hashed again: the file on the volume is not trusted to be what was hashed before.
+        const size = (await fh.stat()).size;
+        if (size > 0) for await (const chunk of createReadStream(dest, { start: 0, end: size - 1, highWaterMark: 1 << 20 })) t.hash.update(chunk as Buffer);
+        t.bytes = size;
+        t.validators = options.resume.validators;
+        t.total = options.resume.total;
+        if (size === 0 || ifRangeValue(t.validators) === undefined) await this.restart(t);
+      }
       const result = await this.download(t, options);
       if (!result.notModified) await fh.sync();
       ok = !result.notModified;
       return result;
     } finally {
       await fh.close();
-      if (!ok) await rm(dest, { force: true });
+      if (!ok && options.keepPartial !== true) await rm(dest, { force: true });
     }
   }
 
-  private async download(t: Transfer, options: ImageFetchOptions): Promise<ImageFetchResult> {
+  private async download(t: Transfer, options: ResumableFetchOptions): Promise<ImageFetchResult> {
     let failures = 0;
     let attempt = 0;
     for (;;) {
@@ -183,7 +220,7 @@ export class HttpImageSource implements ImageSource {
   }
 
   /** One request (following redirects) and its body. Throws `AttemptError` or a non-retryable `PodvisorError`. */
-  private async attempt(t: Transfer, options: ImageFetchOptions): Promise<'done' | 'not-modified'> {
+  private async attempt(t: Transfer, options: ResumableFetchOptions): Promise<'done' | 'not-modified'> {
     const resuming = t.bytes > 0;
     const ifRange = ifRangeValue(t.validators);
     const headers: Record<string, string> = {
@@ -202,6 +239,12 @@ export class HttpImageSource implements ImageSource {
       if (resuming) await this.restart(t);
       t.validators = validatorsOf(res.headers);
       t.total = contentLength(res.headers);
+      if (options.onResumable !== undefined && ifRangeValue(t.validators) !== undefined) {
+        await options.onResumable(t.validators, t.total).catch((err: unknown) => {
+          res.body.destroy();
+          throw err;
+        });
+      }
     } else if (status === 206 && resuming) {
       const range = parseContentRange(header(res.headers, 'content-range'));
       if (range === null || range.start !== t.bytes || (t.total !== undefined && range.total !== undefined && range.total !== t.total)) {
@@ -219,6 +262,7 @@ export class HttpImageSource implements ImageSource {
       await res.body.dump().catch(() => undefined);
       throw statusError(status, t.shown, header(res.headers, 'retry-after'), t.url);
     }
+    t.contentType = header(res.headers, 'content-type');
     if (t.total !== undefined) {
       await assertSpace(t, t.total - t.bytes).catch((err: unknown) => {
         res.body.destroy();
@@ -264,9 +308,20 @@ export class HttpImageSource implements ImageSource {
     let position = t.bytes;
     let failure: unknown = null;
     let writeFailed = false;
+    // Bytes that may be written before the free space is looked at again.
+    let budget = (await freeSpace(t.dir)).budget;
     try {
       for await (const chunk of body) {
         if (writeFailed) break;
+        if (position === 0) refuseNonDisk(t, chunk);
+        if (chunk.length > budget) {
+          // Measure again once what is in flight has landed: others may have freed (or taken) space.
+          await Promise.allSettled(inflight);
+          const space = await freeSpace(t.dir);
+          budget = space.budget;
+          if (chunk.length > budget) throw bodyTooLarge(t, position, space);
+        }
+        budget -= chunk.length;
         t.hash.update(chunk);
         const write = writeFully(t.fh, chunk, position);
         // Handled now, reported below: a full volume must not wait for the next await to surface.
@@ -306,16 +361,55 @@ async function writeFully(fh: FileHandle, chunk: Buffer, position: number): Prom
   }
 }
 
-/** Refuses early when the volume cannot hold the rest of the file (Content-Length known). */
-async function assertSpace(t: Transfer, needed: number): Promise<void> {
-  const fs = await statfs(t.dir);
+interface FreeSpace {
+  available: number;
+  margin: number;
+  /** What a download may still write: the free space less the margin. */
+  budget: number;
+}
+
+async function freeSpace(dir: string): Promise<FreeSpace> {
+  const fs = await statfs(dir);
   const available = fs.bavail * fs.bsize;
-  if (available < needed) {
-    throw new PodvisorError('ERR_IMAGE_NO_SPACE', `${t.shown} needs ${needed} more bytes but the images volume at ${t.dir} has ${available} free`, {
-      hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc',
-      details: { url: t.shown, path: t.dir, needed, available },
-    });
+  const margin = freeSpaceMargin(fs.blocks * fs.bsize);
+  return { available, margin, budget: available - margin };
+}
+
+/** Refuses early when the volume cannot hold the rest of the file and keep its margin (Content-Length known). */
+async function assertSpace(t: Transfer, needed: number): Promise<void> {
+  const space = await freeSpace(t.dir);
+  if (space.budget < needed) {
+    throw new PodvisorError(
+      'ERR_IMAGE_NO_SPACE',
+      `${t.shown} needs ${needed} more bytes but the images volume at ${t.dir} has ${space.available} free, of which ${space.margin} are kept free`,
+      {
+        hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc',
+        details: { url: t.shown, path: t.dir, needed, available: space.available, margin: space.margin },
+      },
+    );
   }
+}
+
+/** A body (of unknown or understated length) that would fill the volume: cut off. */
+function bodyTooLarge(t: Transfer, written: number, space: FreeSpace): PodvisorError {
+  return new PodvisorError(
+    'ERR_IMAGE_NO_SPACE',
+    `${t.shown} was cut off after ${written} bytes: the rest would fill the images volume at ${t.dir} (${space.available} bytes free, ${space.margin} kept free)`,
+    {
+      hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc; the partial download was removed',
+      details: { url: t.shown, path: t.dir, bytes: written, total: t.total ?? null, available: space.available, margin: space.margin },
+    },
+  );
+}
+
+/** A fresh body whose first bytes are no disk image (a captive portal's page, an archive) is refused before it is stored. */
+function refuseNonDisk(t: Transfer, first: Buffer): void {
+  const kind = describeBytes(first);
+  if (!isNotADisk(kind)) return;
+  throw new PodvisorError('ERR_IMAGE_INVALID', `${t.shown} answered with ${kind}, not a disk image (Content-Type ${t.contentType ?? 'not given'}; first bytes ${hexPrefix(first)})`, {
+    hint: kind === 'HTML' ? 'the server answered with a web page (a login or captive portal?); check IMG_SOURCE and the network' : 'give a qcow2 (qemu-img convert -O qcow2) or a raw disk image',
+    details: { url: t.shown, contentType: t.contentType ?? null, firstBytes: kind, expected: 'a qcow2 or raw disk image' },
+  });
 }
 
 function statusError(status: number, shown: string, retryAfter: string | undefined, url: URL): PodvisorError | AttemptError {

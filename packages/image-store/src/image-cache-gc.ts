@@ -7,11 +7,16 @@
  * `minAgeMs` ago (a pull may be about to name it, or a pod to create an
  * overlay on it). Everything else is garbage. Collection is a dry run unless
  * asked otherwise: only the operator knows whether the disk dirs given are
- * all the disk dirs there are.
+ * all the disk dirs there are. It fails closed: a pet disk that cannot be
+ * read (qemu-img cannot open it, a symlink that leads nowhere) stops the
+ * collection before anything is removed, since its base cannot be known.
+ * Symlinked pet disks are followed. Leftovers in `.tmp/` older than
+ * `minAgeMs`, of names no live process pulls, are swept too.
  */
 import { readdir, realpath, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { PodvisorError, type ProcessRunner } from '@podvisor/core';
+import { PodvisorError, SystemClock, type ProcessRunner } from '@podvisor/core';
+import { judgeCacheLock, type CacheLockOptions, DEFAULT_LOCK_OPTIONS } from './cache-lock.js';
 import type { CacheMeta, ImageCacheLayout } from './image-cache-layout.js';
 import { sha256OfPath } from './image-cache-layout.js';
 import { qemuImgInfo } from './qemu-img.js';
@@ -47,15 +52,16 @@ export interface ImageGcReport {
   dryRun: boolean;
   removed: Array<{ sha256: string; bytes: number }>;
   kept: Array<{ sha256: string; reasons: string[] }>;
-  /** Files in the disk dirs that qemu-img could not read, skipped. */
-  skipped: Array<{ path: string; reason: string }>;
+  /** Leftovers of `.tmp/` removed (or, in a dry run, that would be). */
+  swept: Array<{ path: string; bytes: number }>;
   freedBytes: number;
 }
 
 /**
- * Removes (or, in a dry run, lists) the bases nothing keeps. Throws
- * `ERR_IMAGE_GC_DISK_DIR` when a disk dir does not exist, before removing
- * anything: a mistyped dir must not make every base look unused.
+ * Removes (or, in a dry run, lists) the bases nothing keeps. Throws, before
+ * removing anything, `ERR_IMAGE_GC_DISK_DIR` when a disk dir does not exist
+ * (a mistyped dir must not make every base look unused) and
+ * `ERR_IMAGE_GC_DISK_UNREADABLE` naming every pet disk it cannot read.
  */
 export async function collectImageGarbage(layout: ImageCacheLayout, runner: ProcessRunner, options: ImageGcOptions): Promise<ImageGcReport> {
   const now = (options.now ?? new Date()).getTime();
@@ -63,7 +69,7 @@ export async function collectImageGarbage(layout: ImageCacheLayout, runner: Proc
   const keep = (sha: string, why: string): void => {
     reasons.set(sha, [...(reasons.get(sha) ?? []), why]);
   };
-  const skipped: ImageGcReport['skipped'] = [];
+  const unreadable: Array<{ path: string; reason: string }> = [];
   for (const dir of options.diskDirs) {
     const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
       throw new PodvisorError('ERR_IMAGE_GC_DISK_DIR', `cannot read disk dir ${dir}: ${err.code ?? err.message}`, {
@@ -72,16 +78,30 @@ export async function collectImageGarbage(layout: ImageCacheLayout, runner: Proc
       });
     });
     for (const e of entries) {
-      if (!e.isFile() || e.name.startsWith('.')) continue;
+      if (e.name.startsWith('.') || !(e.isFile() || e.isSymbolicLink())) continue;
       const file = path.join(dir, e.name);
       try {
-        for (const sha of await chainContents(runner, file)) keep(sha, `backs ${file}`);
+        // A symlinked pet disk is read where it leads (a relative backing path is relative to the real file).
+        const real = e.isSymbolicLink() ? await realpath(file) : file;
+        if (!(await stat(real)).isFile()) continue;
+        for (const sha of await chainContents(runner, real)) keep(sha, `backs ${file}${real === file ? '' : ` (${real})`}`);
       } catch (err) {
-        skipped.push({ path: file, reason: (err as Error).message });
+        unreadable.push({ path: file, reason: (err as Error).message });
       }
     }
   }
+  if (unreadable.length > 0) {
+    throw new PodvisorError(
+      'ERR_IMAGE_GC_DISK_UNREADABLE',
+      `cannot read ${unreadable.length === 1 ? 'the pet disk' : `${unreadable.length} pet disks`} ${unreadable.map((u) => `${u.path} (${u.reason})`).join('; ')}; nothing was removed, since the bases they use are unknown`,
+      {
+        hint: 'repair or remove those files (or move them out of the disk dir) and run gc again',
+        details: { paths: unreadable.map((u) => u.path), reasons: unreadable.map((u) => u.reason) },
+      },
+    );
+  }
   for (const n of await layout.names()) keep(n.sha256, `named ${n.target}`);
+  const swept = await sweepTmpDir(layout, options.minAgeMs, DEFAULT_LOCK_OPTIONS, undefined, options.dryRun, now);
   const removed: ImageGcReport['removed'] = [];
   for (const sha of await layout.contents()) {
     const file = layout.contentPath(sha);
@@ -95,9 +115,34 @@ export async function collectImageGarbage(layout: ImageCacheLayout, runner: Proc
     dryRun: options.dryRun,
     removed,
     kept: [...reasons].filter(([sha]) => !removed.some((r) => r.sha256 === sha)).map(([sha256, why]) => ({ sha256, reasons: why })),
-    skipped,
-    freedBytes: removed.reduce((sum, r) => sum + r.bytes, 0),
+    swept,
+    freedBytes: removed.reduce((sum, r) => sum + r.bytes, 0) + swept.reduce((sum, r) => sum + r.bytes, 0),
   };
+}
+
+/**
+ * Removes (or, with `dryRun`, lists) the `.tmp/` entries older than
+ * `maxAgeMs` that belong to no name a live process is pulling: the name's
+ * cache lock is absent or provably stale (judgeCacheLock). `keep`'s entries
+ * are left alone (its caller holds its lock and may resume them).
+ */
+export async function sweepTmpDir(
+  layout: ImageCacheLayout,
+  maxAgeMs: number,
+  lockOptions: CacheLockOptions,
+  keep?: string,
+  dryRun = false,
+  now = Date.now(),
+): Promise<Array<{ path: string; bytes: number }>> {
+  const out: Array<{ path: string; bytes: number }> = [];
+  const clock = lockOptions.clock ?? new SystemClock();
+  for (const e of await layout.tmpEntries(now)) {
+    if (e.ageMs < maxAgeMs || (e.target !== null && e.target === keep)) continue;
+    if (e.target !== null && (await judgeCacheLock(layout.lockPath(e.target), lockOptions, clock, Math.max(maxAgeMs, lockOptions.staleMs * 10))).kind === 'live') continue;
+    if (!dryRun) await rm(e.path, { force: true, recursive: true });
+    out.push({ path: e.path, bytes: e.bytes });
+  }
+  return out;
 }
 
 /** The cache contents an image's backing chain goes through (by path and by resolved link). */

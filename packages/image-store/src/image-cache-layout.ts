@@ -5,11 +5,17 @@
  *   sha256/<hex>          immutable, validated base content (mode 0444)
  *   <target>              a symlink to sha256/<hex>: the human name (IMG_TARGET)
  *   .meta/<target>.json   where that content came from and its validators
+ *   .meta/verified/<hex>.json  the file's identity (size, mtime, ctime, inode)
+ *                         when its hash was last checked (see BaseVerifier)
  *   .locks/<target>.lock  held by the process that pulls that name
- *   .tmp/                 downloads in progress; never read as images
+ *   .tmp/<target>.partial[.json]  the resumable download of that name, and
+ *                         what a later process needs to resume it (Range)
+ *   .tmp/                 other temporary files; never read as images
+ * Anything in the volume may have been written by another pod that shares
+ * it, so nothing read from it is trusted without a check (BaseVerifier).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, readlink, rename, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { SourceValidators } from '@podvisor/core';
 
@@ -24,7 +30,31 @@ export interface CacheMeta {
   fetchedAt: string;
 }
 
+/** The identity of a content file when its hash was last checked. */
+export interface VerifiedRecord {
+  sha256: string;
+  format: 'qcow2' | 'raw';
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  dev: number;
+  verifiedAt: string;
+}
+
+/** What a later process needs to resume a partial download of a name. */
+export interface PartialMeta {
+  /** The source, redacted: only a download of the same source is resumed. */
+  source: string;
+  /** The pinned sha256, if any: a partial of another pin is started over. */
+  sha256: string | null;
+  validators: SourceValidators;
+  total: number | null;
+  startedAt: string;
+}
+
 const CONTENT = /(?:^|\/)sha256\/([0-9a-f]{64})$/;
+const HEX64 = /^[0-9a-f]{64}$/;
 
 export class ImageCacheLayout {
   constructor(readonly dir: string) {}
@@ -47,10 +77,20 @@ export class ImageCacheLayout {
   private metaPath(target: string): string {
     return path.join(this.dir, '.meta', `${target}.json`);
   }
+  private verifiedPath(sha256: string): string {
+    return path.join(this.dir, '.meta', 'verified', `${sha256}.json`);
+  }
+  /** The resumable download of `target`, and its metadata. */
+  partialPath(target: string): string {
+    return path.join(this.tmpDir, `${target}.partial`);
+  }
+  private partialMetaPath(target: string): string {
+    return path.join(this.tmpDir, `${target}.partial.json`);
+  }
 
   /** Creates the directories. */
   async prepare(): Promise<void> {
-    for (const d of ['sha256', '.tmp', '.meta', '.locks']) await mkdir(path.join(this.dir, d), { recursive: true });
+    for (const d of ['sha256', '.tmp', '.meta', '.meta/verified', '.locks']) await mkdir(path.join(this.dir, d), { recursive: true });
   }
 
   /** A fresh name for a download in `.tmp/`. */
@@ -70,6 +110,72 @@ export class ImageCacheLayout {
     const file = this.metaPath(target);
     const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(tmp, `${JSON.stringify(meta, null, 2)}\n`);
+    await rename(tmp, file);
+  }
+
+  /**
+   * The identity recorded when `sha256`'s content was last hashed, or null.
+   * A record that names another hash than its own file name is ignored.
+   */
+  async readVerified(sha256: string): Promise<VerifiedRecord | null> {
+    if (!HEX64.test(sha256)) return null;
+    try {
+      const r = JSON.parse(await readFile(this.verifiedPath(sha256), 'utf8')) as Partial<VerifiedRecord>;
+      const numbers = [r.size, r.mtimeMs, r.ctimeMs, r.ino, r.dev].every((n) => typeof n === 'number');
+      return r.sha256 === sha256 && numbers && (r.format === 'qcow2' || r.format === 'raw') ? (r as VerifiedRecord) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async writeVerified(record: VerifiedRecord): Promise<void> {
+    await this.writeJson(this.verifiedPath(record.sha256), record);
+  }
+
+  async readPartial(target: string): Promise<PartialMeta | null> {
+    try {
+      const m = JSON.parse(await readFile(this.partialMetaPath(target), 'utf8')) as Partial<PartialMeta>;
+      if (typeof m.source !== 'string' || typeof m.validators !== 'object' || m.validators === null) return null;
+      return {
+        source: m.source,
+        sha256: typeof m.sha256 === 'string' ? m.sha256 : null,
+        validators: m.validators,
+        total: typeof m.total === 'number' ? m.total : null,
+        startedAt: String(m.startedAt ?? ''),
+      };
+    } catch {
+      return null;
+    }
+  }
+
+  async writePartial(target: string, meta: PartialMeta): Promise<void> {
+    await this.writeJson(this.partialMetaPath(target), meta);
+  }
+
+  /** Removes the partial download of `target` and its metadata. */
+  async removePartial(target: string): Promise<void> {
+    await rm(this.partialPath(target), { force: true });
+    await rm(this.partialMetaPath(target), { force: true });
+  }
+
+  /**
+   * Every entry of `.tmp/` with its age and the name it belongs to (when its
+   * file name tells), for the sweep.
+   */
+  async tmpEntries(now: number): Promise<Array<{ path: string; target: string | null; ageMs: number; bytes: number }>> {
+    const out: Array<{ path: string; target: string | null; ageMs: number; bytes: number }> = [];
+    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
+      const p = path.join(this.tmpDir, name);
+      const st = await lstat(p).catch(() => null);
+      if (st === null) continue;
+      out.push({ path: p, target: tmpTarget(name), ageMs: now - st.mtimeMs, bytes: st.isFile() ? st.size : 0 });
+    }
+    return out;
+  }
+
+  private async writeJson(file: string, value: unknown): Promise<void> {
+    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`);
     await rename(tmp, file);
   }
 
@@ -99,6 +205,12 @@ export class ImageCacheLayout {
   async contents(): Promise<string[]> {
     return (await readdir(this.contentDir).catch(() => [])).filter((n) => /^[0-9a-f]{64}$/.test(n)).sort();
   }
+}
+
+/** The name a `.tmp/` entry belongs to: `<target>.partial[.json]`, `<target>.<pid>.<hex>`, `<target>.link.<hex>`. */
+function tmpTarget(name: string): string | null {
+  const m = /^(.+)\.partial(?:\.json)?(?:\.[0-9a-f]{8}\.tmp)?$/.exec(name) ?? /^(.+)\.(?:\d+|link)\.[0-9a-f]{8}$/.exec(name);
+  return m?.[1] ?? null;
 }
 
 /** The hash of a path of the form `.../sha256/<hex>`, else null. */

@@ -61,11 +61,16 @@ const HELP: Record<string, string> = {
 
 Downloads SOURCE (http(s) URL or local path; default $IMG_SOURCE) into the cache
 under NAME (default $IMG_TARGET, else the last segment of SOURCE). Resumes with
-Range after an interruption, retries 5xx and network errors, refuses a wrong
-sha256, a base that names a backing file, a corrupt or oversized image. A cached
-pinned image, or an unchanged source (ETag/Last-Modified), transfers nothing.
+Range after an interruption, also by a later process (the partial download is
+kept under .tmp when a pull is interrupted or killed), retries 5xx and network
+errors, refuses a wrong sha256, a base that names a backing or data file, a
+body that is no disk image (an HTML page), a corrupt or oversized image, and a
+body larger than the free space of the volume. A body that is no qcow2 is
+taken as raw only with --format raw. A cached pinned image (checked again), or
+an unchanged source (ETag/Last-Modified), transfers nothing.
   --target NAME            the name in the cache [IMG_TARGET]
   --sha256 HEX             the expected sha256 [IMG_SHA256]
+  --format qcow2|raw       the base's format (default qcow2) [IMG_FORMAT]
   --timeout SECONDS        headers and body-idle timeout (default 30)
   --retries N              attempts in a row without progress (default 5)
   --max-virtual-size-gb N  refuse larger images (default 2048)
@@ -81,8 +86,11 @@ ${EXIT_CODES}
   gc: `Usage: podvisor image gc --disk-dir DIR [--disk-dir DIR...] [--yes] [options]
 
 Finds the bases that no overlay in the given disk dirs uses (anywhere in its
-backing chain), that no name points at, and that landed more than --min-age ago.
-Without --yes it only lists them. A disk dir that does not exist is an error.
+backing chain), that no name points at, and that landed more than --min-age ago,
+and the leftovers of .tmp older than --min-age that no live pull owns.
+Without --yes it only lists them. It fails closed: a disk dir that does not
+exist, or a pet disk that cannot be read, is an error and nothing is removed.
+Symlinked pet disks are followed.
   --disk-dir DIR       a directory of pet disks (repeat; default $PODVISOR_DISK_DIR)
   --yes                remove them
   --min-age SECONDS    keep contents younger than this (default 3600)
@@ -109,6 +117,7 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   target: { type: 'string' },
   sha256: { type: 'string' },
+  format: { type: 'string' },
   timeout: { type: 'string' },
   retries: { type: 'string' },
   'max-virtual-size-gb': { type: 'string' },
@@ -176,6 +185,8 @@ function makeStore(values: Values, io: CommandIo, log: Logger, runner: ProcessRu
   const timeoutMs = values.timeout === undefined ? undefined : positive(values.timeout, '--timeout') * 1000;
   const retries = values.retries === undefined ? undefined : positive(values.retries, '--retries');
   const maxGb = values['max-virtual-size-gb'] === undefined ? undefined : positive(values['max-virtual-size-gb'], '--max-virtual-size-gb');
+  const format = values.format ?? io.env['IMG_FORMAT'] ?? 'qcow2';
+  if (format !== 'qcow2' && format !== 'raw') throw new UsageError(`--format (IMG_FORMAT): got ${JSON.stringify(format)}, expected qcow2 or raw`);
   const http = new HttpImageSource(
     {
       ...(timeoutMs === undefined ? {} : { headersTimeoutMs: timeoutMs, bodyTimeoutMs: timeoutMs, connectTimeoutMs: timeoutMs }),
@@ -188,6 +199,7 @@ function makeStore(values: Values, io: CommandIo, log: Logger, runner: ProcessRu
       imagesDir: imagesDir(values, io),
       maxVirtualSizeBytes: maxGb === undefined ? DEFAULT_MAX_VIRTUAL_SIZE : maxGb * 1024 ** 3,
       progressIntervalMs: 200,
+      allowRaw: format === 'raw',
     },
     [new LocalFileImageSource(), http],
     runner,
@@ -261,8 +273,8 @@ async function gc(values: Values, io: CommandIo, log: Logger, runner: ProcessRun
   const verb = report.dryRun ? 'would remove' : 'removed';
   for (const r of report.removed) io.stdout.write(`${verb} sha256:${r.sha256} (${formatBytes(r.bytes)})\n`);
   for (const k of report.kept) io.stdout.write(`kept sha256:${k.sha256}: ${k.reasons.join('; ')}\n`);
-  for (const s of report.skipped) io.stderr.write(`skipped ${s.path}: ${s.reason}\n`);
-  io.stdout.write(`${verb} ${report.removed.length} base(s), ${formatBytes(report.freedBytes)}${report.dryRun && report.removed.length > 0 ? '; run again with --yes to remove them' : ''}\n`);
+  for (const s of report.swept) io.stdout.write(`${verb} leftover ${s.path} (${formatBytes(s.bytes)})\n`);
+  io.stdout.write(`${verb} ${report.removed.length} base(s) and ${report.swept.length} leftover(s), ${formatBytes(report.freedBytes)}${report.dryRun && report.removed.length > 0 ? '; run again with --yes to remove them' : ''}\n`);
   return ImageExitCode.Ok;
 }
 

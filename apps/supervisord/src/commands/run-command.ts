@@ -102,6 +102,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       logLevel: config.logLevel,
       imagesDir: config.imagesDir,
       maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
+      allowRawImage: config.imageFormat === 'raw',
       http: { headersTimeoutMs: config.imageTimeoutSeconds * 1000, bodyTimeoutMs: config.imageTimeoutSeconds * 1000, maxAttempts: config.imageRetries },
       plugins: config.plugins,
     });

@@ -91,6 +91,7 @@ export const FIELDS = {
   imageSource: { key: 'image.source', env: ['IMG_SOURCE'], flag: 'image', parse: optionalStr, doc: 'http(s) URL or local path of the base qcow2' } as FieldSpec<string | undefined>,
   imageTarget: { key: 'image.target', env: ['IMG_TARGET'], parse: optionalStr, doc: 'name of the base in the images volume' } as FieldSpec<string | undefined>,
   imageSha256: { key: 'image.sha256', env: ['IMG_SHA256'], parse: sha256, doc: 'pinned sha256 of the base' } as FieldSpec<string | undefined>,
+  imageFormat: { key: 'image.format', env: ['IMG_FORMAT'], parse: oneOf(['qcow2', 'raw'] as const), doc: 'format of the base: `raw` lets a body that is no qcow2 be a raw disk' } as FieldSpec<'qcow2' | 'raw'>,
   diskSize: { key: 'image.diskSize', env: ['PODVISOR_DISK_SIZE'], parse: size, doc: 'grow the pet disk to this virtual size (never shrinks)' } as FieldSpec<number | undefined>,
   rebase: { key: 'image.rebase', env: ['PODVISOR_REBASE'], parse: flagBool, doc: 'move the pet disk onto a newer base at start' } as FieldSpec<boolean>,
   imageTimeoutSeconds: { key: 'image.timeoutSeconds', env: ['PODVISOR_IMAGE_TIMEOUT'], parse: int(1, 3600), doc: 'HTTP headers/body silence allowed during a pull' } as FieldSpec<number>,

@@ -40,6 +40,7 @@ const DEFAULTS: Partial<Values> = {
   imageSource: undefined,
   imageTarget: undefined,
   imageSha256: undefined,
+  imageFormat: 'qcow2',
   diskSize: undefined,
   rebase: false,
   imageTimeoutSeconds: 30,
