@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HttpImageServer } from '../support/http-image-server.js';
@@ -248,14 +248,15 @@ describe('podvisor image pull against a misbehaving server', () => {
     const known = await pull(server.url('/big.raw'), [], small);
     expect(known.code).toBe(3);
     expect(known.err).toContain('ERR_IMAGE_NO_SPACE');
-    expect(known.err).toMatch(/needs \d+ more bytes/);
+    expect(known.err).toMatch(/needs \d+ more bytes .* of which \d+ are kept free/);
     expect(server.requests.at(-1)?.bytesSent).toBeLessThan(big.length);
     await expectCacheEmpty(small);
     await server.serve('/chunked.raw', big, { chunked: true });
     const unknown = await pull(server.url('/chunked.raw'), [], small);
     expect(unknown.code).toBe(3);
     expect(unknown.err).toContain('ERR_IMAGE_NO_SPACE');
-    expect(unknown.err).toContain('filled up');
+    expect(unknown.err).toMatch(/cut off after \d+ bytes: the rest would fill the images volume/);
+    expect(server.requests.at(-1)?.bytesSent).toBeLessThan(big.length);
     await expectCacheEmpty(small);
   });
 
@@ -267,5 +268,131 @@ describe('podvisor image pull against a misbehaving server', () => {
     expect(r.out + r.err).not.toContain('hunter2');
     const meta = await readFile(path.join(dirs.imagesDir, '.meta', 'guest.qcow2.json'), 'utf8');
     expect(meta).not.toContain('hunter2');
+  });
+});
+
+describe('issue 11: a shared cache that checks what it uses, and a gc that fails closed', () => {
+  const bootId = (): string => execFileSync('cat', ['/proc/sys/kernel/random/boot_id']).toString().trim();
+
+  it('a base replaced in the cache by a qcow2 backed by /etc/hostname is refused at start, and no VM starts', async () => {
+    const r = await pull(server.url('/guest.qcow2'), ['--sha256', guestSha]);
+    expect(r.code, r.err).toBe(0);
+    const content = path.join(dirs.imagesDir, 'sha256', guestSha);
+    await mkdir(dirs.diskDir, { recursive: true });
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', content, '-F', 'qcow2', path.join(dirs.diskDir, 'pv-img-swap.qcow2')]);
+    // Another pod on the volume swaps the base for one that reads a host file.
+    const evil = path.join(dirs.root, 'evil.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', '/etc/hostname', '-F', 'raw', evil, '64M']);
+    await chmod(content, 0o644);
+    await writeFile(content, await readFile(evil));
+    const p = start(['run'], vmEnv(dirs, 'pv-img-swap', { IMG_SOURCE: undefined }));
+    expect((await p.exited).code).toBe(3);
+    const failed = readEvents(dirs.stateDir).find((e) => e.type === 'VmFailed')?.data as { code: string; message: string };
+    expect(failed.code).toBe('ERR_IMAGE_BASE_MISMATCH');
+    expect(failed.message).toContain(content);
+    expect(types(readEvents(dirs.stateDir))).not.toContain('VmStarting');
+    // A pinned pull fetches it again, and the pet's base verifies.
+    const again = await pull(server.url('/guest.qcow2'), ['--sha256', guestSha]);
+    expect(again.code, again.err).toBe(0);
+    expect(again.json).toMatchObject({ sha256: guestSha, reused: false });
+    expect(sha256(await readFile(content))).toBe(guestSha);
+  });
+
+  it("a captive portal's HTML page answered with 200 is refused, naming the URL, its content type and what its bytes are", async () => {
+    await server.serve('/portal.qcow2', Buffer.from('<!doctype html><html><head><title>Hotel Wi-Fi login</title></head><body>Accept the terms</body></html>'), { contentType: 'text/html' });
+    for (const flags of [[], ['--format', 'raw']]) {
+      const r = await pull(server.url('/portal.qcow2'), flags);
+      expect(r.code).toBe(3);
+      expect(r.err).toContain('ERR_IMAGE_INVALID');
+      expect(r.err).toContain(server.url('/portal.qcow2'));
+      expect(r.err).toContain('Content-Type text/html');
+      expect(r.err).toContain('answered with HTML');
+    }
+    await expectCacheEmpty();
+  });
+
+  it('a body that is no qcow2 is taken as raw only when raw is named (--format raw, IMG_FORMAT=raw)', async () => {
+    const disk = Buffer.concat([Buffer.alloc(510), Buffer.from([0x55, 0xaa]), randomBytes(2 * 1024 * 1024)]);
+    await server.serve('/disk.img', disk);
+    const refused = await pull(server.url('/disk.img'));
+    expect(refused.code).toBe(3);
+    expect(refused.err).toContain('ERR_IMAGE_RAW_NOT_NAMED');
+    await expectCacheEmpty();
+    const named = await pull(server.url('/disk.img'), ['--format', 'raw']);
+    expect(named.code, named.err).toBe(0);
+    expect(named.json).toMatchObject({ format: 'raw', sha256: sha256(disk) });
+    const byEnv = start(['image', 'pull', server.url('/disk.img'), '--json', '--images-dir', dirs.imagesDir], { IMG_FORMAT: 'raw' });
+    expect((await byEnv.exited).code, byEnv.stderr).toBe(0);
+    expect(JSON.parse(byEnv.stdout)).toMatchObject({ format: 'raw', reused: true });
+  });
+
+  it('a lock held by a live pull on another node is not taken over: the wait is bounded and the error names that host', async () => {
+    const dead = Number(execFileSync('sh', ['-c', 'echo $$']).toString().trim());
+    await mkdir(path.join(dirs.imagesDir, '.locks'), { recursive: true });
+    const lock = path.join(dirs.imagesDir, '.locks', 'guest.qcow2.lock');
+    const owner = { pid: dead, pidNamespace: execFileSync('readlink', ['/proc/self/ns/pid']).toString().trim(), startTime: 1, host: 'pod-on-node-b', bootId: 'f0e1d2c3-other-node', at: new Date().toISOString() };
+    await writeFile(lock, JSON.stringify(owner));
+    const r = await pull(server.url('/guest.qcow2'), ['--lock-wait', '1']);
+    expect(r.code).toBe(3);
+    expect(r.err).toContain('ERR_IMAGE_LOCK_TIMEOUT');
+    expect(r.err).toContain('pod-on-node-b');
+    expect(JSON.parse(await readFile(lock, 'utf8'))).toEqual(owner);
+    expect(server.requests).toEqual([]);
+    // The same dead pid on this node is provably stale: taken over at once.
+    await writeFile(lock, JSON.stringify({ ...owner, host: 'here', bootId: bootId() }));
+    const taken = await pull(server.url('/guest.qcow2'), ['--lock-wait', '1']);
+    expect(taken.code, taken.err).toBe(0);
+  });
+
+  it('a pull killed mid-transfer is resumed by the next process with Range, and the result verifies', async () => {
+    const size = (await stat(guest)).size;
+    await server.serve('/guest.qcow2', guest, { rate: 2 * 1024 * 1024 });
+    const first = start(['image', 'pull', server.url('/guest.qcow2'), '--sha256', guestSha, '--json', '--images-dir', dirs.imagesDir], {});
+    await server.waitForBytesSent('/guest.qcow2', Math.floor(size / 3));
+    first.signal('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    const partial = path.join(dirs.imagesDir, '.tmp', 'guest.qcow2.partial');
+    expect(JSON.parse(await readFile(`${partial}.json`, 'utf8'))).toMatchObject({ source: server.url('/guest.qcow2'), sha256: guestSha, total: size });
+    const kept = (await stat(partial)).size;
+    expect(kept).toBeGreaterThan(0);
+    const second = await pull(server.url('/guest.qcow2'), ['--sha256', guestSha]);
+    expect(second.code, second.err).toBe(0);
+    expect(second.json).toMatchObject({ sha256: guestSha, reused: false });
+    expect(server.requests.map((q) => q.status)).toEqual([200, 206]);
+    expect(server.requests[1]).toMatchObject({ range: `bytes=${kept}-`, bytesSent: size - kept });
+    expect(server.requests[1]?.ifRange).toBeTruthy();
+    expect(sha256(await readFile(path.join(dirs.imagesDir, 'sha256', guestSha)))).toBe(guestSha);
+    expect(await readdir(path.join(dirs.imagesDir, '.tmp'))).toEqual([]);
+  });
+
+  it('gc --yes sweeps old .tmp leftovers, refuses to remove anything while a pet disk is unreadable, and follows a symlinked pet disk', async () => {
+    const r = await pull(server.url('/guest.qcow2'));
+    expect(r.code, r.err).toBe(0);
+    const content = path.join(dirs.imagesDir, 'sha256', guestSha);
+    await mkdir(dirs.diskDir, { recursive: true });
+    const elsewhere = path.join(dirs.root, 'elsewhere');
+    await mkdir(elsewhere);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', content, '-F', 'qcow2', path.join(elsewhere, 'vm1.qcow2')]);
+    await symlink(path.join(elsewhere, 'vm1.qcow2'), path.join(dirs.diskDir, 'vm1.qcow2'));
+    execFileSync('rm', [path.join(dirs.imagesDir, 'guest.qcow2')]); // no name keeps it: only the symlinked pet does
+    const unreadable = path.join(dirs.diskDir, 'vm2.qcow2');
+    await writeFile(unreadable, (await readFile(path.join(elsewhere, 'vm1.qcow2'))).subarray(0, 100));
+    const old = new Date(Date.now() - 2 * 3600_000);
+    const leftover = path.join(dirs.imagesDir, '.tmp', 'gone.qcow2.4242.0badf00d');
+    await writeFile(leftover, randomBytes(1024));
+    await utimes(leftover, old, old);
+    const gc = (): PodvisorProcess => start(['image', 'gc', '--yes', '--min-age', '0', '--disk-dir', dirs.diskDir, '--images-dir', dirs.imagesDir], {});
+    const refused = gc();
+    expect((await refused.exited).code).toBe(3);
+    expect(refused.stderr).toContain('ERR_IMAGE_GC_DISK_UNREADABLE');
+    expect(refused.stderr).toContain(unreadable);
+    expect(await readdir(path.join(dirs.imagesDir, 'sha256'))).toEqual([guestSha]);
+    execFileSync('rm', [unreadable]);
+    const ok = gc();
+    expect((await ok.exited).code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`kept sha256:${guestSha}: backs ${path.join(dirs.diskDir, 'vm1.qcow2')}`);
+    expect(ok.stdout).toContain(`removed leftover ${leftover}`);
+    expect(await readdir(path.join(dirs.imagesDir, 'sha256'))).toEqual([guestSha]);
+    expect(await readdir(path.join(dirs.imagesDir, '.tmp'))).toEqual([]);
   });
 });

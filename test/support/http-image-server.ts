@@ -68,6 +68,7 @@ export class HttpImageServer {
   readonly requests: ServedRequest[] = [];
   private readonly entries = new Map<string, Entry>();
   private readonly sockets = new Set<Socket>();
+  private readonly sentWaiters = new Set<() => void>();
   private readonly server: http.Server;
   private version = 0;
   private port = 0;
@@ -117,6 +118,19 @@ export class HttpImageServer {
     const e = this.entries.get(p);
     if (e === undefined) throw new Error(`nothing served at ${p}`);
     e.plan.push(...behaviours);
+  }
+
+  /** Resolves once one answer for `path` has sent at least `bytes` body bytes. */
+  waitForBytesSent(p: string, bytes: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (!this.requests.some((r) => r.path === p && r.bytesSent >= bytes)) return;
+        this.sentWaiters.delete(check);
+        resolve();
+      };
+      this.sentWaiters.add(check);
+      check();
+    });
   }
 
   /** Requests of `path` that were answered with a full 200 body. */
@@ -239,6 +253,7 @@ export class HttpImageServer {
         if (!alive()) return;
         await write(c);
         log.bytesSent += c.length;
+        for (const w of [...this.sentWaiters]) w();
         if (rate !== undefined) {
           const due = started + (log.bytesSent / rate) * 1000 - Date.now();
           if (due > 0) await new Promise((r) => setTimeout(r, due));

@@ -71,6 +71,8 @@ an unchanged source (ETag/Last-Modified), transfers nothing.
   --target NAME            the name in the cache [IMG_TARGET]
   --sha256 HEX             the expected sha256 [IMG_SHA256]
   --format qcow2|raw       the base's format (default qcow2) [IMG_FORMAT]
+  --lock-wait SECONDS      longest wait for another process pulling the same
+                           name (default 3600), then an error naming its host
   --timeout SECONDS        headers and body-idle timeout (default 30)
   --retries N              attempts in a row without progress (default 5)
   --max-virtual-size-gb N  refuse larger images (default 2048)
@@ -118,6 +120,7 @@ const OPTIONS = {
   target: { type: 'string' },
   sha256: { type: 'string' },
   format: { type: 'string' },
+  'lock-wait': { type: 'string' },
   timeout: { type: 'string' },
   retries: { type: 'string' },
   'max-virtual-size-gb': { type: 'string' },
@@ -200,6 +203,7 @@ function makeStore(values: Values, io: CommandIo, log: Logger, runner: ProcessRu
       maxVirtualSizeBytes: maxGb === undefined ? DEFAULT_MAX_VIRTUAL_SIZE : maxGb * 1024 ** 3,
       progressIntervalMs: 200,
       allowRaw: format === 'raw',
+      ...(values['lock-wait'] === undefined ? {} : { lock: { maxWaitMs: nonNegative(values['lock-wait'], '--lock-wait') * 1000 } }),
     },
     [new LocalFileImageSource(), http],
     runner,
