@@ -58,9 +58,9 @@ export class BaseVerifier {
 
   /**
    * Checks the header of `file` (`shown` names it in messages: the redacted
-   * URL or the path). Throws `ERR_IMAGE_INVALID` (not a disk image, with what
-   * its first bytes are), `ERR_IMAGE_RAW_NOT_NAMED`, `ERR_IMAGE_BACKING_REFUSED`,
-   * `ERR_IMAGE_CORRUPT`, `ERR_IMAGE_TOO_LARGE`.
+   * URL or the path). Throws ERR_IMAGE_INVALID (not a disk image, with what
+   * its first bytes are), ERR_IMAGE_RAW_NOT_NAMED, ERR_IMAGE_BACKING_REFUSED,
+   * ERR_IMAGE_CORRUPT, ERR_IMAGE_TOO_LARGE.
    */
   async inspect(file: string, shown: string): Promise<CheckedImage> {
     const fh = await open(file, 'r');
@@ -107,7 +107,7 @@ export class BaseVerifier {
   /**
    * Checks the cached content `sha256` before a use: its identity, then its
    * header. Returns null when there is no such content. Throws
-   * `ERR_IMAGE_BASE_MISMATCH` when the file is not what its name says, and
+   * ERR_IMAGE_BASE_MISMATCH when the file is not what its name says, and
    * what `inspect` throws.
    */
   async verify(sha256: string): Promise<VerifiedBase | null> {

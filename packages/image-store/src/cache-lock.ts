@@ -15,7 +15,7 @@
  *   on its own clock, so clock skew between nodes cannot make a live lock look
  *   old.
  * A live owner on another node is never judged by its pid. A waiter waits at
- * most `maxWaitMs` for a live owner, then fails with `ERR_IMAGE_LOCK_TIMEOUT`
+ * most `maxWaitMs` for a live owner, then fails with ERR_IMAGE_LOCK_TIMEOUT
  * naming the owner's host and pid. Take-overs are serialised by a second
  * O_EXCL file, so two waiters never both remove a lock and the second one a
  * fresh lock.
@@ -65,8 +65,8 @@ export function currentOwner(now: Date): LockOwner {
 /**
  * Takes the lock at `file`, waiting for a live owner at most `maxWaitMs`.
  * Rejects with the signal's reason when `signal` aborts the wait, with
- * `ERR_IMAGE_LOCK_TIMEOUT` (naming the owner's host) when the wait is over,
- * and with `ERR_IMAGE_LOCK_FAILED` when the lock file cannot be used.
+ * ERR_IMAGE_LOCK_TIMEOUT (naming the owner's host) when the wait is over,
+ * and with ERR_IMAGE_LOCK_FAILED when the lock file cannot be used.
  */
 export async function acquireCacheLock(file: string, options: CacheLockOptions, signal?: AbortSignal): Promise<HeldLock> {
   const clock = options.clock ?? new SystemClock();

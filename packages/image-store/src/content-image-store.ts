@@ -30,7 +30,7 @@ import {
 import { BaseVerifier, refuseForeignFiles, type VerifiedBase } from './base-verifier.js';
 import { DEFAULT_LOCK_OPTIONS, acquireCacheLock, type CacheLockOptions } from './cache-lock.js';
 import { sweepTmpDir } from './image-cache-gc.js';
-import type { ResumableFetchOptions } from './http-image-source.js';
+import { isResumableFailure, type ResumableFetchOptions } from './http-image-source.js';
 import { ImageCacheLayout, fsyncDir, sha256OfPath, type CacheMeta } from './image-cache-layout.js';
 import { assertSafeName, deriveTarget, schemeOf } from './image-uri.js';
 import { ProgressMeter } from './progress-meter.js';
@@ -57,9 +57,6 @@ export const DEFAULT_MAX_VIRTUAL_SIZE = 2 * 1024 ** 4; // 2 TiB
 
 export const DEFAULT_TMP_MAX_AGE_MS = 24 * 3600 * 1000;
 
-/** Errors after which a partial download is kept for a later process to resume. */
-const RESUMABLE = new Set(['ERR_IMAGE_DOWNLOAD_FAILED', 'ERR_IMAGE_HTTP_TIMEOUT', 'ERR_IMAGE_HTTP_STATUS']);
-
 /** Progress log lines are rarer than progress reports. */
 const LOG_PROGRESS_EVERY_MS = 5000;
 
@@ -84,10 +81,10 @@ export class ContentImageStore implements ImageStore {
    * Makes the base named `target` hold the content of `source`. Downloads
    * nothing when the pinned content is cached, when another process pulled it
    * while this one waited for the lock, or when the source says it is
-   * unchanged (conditional request). Throws `ERR_IMAGE_SOURCE_*`,
-   * `ERR_IMAGE_HTTP_*`, `ERR_IMAGE_CHECKSUM_MISMATCH`, `ERR_IMAGE_INVALID`,
-   * `ERR_IMAGE_CORRUPT`, `ERR_IMAGE_BACKING_REFUSED`, `ERR_IMAGE_TOO_LARGE`,
-   * `ERR_IMAGE_NO_SPACE`; on any error no file is left under `sha256/` or `.tmp/`.
+   * unchanged (conditional request). Throws ERR_IMAGE_SOURCE_*,
+   * ERR_IMAGE_HTTP_*, ERR_IMAGE_CHECKSUM_MISMATCH, ERR_IMAGE_INVALID,
+   * ERR_IMAGE_CORRUPT, ERR_IMAGE_BACKING_REFUSED, ERR_IMAGE_TOO_LARGE,
+   * ERR_IMAGE_NO_SPACE; on any error no file is left under `sha256/` or `.tmp/`.
    */
   async ensureBase(request: EnsureBaseRequest): Promise<BaseImage> {
     const started = performance.now();
@@ -144,7 +141,7 @@ export class ContentImageStore implements ImageStore {
         fetched = await source.fetch(request.source, tmp, options);
       } catch (err) {
         // Interrupted (a pod stopped, a network that gave up): a later process resumes with Range.
-        keepPartial = (request.signal?.aborted === true || (isCoded(err) && RESUMABLE.has(err.code))) && (await this.layout.readPartial(target)) !== null && (await sizeOf(tmp)) > 0;
+        keepPartial = (request.signal?.aborted === true || isResumableFailure(err)) && (await this.layout.readPartial(target)) !== null && (await sizeOf(tmp)) > 0;
         if (keepPartial) this.log.info('partial download kept for a resume', { source: shown, target, bytes: await sizeOf(tmp) });
         throw err;
       }
@@ -193,12 +190,12 @@ export class ContentImageStore implements ImageStore {
    * it is, whatever the base: it is never recreated or overwritten, and
    * `behindBase` tells that `base` is other content than its backing file.
    * Its backing file must be a base of this cache that passes its check, in
-   * the format the disk names (`ERR_IMAGE_BACKING_OUTSIDE_CACHE`,
-   * `ERR_IMAGE_BACKING_FORMAT`, `ERR_IMAGE_BASE_MISMATCH`, ...), and it must
-   * name no external data file (`ERR_IMAGE_BACKING_REFUSED`).
-   * Without one, creates it backed by `base` (throws `ERR_IMAGE_SOURCE_REQUIRED`
+   * the format the disk names (ERR_IMAGE_BACKING_OUTSIDE_CACHE,
+   * ERR_IMAGE_BACKING_FORMAT, ERR_IMAGE_BASE_MISMATCH, ...), and it must
+   * name no external data file (ERR_IMAGE_BACKING_REFUSED).
+   * Without one, creates it backed by `base` (throws ERR_IMAGE_SOURCE_REQUIRED
    * when `base` is null). `sizeBytes` grows the disk and never shrinks it
-   * (`ERR_IMAGE_RESIZE_FAILED`, `ERR_IMAGE_DISK_IN_USE`).
+   * (ERR_IMAGE_RESIZE_FAILED, ERR_IMAGE_DISK_IN_USE).
    */
   async ensureOverlay(request: { base: BaseImage | null; diskDir: string; name: string; sizeBytes?: number }): Promise<Overlay> {
     assertSafeName(request.name);
@@ -254,9 +251,9 @@ export class ContentImageStore implements ImageStore {
    * the disk's directory and renames the copy over the disk only after
    * `qemu-img check` passes, so a failure (a full volume, a missing old base,
    * a crash) leaves the disk as it was. Needs free space for a copy of the
-   * disk plus the differences. Throws `ERR_IMAGE_DISK_IN_USE` (a running qemu
-   * holds it), `ERR_IMAGE_REBASE_NO_BACKING`, `ERR_IMAGE_REBASE_OLD_BASE_MISSING`,
-   * `ERR_IMAGE_REBASE_FAILED`.
+   * disk plus the differences. Throws ERR_IMAGE_DISK_IN_USE (a running qemu
+   * holds it), ERR_IMAGE_REBASE_NO_BACKING, ERR_IMAGE_REBASE_OLD_BASE_MISSING,
+   * ERR_IMAGE_REBASE_FAILED.
    */
   async rebaseOverlay(request: { path: string; base: BaseImage }): Promise<RebaseResult> {
     const started = performance.now();
@@ -309,7 +306,7 @@ export class ContentImageStore implements ImageStore {
 
   /**
    * The cached base a name (or a sha256) stands for, without any network,
-   * checked (BaseVerifier). Throws `ERR_IMAGE_NOT_CACHED`, `ERR_IMAGE_BASE_MISMATCH`
+   * checked (BaseVerifier). Throws ERR_IMAGE_NOT_CACHED, ERR_IMAGE_BASE_MISMATCH
    * and the header refusals.
    */
   async resolveBase(nameOrSha256: string): Promise<BaseImage> {
@@ -386,9 +383,10 @@ export class ContentImageStore implements ImageStore {
     const contentDir = await realpath(this.layout.contentDir).catch(() => this.layout.contentDir);
     const sha = real !== null && path.dirname(real) === contentDir && /^[0-9a-f]{64}$/.test(path.basename(real)) ? path.basename(real) : null;
     if (sha === null) {
+      const where = real === null ? 'nothing (it does not exist)' : real;
       throw new PodvisorError(
         'ERR_IMAGE_BACKING_OUTSIDE_CACHE',
-        `the pet disk ${overlay} is backed by ${info.backingFilename}${real === null ? ', which does not exist' : real !== named ? ` (${real})` : ''}, which is not a base in the image cache ${this.layout.contentDir}`,
+        `the pet disk ${overlay} is backed by ${info.backingFilename}, which leads to ${where}, not to a base in the image cache ${this.layout.contentDir}`,
         {
           hint: 'a pet disk may only be backed by a base of PODVISOR_IMAGES_DIR; pull the base again (IMG_SHA256) and rebase the disk onto it, or restore the images volume',
           details: { ...details, backingFile: info.backingFilename, expected: `${this.layout.contentDir}/<sha256>`, actual: real },

@@ -143,10 +143,10 @@ export class HttpImageSource implements ImageSource {
    * Downloads `uri` into `dest` (created; must not exist, unless `resume`
    * says what it holds). With `ifChanged`, a 304 answer returns
    * `{notModified: true}` and leaves no file.
-   * Throws `ERR_IMAGE_SOURCE_NOT_FOUND` (404/410), `ERR_IMAGE_HTTP_STATUS`,
-   * `ERR_IMAGE_HTTP_TIMEOUT`, `ERR_IMAGE_DOWNLOAD_FAILED` (network, after the
-   * retries), `ERR_IMAGE_TOO_MANY_REDIRECTS`, `ERR_IMAGE_INVALID` (the body is
-   * no disk image), `ERR_IMAGE_NO_SPACE`, `ERR_IMAGE_WRITE_FAILED`; on any
+   * Throws ERR_IMAGE_SOURCE_NOT_FOUND (404/410), ERR_IMAGE_HTTP_STATUS,
+   * ERR_IMAGE_HTTP_TIMEOUT, ERR_IMAGE_DOWNLOAD_FAILED (network, after the
+   * retries), ERR_IMAGE_TOO_MANY_REDIRECTS, ERR_IMAGE_INVALID (the body is
+   * no disk image), ERR_IMAGE_NO_SPACE, ERR_IMAGE_WRITE_FAILED; on any
    * error `dest` is removed, unless `keepPartial`.
    */
   async fetch(uri: string, dest: string, options: ResumableFetchOptions = {}): Promise<ImageFetchResult> {
@@ -463,3 +463,9 @@ function writeFailure(err: unknown, t: Transfer): PodvisorError {
   return new PodvisorError('ERR_IMAGE_WRITE_FAILED', `cannot write the download of ${t.shown}: ${errorMessage(err)}`, { cause: err, details: { url: t.shown } });
 }
 
+
+/** A failure after which a later process may resume the partial download: the network or the server gave up, not the content. */
+export function isResumableFailure(err: unknown): boolean {
+  if (!isPodvisorError(err)) return false;
+  return err.code === 'ERR_IMAGE_DOWNLOAD_FAILED' || err.code === 'ERR_IMAGE_HTTP_TIMEOUT' || err.code === 'ERR_IMAGE_HTTP_STATUS';
+}

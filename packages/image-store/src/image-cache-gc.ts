@@ -59,9 +59,9 @@ export interface ImageGcReport {
 
 /**
  * Removes (or, in a dry run, lists) the bases nothing keeps. Throws, before
- * removing anything, `ERR_IMAGE_GC_DISK_DIR` when a disk dir does not exist
+ * removing anything, ERR_IMAGE_GC_DISK_DIR when a disk dir does not exist
  * (a mistyped dir must not make every base look unused) and
- * `ERR_IMAGE_GC_DISK_UNREADABLE` naming every pet disk it cannot read.
+ * ERR_IMAGE_GC_DISK_UNREADABLE naming every pet disk it cannot read.
  */
 export async function collectImageGarbage(layout: ImageCacheLayout, runner: ProcessRunner, options: ImageGcOptions): Promise<ImageGcReport> {
   const now = (options.now ?? new Date()).getTime();
@@ -91,9 +91,10 @@ export async function collectImageGarbage(layout: ImageCacheLayout, runner: Proc
     }
   }
   if (unreadable.length > 0) {
+    const list = unreadable.map((u) => `${u.path} (${u.reason})`).join('; ');
     throw new PodvisorError(
       'ERR_IMAGE_GC_DISK_UNREADABLE',
-      `cannot read ${unreadable.length === 1 ? 'the pet disk' : `${unreadable.length} pet disks`} ${unreadable.map((u) => `${u.path} (${u.reason})`).join('; ')}; nothing was removed, since the bases they use are unknown`,
+      `cannot read the pet disk(s) ${list}; nothing was removed, since the bases they use are unknown`,
       {
         hint: 'repair or remove those files (or move them out of the disk dir) and run gc again',
         details: { paths: unreadable.map((u) => u.path), reasons: unreadable.map((u) => u.reason) },

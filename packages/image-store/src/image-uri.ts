@@ -36,7 +36,7 @@ export function assertSafeName(name: string): void {
 
 /**
  * Splits `https://user:pass@host/x` into the URL without credentials and a
- * Basic `Authorization` value. Throws `ERR_IMAGE_SOURCE_INVALID` for a URL
+ * Basic `Authorization` value. Throws ERR_IMAGE_SOURCE_INVALID for a URL
  * that does not parse (the message never repeats the URL: it may hold a secret).
  */
 export function splitCredentials(uri: string): { url: URL; authorization: string | undefined } {

@@ -20,7 +20,7 @@ export class LocalFileImageSource implements ImageSource {
   /**
    * Copies `uri` (a path or `file://` URL) to `dest`, fsyncs it, and returns
    * its size and sha256; `{notModified: true}` when `ifChanged.fingerprint`
-   * still matches. Throws `ERR_IMAGE_SOURCE_NOT_FOUND`, `ERR_IMAGE_NO_SPACE`;
+   * still matches. Throws ERR_IMAGE_SOURCE_NOT_FOUND, ERR_IMAGE_NO_SPACE;
    * on failure `dest` is removed.
    */
   async fetch(uri: string, dest: string, options: ImageFetchOptions = {}): Promise<ImageFetchResult> {

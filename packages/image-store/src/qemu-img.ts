@@ -23,7 +23,7 @@ const LOCK_REFUSED = /Failed to get .*lock|another process using the image/i;
 /**
  * Reads `qemu-img info --output=json`. With `shared: false` it takes qemu's
  * image lock like a writer would, so that a disk a running qemu holds is
- * refused with `ERR_IMAGE_DISK_IN_USE`. Throws `ERR_IMAGE_INVALID` with
+ * refused with ERR_IMAGE_DISK_IN_USE. Throws ERR_IMAGE_INVALID with
  * qemu-img's message for anything it cannot read.
  */
 export async function qemuImgInfo(runner: ProcessRunner, file: string, options: { shared?: boolean } = {}): Promise<QemuImgInfo> {
