@@ -39,7 +39,7 @@ for i in $(seq "$RUNS"); do
   rm -rf "$WORK/out"; sync
 
   t0=$(now)
-  node apps/supervisord/dist/bundle/podvisor.cjs image pull "$URL" --images-dir "$PWD/$WORK/images" --target image.raw --sha256 "$EXPECTED" --json > "$WORK/pull.json"
+  node apps/supervisord/dist/bundle/podvisor.cjs image pull "$URL" --images-dir "$PWD/$WORK/images" --target image.raw --format raw --sha256 "$EXPECTED" --json > "$WORK/pull.json"
   t1=$(now)
   grep -q "\"sha256\":\"$EXPECTED\"" "$WORK/pull.json" || { echo "podvisor: unexpected result: $(cat "$WORK/pull.json")" >&2; exit 1; }
   pv_times+=("$(echo "$t1 - $t0" | bc)")
