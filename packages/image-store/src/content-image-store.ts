@@ -84,7 +84,10 @@ export class ContentImageStore implements ImageStore {
    * unchanged (conditional request). Throws ERR_IMAGE_SOURCE_*,
    * ERR_IMAGE_HTTP_*, ERR_IMAGE_CHECKSUM_MISMATCH, ERR_IMAGE_INVALID,
    * ERR_IMAGE_CORRUPT, ERR_IMAGE_BACKING_REFUSED, ERR_IMAGE_TOO_LARGE,
-   * ERR_IMAGE_NO_SPACE; on any error no file is left under `sha256/` or `.tmp/`.
+   * ERR_IMAGE_NO_SPACE, ERR_IMAGE_RAW_NOT_NAMED, ERR_IMAGE_LOCK_TIMEOUT; on
+   * any error nothing is left under `sha256/`, and nothing under `.tmp/` either,
+   * except the partial download of an interrupted transfer (aborted, or the
+   * network gave up), which the next pull of the same source resumes.
    */
   async ensureBase(request: EnsureBaseRequest): Promise<BaseImage> {
     const started = performance.now();
