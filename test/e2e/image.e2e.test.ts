@@ -6,6 +6,7 @@
  * `podvisor image pull`, the same store and sources as `podvisor run`.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync, statSync, watch } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -45,6 +46,21 @@ async function pull(url: string, flags: string[] = [], imagesDir = dirs.imagesDi
     json = null;
   }
   return { code, out: p.stdout, err: p.stderr, json };
+}
+
+/** Resolves once `check` holds, looked at whenever something in `dir` changes. */
+function whenDirSatisfies(dir: string, check: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const w = watch(dir, () => {
+      if (!check()) return;
+      w.close();
+      resolve();
+    });
+    if (check()) {
+      w.close();
+      resolve();
+    }
+  });
 }
 
 /** Nothing half-done in the cache: no content, no partial download, no name. */
@@ -349,9 +365,11 @@ describe('issue 11: a shared cache that checks what it uses, and a gc that fails
     await server.serve('/guest.qcow2', guest, { rate: 2 * 1024 * 1024 });
     const first = start(['image', 'pull', server.url('/guest.qcow2'), '--sha256', guestSha, '--json', '--images-dir', dirs.imagesDir], {});
     await server.waitForBytesSent('/guest.qcow2', Math.floor(size / 3));
+    const partial = path.join(dirs.imagesDir, '.tmp', 'guest.qcow2.partial');
+    // Killed once the resume record and some of the body are on the volume.
+    await whenDirSatisfies(path.dirname(partial), () => existsSync(`${partial}.json`) && existsSync(partial) && statSync(partial).size > 0);
     first.signal('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
-    const partial = path.join(dirs.imagesDir, '.tmp', 'guest.qcow2.partial');
     expect(JSON.parse(await readFile(`${partial}.json`, 'utf8'))).toMatchObject({ source: server.url('/guest.qcow2'), sha256: guestSha, total: size });
     const kept = (await stat(partial)).size;
     expect(kept).toBeGreaterThan(0);
