@@ -18,7 +18,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { inject, injectable, optional } from 'inversify';
 import type { Dispatcher } from 'undici';
@@ -37,6 +37,7 @@ import {
   type SourceValidators,
 } from '@podvisor/core';
 import { conditionalHeaders, contentLength, header, ifRangeValue, parseContentRange, validatorsOf } from './http-range.js';
+import { freeSpace, type FreeSpace } from './free-space.js';
 import { describeBytes, hexPrefix, isNotADisk } from './image-bytes.js';
 import { splitCredentials } from './image-uri.js';
 
@@ -73,11 +74,6 @@ export interface ResumableFetchOptions extends ImageFetchOptions {
   onResumable?: (validators: SourceValidators, total: number | undefined) => Promise<void>;
   /** On an error, leave `dest` for the caller (who may resume it later) instead of removing it. */
   keepPartial?: boolean;
-}
-
-/** The free space a download leaves on the images volume: 2% of it, at least 1 MiB and at most 256 MiB. */
-export function freeSpaceMargin(volumeBytes: number): number {
-  return Math.max(1024 * 1024, Math.min(256 * 1024 * 1024, Math.floor(volumeBytes * 0.02)));
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -359,20 +355,6 @@ async function writeFully(fh: FileHandle, chunk: Buffer, position: number): Prom
     const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, position + off);
     off += bytesWritten;
   }
-}
-
-interface FreeSpace {
-  available: number;
-  margin: number;
-  /** What a download may still write: the free space less the margin. */
-  budget: number;
-}
-
-async function freeSpace(dir: string): Promise<FreeSpace> {
-  const fs = await statfs(dir);
-  const available = fs.bavail * fs.bsize;
-  const margin = freeSpaceMargin(fs.blocks * fs.bsize);
-  return { available, margin, budget: available - margin };
 }
 
 /** Refuses early when the volume cannot hold the rest of the file and keep its margin (Content-Length known). */

@@ -1,16 +1,18 @@
 /**
  * The `file` image source: an absolute local path (an image baked into the
  * container, or a mounted volume), copied with its sha256 computed in-stream
- * and fsynced. Its validator is the file's identity (size, mtime, inode), so
+ * and fsynced, when the volume can hold it and keep its free-space margin. Its validator is the file's identity (size, mtime, inode), so
  * an unchanged file is not read again.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { injectable } from 'inversify';
 import { PodvisorError, type ImageFetchResult, type ImageSource, type ImageFetchOptions } from '@podvisor/core';
+import { freeSpace } from './free-space.js';
 import { localPath } from './image-uri.js';
 
 @injectable()
@@ -26,14 +28,23 @@ export class LocalFileImageSource implements ImageSource {
   async fetch(uri: string, dest: string, options: ImageFetchOptions = {}): Promise<ImageFetchResult> {
     const from = localPath(uri);
     let fingerprint: string;
+    let size: number;
     try {
       const st = await stat(from);
       if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
       fingerprint = `${st.size}:${st.mtimeMs}:${st.ino}`;
+      size = st.size;
     } catch (err) {
       throw notFound(from, err);
     }
     if (options.ifChanged?.fingerprint === fingerprint) return { notModified: true };
+    const space = await freeSpace(path.dirname(dest));
+    if (space.budget < size) {
+      throw new PodvisorError('ERR_IMAGE_NO_SPACE', `${from} needs ${size} bytes but the images volume at ${path.dirname(dest)} has ${space.available} free, of which ${space.margin} are kept free`, {
+        hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc',
+        details: { path: from, needed: size, available: space.available, margin: space.margin },
+      });
+    }
     const hash = createHash('sha256');
     let bytes = 0;
     const meter = new Transform({

@@ -199,6 +199,15 @@ describe('a body is bounded by the free space', () => {
     // The volume kept its margin: it never filled up.
     expect(server.requests.at(-1)?.bytesSent).toBeLessThan(12 * 1024 * 1024);
   });
+
+  it('a local file larger than the free space is refused before it is copied', async () => {
+    const big = path.join(dir, 'big.img');
+    await writeFile(big, randomBytes(12 * 1024 * 1024));
+    const err = await failure(newStore({ imagesDir: mnt, allowRaw: true }).ensureBase({ source: big }), 'ERR_IMAGE_NO_SPACE');
+    expect(err.message).toContain(big);
+    expect(err.message).toMatch(/of which \d+ are kept free/);
+    expect(await readdir(path.join(mnt, '.tmp'))).toEqual([]);
+  });
 });
 
 describe('the cache lock and .tmp', () => {
