@@ -93,11 +93,6 @@ export class ImageCacheLayout {
     for (const d of ['sha256', '.tmp', '.meta', '.meta/verified', '.locks']) await mkdir(path.join(this.dir, d), { recursive: true });
   }
 
-  /** A fresh name for a download in `.tmp/`. */
-  tmpPath(target: string): string {
-    return path.join(this.tmpDir, `${target}.${process.pid}.${randomBytes(4).toString('hex')}`);
-  }
-
   async readMeta(target: string): Promise<CacheMeta | null> {
     try {
       return JSON.parse(await readFile(this.metaPath(target), 'utf8')) as CacheMeta;
