@@ -9,8 +9,8 @@
  * here touches the file system; bad input is a `PodvisorError` that names the
  * file, and for YAML the line and column.
  */
-import { PodvisorError, formatValue, type ConfigDriveFormat } from '@podvisor/core';
-import { parseDocument, stringify, type YAMLError } from 'yaml';
+import { PodvisorError, formatValue, parseYaml, type ConfigDriveFormat, type YamlProblem } from '@podvisor/core';
+import { stringify } from 'yaml';
 
 /**
  * The largest source file accepted, in bytes. Nova caps `user_data` at 65535
@@ -295,10 +295,9 @@ function parseMapping<E extends Record<string, unknown> | undefined>(
   { emptyIs }: { emptyIs: E },
 ): Record<string, unknown> | E {
   const text = decodeText(role, source);
-  const doc = parseDocument(text, { version: '1.1' });
-  const first = doc.errors[0];
-  if (first !== undefined) throw yamlError(role, source.path, first);
-  const value: unknown = doc.toJS();
+  const parsed = parseYaml(text, { version: '1.1' });
+  if (!parsed.ok) throw yamlError(role, source.path, parsed.problems[0] as YamlProblem);
+  const value: unknown = parsed.value;
   if (value === null || value === undefined) return emptyIs;
   if (!isMapping(value)) {
     throw invalid(
@@ -310,16 +309,11 @@ function parseMapping<E extends Record<string, unknown> | undefined>(
   return value;
 }
 
-function yamlError(role: ConfigDriveSourceRole, path: string, err: YAMLError): PodvisorError {
-  const at = err.linePos?.[0];
-  const [firstLine = err.message, ...snippet] = err.message.split('\n');
-  const reason = firstLine.replace(/ at line \d+, column \d+:?$/, '');
-  const where = at === undefined ? '' : ` at line ${at.line}, column ${at.col}`;
-  const excerpt = snippet.join('\n').trimEnd();
-  return new PodvisorError('ERR_CONFIGDRIVE_YAML', `invalid YAML in ${role} ${path}${where}: ${reason}${excerpt === '' ? '' : `\n${excerpt}`}`, {
-    hint: `fix the YAML in ${path}${role === 'user-data' ? ' (user-data that starts with #cloud-config must be YAML)' : ''}`,
-    cause: err,
-    details: { path, role, line: at?.line, column: at?.col, yamlCode: err.code },
+function yamlError(role: ConfigDriveSourceRole, path: string, problem: YamlProblem): PodvisorError {
+  const where = problem.line === undefined ? '' : ` at line ${problem.line}, column ${problem.column}`;
+  return new PodvisorError('ERR_CONFIGDRIVE_YAML', `invalid YAML in ${role} ${path}${where}: ${problem.message}${problem.excerpt === undefined ? '' : `\n${problem.excerpt}`}`, {
+    hint: `fix the YAML in ${path}: expected ${problem.expected}${role === 'user-data' ? ' (user-data that starts with #cloud-config must be YAML)' : ''}`,
+    details: { path, role, line: problem.line, column: problem.column, yamlCode: problem.code },
   });
 }
 

@@ -1,4 +1,5 @@
 import { PodvisorError } from '@podvisor/core';
+import { billionLaughsYaml } from '@podvisor/core/testing';
 import { describe, expect, it } from 'vitest';
 import {
   CONFIG_DRIVE_MAX_SOURCE_BYTES,
@@ -194,6 +195,20 @@ describe('planConfigDrive: errors', () => {
     expect(err.code).toBe('ERR_CONFIGDRIVE_YAML');
     expect(err.message).toContain('user-data /userdata at line 4');
     expect(err.hint).toContain('#cloud-config');
+  });
+
+  it('refuses a billion-laughs meta-data or #cloud-config user-data with a coded error naming the file and the line', () => {
+    for (const [sources, role, pathName] of [
+      [{ metaData: meta(billionLaughsYaml('hostname')) }, 'meta-data', '/metadata'],
+      [{ userData: user(billionLaughsYaml('write_files', '#cloud-config\n')) }, 'user-data', '/userdata'],
+    ] as const) {
+      const err = caught(() => plan(sources, configTwo));
+      const line = role === 'user-data' ? 5 : 4;
+      expect(err.code).toBe('ERR_CONFIGDRIVE_YAML');
+      expect(err.message).toBe(`invalid YAML in ${role} ${pathName} at line ${line}, column 9: aliases expand to more than 100 nodes at alias *c (a "billion laughs" alias bomb is refused)`);
+      expect(err.hint).toContain('expected at most 100 alias expansions in the document');
+      expect(err.details).toMatchObject({ path: pathName, role, line, column: 9, yamlCode: 'ALIAS_BOMB' });
+    }
   });
 
   it('does not parse user-data that is not #cloud-config', () => {

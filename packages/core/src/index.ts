@@ -5,6 +5,8 @@
  */
 export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage, redactUrl, redactUrlsIn } from './errors.js';
 export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
+export { YAML_MAX_ALIAS_COUNT, parseYaml } from './parse-yaml.js';
+export type { ParseYamlOptions, YamlParseResult, YamlProblem } from './parse-yaml.js';
 export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';

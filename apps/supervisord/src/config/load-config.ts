@@ -5,8 +5,7 @@
  * and existence checks come in as functions.
  */
 import path from 'node:path';
-import { parseDocument } from 'yaml';
-import { ConfigError, redactUrl, type ConfigProblem } from '@podvisor/core';
+import { ConfigError, parseYaml, redactUrl, type ConfigProblem } from '@podvisor/core';
 import { FIELDS, type FieldName, type FieldSpec } from './config-fields.js';
 
 type Values = { [K in FieldName]: (typeof FIELDS)[K] extends FieldSpec<infer T> ? T : never };
@@ -146,15 +145,14 @@ export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
 
 /** Parses the YAML file; syntax errors and unknown keys become problems. */
 function readYaml(file: { text: string; path: string }, problems: ConfigProblem[]): Record<string, unknown> {
-  const doc = parseDocument(file.text, { prettyErrors: true });
-  if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      const at = e.linePos?.[0];
-      problems.push({ path: `yaml ${file.path}${at === undefined ? '' : `:${at.line}:${at.col}`}`, value: '(syntax)', expected: `valid YAML (${e.code}: ${e.message.split('\n')[0]})` });
+  const parsed = parseYaml(file.text);
+  if (!parsed.ok) {
+    for (const e of parsed.problems) {
+      problems.push({ path: `yaml ${file.path}${e.line === undefined ? '' : `:${e.line}:${e.column}`}`, value: `(${e.code})`, expected: `${e.expected} (${e.message})` });
     }
     return {};
   }
-  const data: unknown = doc.toJS();
+  const data: unknown = parsed.value;
   if (data === null || data === undefined) return {};
   if (typeof data !== 'object' || Array.isArray(data)) {
     problems.push({ path: `yaml ${file.path}`, value: data, expected: 'a mapping at the top level' });

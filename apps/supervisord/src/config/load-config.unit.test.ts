@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@podvisor/core';
+import { billionLaughsYaml } from '@podvisor/core/testing';
 import { resolveConfig, type ConfigInputs } from './load-config.js';
 
 const base: ConfigInputs = {
@@ -93,6 +94,15 @@ describe('resolveConfig', () => {
   it('reports YAML syntax errors with file, line and column', () => {
     const found = problems({ yaml: { path: '/etc/p.yaml', text: 'vm:\n  vcpus: [1\n' } });
     expect(found[0]).toMatch(/^yaml \/etc\/p\.yaml:\d+:\d+/);
+  });
+
+  it('refuses a billion-laughs config file with a configuration error naming the file, the line and the bound', () => {
+    expect(problems({ yaml: { path: '/etc/p.yaml', text: billionLaughsYaml('vm') } })).toEqual([
+      'yaml /etc/p.yaml:4:9 = "(ALIAS_BOMB)" (at most 100 alias expansions in the document (aliases expand to more than 100 nodes at alias *c (a "billion laughs" alias bomb is refused)))',
+    ]);
+    expect(problems({ yaml: { path: '/etc/p.yaml', text: 'vm:\n  vcpus: *n\n' } })).toEqual([
+      'yaml /etc/p.yaml:2:10 = "(UNRESOLVED_ALIAS)" (every alias *NAME after its anchor &NAME (alias *n has no anchor &n before it))',
+    ]);
   });
 
   it('parses disk sizes and takes positional arguments as extra qemu arguments', () => {
