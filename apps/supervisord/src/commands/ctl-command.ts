@@ -11,6 +11,7 @@ import { isPodvisorError, type StoredEvent, type VmAction, type VmState } from '
 import { ControlClient, type ControlAnswer } from '../http/control-client.js';
 import { CONTROL_SOCKET_NAME } from '../http/control-server.js';
 import { SseParser } from '../http/sse-parser.js';
+import { writeAll } from '../process-output.js';
 import { formatEvent } from './events-command.js';
 import type { CommandIo } from './run-command.js';
 
@@ -42,7 +43,8 @@ export const CTL_HELP = `Usage: podvisor ctl <command> [options]
 Commands:
   status                          the VM's state and the actions it allows now
   events [-f] [--after N] [--limit N]
-                                  the event log; -f follows it live (Server-Sent Events)
+                                  the event log, paged through to its end (or --limit N events;
+                                  stderr then says what was left out); -f follows it live (SSE)
   powerdown | reset | pause | resume | restart | stop
                                   request an action (refused with exit 4 when the state does not allow it)
   qmp JSON|COMMAND                raw QMP from the allow-list, e.g. qmp query-status
@@ -56,7 +58,8 @@ ${CONNECTION_HELP}
   -h, --help          this help
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 endpoint unreachable, 4 refused by the
-VM's state (409), 5 not authorized (401/403), 6 any other error answer.
+VM's state (409), 5 not authorized (401/403), 6 any other error answer, 141 the reader
+of stdout went away.
 `;
 
 /** The `parseArgs` options shared with `podvisor console`. */
@@ -130,13 +133,12 @@ export async function ctlCommand(argv: readonly string[], io: CommandIo): Promis
     }
     if (command === 'events') {
       if (rest.length > 0) return usage(io, `events takes no arguments, got ${rest.join(' ')}`);
-      const after = values.after ?? '0';
-      const limit = values.limit ?? '1000';
-      if (values.follow === true) return await followEvents(client, Number(after), io, json);
-      const a = await client.request('GET', `/v1/events?after=${encodeURIComponent(after)}&limit=${encodeURIComponent(limit)}`);
-      return answer(io, a, json, () => (a.json as { events: StoredEvent[] }).events.map((e) => `${formatEvent(e)}\n`).join(''), () =>
-        (a.json as { events: StoredEvent[] }).events.map((e) => `${JSON.stringify(e)}\n`).join(''),
-      );
+      const after = Number(values.after ?? '0');
+      if (!Number.isInteger(after) || after < 0) return usage(io, `--after: got ${JSON.stringify(values.after)}, expected a position (integer >= 0)`);
+      if (values.follow === true) return await followEvents(client, after, io, json);
+      const limit = values.limit === undefined ? Infinity : Number(values.limit);
+      if (values.limit !== undefined && (!Number.isInteger(limit) || limit < 1)) return usage(io, `--limit: got ${JSON.stringify(values.limit)}, expected a number of events (integer >= 1)`);
+      return await listEvents(client, { after, limit }, io, json);
     }
     return usage(io, `unknown command ${JSON.stringify(command)}`);
   } catch (err) {
@@ -222,6 +224,37 @@ function qmpRequest(args: string[]): { execute: string; arguments?: Record<strin
   } catch (err) {
     return `qmp: the argument is not valid JSON: ${(err as Error).message}`;
   }
+}
+
+/** The most events the endpoint returns per request (api/openapi.yaml, GET /v1/events `limit`). */
+const EVENTS_PAGE_MAX = 1000;
+
+/**
+ * Prints the log after `after` to its end as the first page saw it, a page
+ * (`after=`) at a time, waiting for a slow reader between pages. When `limit`
+ * stops it first, says on stderr how many events were left out and how to get them.
+ */
+async function listEvents(client: ControlClient, { after, limit }: { after: number; limit: number }, io: CommandIo, json: boolean): Promise<number> {
+  let from = after;
+  let shown = 0;
+  let end: number | null = null;
+  while (end === null || from < end) {
+    const size = Math.min(EVENTS_PAGE_MAX, limit - shown);
+    if (size <= 0) {
+      io.stderr.write(`podvisor ctl: showed ${shown} event${shown === 1 ? '' : 's'} (--limit ${limit}); the log goes on to position ${end}: continue with --after ${from}\n`);
+      return CtlExit.Ok;
+    }
+    const a = await client.request('GET', `/v1/events?after=${from}&limit=${size}`);
+    if (a.status >= 400) return answer(io, a, json, () => '');
+    const page = a.json as { events: StoredEvent[]; next: number; lastPosition: number };
+    end ??= page.lastPosition;
+    const events = page.events.filter((e) => e.position <= (end as number));
+    if (events.length === 0) break;
+    await writeAll(io.stdout, events.map((e) => (json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`)).join(''));
+    shown += events.length;
+    from = events.at(-1)?.position ?? from;
+  }
+  return CtlExit.Ok;
 }
 
 /** Follows the log over SSE until interrupted, reconnecting with Last-Event-ID when a stream ends. */

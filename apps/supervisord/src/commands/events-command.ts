@@ -7,8 +7,12 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ExitCode, SqliteEventStore, WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
+import { writeAll } from '../process-output.js';
 import type { CommandIo } from './run-command.js';
 import { reportStartupError } from './run-command.js';
+
+/** Events read and written per step: a long log is printed a page at a time, waiting for a slow reader. */
+export const EVENTS_PAGE = 1000;
 
 export const EVENTS_HELP = `Usage: podvisor events [--json] [--follow] [--after N] [--state-dir DIR]
 
@@ -18,7 +22,7 @@ Prints the VM's event log (oldest first).
   --after N         only events after position N (default 0)
   --state-dir DIR   the state dir (default $PODVISOR_STATE_DIR, else $PODVISOR_DISK_DIR/.podvisor,
                     else /var/lib/podvisor/disk/.podvisor)
-Exit codes: 0 ok, 2 usage error or no event log there.
+Exit codes: 0 ok, 2 usage error or no event log there, 141 the reader of stdout went away.
 `;
 
 export async function eventsCommand(argv: readonly string[], io: CommandIo): Promise<number> {
@@ -60,12 +64,20 @@ export async function eventsCommand(argv: readonly string[], io: CommandIo): Pro
   } catch (err) {
     return reportStartupError(err, io);
   }
+  const line = (e: StoredEvent): string => (values.json === true ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
   const print = (e: StoredEvent): void => {
-    io.stdout.write(values.json === true ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
+    io.stdout.write(line(e));
   };
   try {
     if (values.follow !== true) {
-      for (const e of store.readAfter(after)) print(e);
+      // To the end of the log as it is now; events appended meanwhile are left for the next call (or --follow).
+      const end = store.lastPosition();
+      for (let from = after; from < end; ) {
+        const page = store.readAfter(from, EVENTS_PAGE).filter((e) => e.position <= end);
+        if (page.length === 0) break;
+        await writeAll(io.stdout, page.map(line).join(''));
+        from = page.at(-1)?.position ?? end;
+      }
       return ExitCode.Ok;
     }
     await new Promise<void>((resolve) => {
