@@ -1,5 +1,5 @@
 /*
- * podvisor's orphan reaper: the two system calls Node.js does not expose.
+ * podvisor's orphan reaper and volume lock: the system calls Node.js does not expose.
  *
  * setChildSubreaper() marks this process as a child subreaper, so that orphans
  * of its descendants are re-parented to it even when it is not PID 1
@@ -10,6 +10,11 @@
  * children Node spawned by pid, and a child reaped by anyone else is lost to
  * libuv for good (its exit callback never fires), so the caller chooses the
  * pids and this module refuses anything but positive pids. No global state.
+ *
+ * tryLockExclusive(fd) takes flock(2)'s exclusive lock on an open file without
+ * waiting (LOCK_EX | LOCK_NB). The kernel drops the lock when the last
+ * descriptor of that open file closes, so it dies with the process however
+ * the process ends; podvisor holds one on its VM volume (volume-lock.ts).
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -139,10 +145,39 @@ static napi_value reap(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* tryLockExclusive(fd): true when this open file now holds the lock, false when another holds it; throws otherwise. */
+static napi_value try_lock_exclusive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_valuetype type = napi_undefined;
+  double d = -1;
+  CHECK_OR(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  if (argc >= 1) CHECK_OR(env, napi_typeof(env, argv[0], &type), NULL);
+  if (type == napi_number) CHECK_OR(env, napi_get_value_double(env, argv[0], &d), NULL);
+  if (type != napi_number || !(d >= 0 && d <= INT_MAX) || d != floor(d)) {
+    napi_throw_type_error(env, "ERR_VOLUME_LOCK_INVALID_ARG", "tryLockExclusive(fd): fd must be an open file descriptor (an integer >= 0)");
+    return NULL;
+  }
+  int r;
+  do {
+    r = flock((int)d, LOCK_EX | LOCK_NB);
+  } while (r == -1 && errno == EINTR);
+  if (r == -1 && errno != EWOULDBLOCK) {
+    char message[128];
+    snprintf(message, sizeof message, "flock(%d, LOCK_EX|LOCK_NB) failed: %s", (int)d, strerror(errno));
+    napi_throw_error(env, "ERR_VOLUME_LOCK_FLOCK", message);
+    return NULL;
+  }
+  napi_value result;
+  CHECK_OR(env, napi_get_boolean(env, r == 0, &result), NULL);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "setChildSubreaper", NULL, set_child_subreaper, NULL, NULL, NULL, napi_enumerable, NULL },
     { "reap", NULL, reap, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "tryLockExclusive", NULL, try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -35,6 +35,7 @@ import { ControlTokens } from '../http/control-tokens.js';
 import { startControlServer } from '../http/control-server.js';
 import { configuredVncPassword, ensureVncPassword } from '../http/vnc-password.js';
 import { VERSION } from '../version.js';
+import { VolumeLock } from '../volume-lock.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/podvisor/podvisor.yaml';
 
@@ -152,6 +153,15 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   // 3. From here on, things are created: the state dir and the event log.
   mkdirSync(config.stateDir, { recursive: true });
   mkdirSync(config.diskDir, { recursive: true });
+  // One podvisor per VM volume: the lock comes before anything another instance owns (VNC password, socket, network, event log).
+  // It is held until this process ends (volume-lock.ts).
+  try {
+    const volumeLock = VolumeLock.acquire(config.stateDir, { version: VERSION });
+    if (volumeLock.warning !== null) log.warn(volumeLock.warning.message, { code: volumeLock.warning.code, hint: volumeLock.warning.hint });
+  } catch (err) {
+    const code = reportStartupError(err, io);
+    return isPodvisorError(err) && err.code === 'ERR_VOLUME_LOCKED' ? ExitCode.Config : code;
+  }
   const vncPassword = ensureVncPassword(vncConfigured, config.stateDir, log);
   if (vncPassword !== undefined) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
   const clock = container.get<Clock>(Clock);
