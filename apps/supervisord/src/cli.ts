@@ -9,7 +9,13 @@ import { main } from './cli-main.js';
 import { BROKEN_PIPE_EXIT_CODE, exitWhenFlushed, watchOutput } from './process-output.js';
 
 const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
-watchOutput(io, { daemon: process.argv[2] === 'run', onBrokenPipe: () => void exitWhenFlushed(BROKEN_PIPE_EXIT_CODE) });
+watchOutput(io, {
+  daemon: process.argv[2] === 'run',
+  onStdoutError: (err) => {
+    if (err.code !== 'EPIPE') process.stderr.write(`podvisor: cannot write to stdout: ${err.message}\n`);
+    void exitWhenFlushed(err.code === 'EPIPE' ? BROKEN_PIPE_EXIT_CODE : 1);
+  },
+});
 void main(process.argv.slice(2), io)
   .catch((err: unknown) => {
     process.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);

@@ -51,18 +51,20 @@ export function writeAll(stream: NodeJS.WritableStream, text: string): Promise<v
 
 /**
  * Watches the process's stdout and stderr for write errors, which would
- * otherwise be uncaught exceptions. For a command, EPIPE on stdout (the reader
- * went away) calls `onBrokenPipe`; for the daemon (`daemon: true`) every write
+ * otherwise be uncaught exceptions. For a command, the first error on stdout
+ * calls `onStdoutError` (EPIPE: the reader went away; anything else, such as
+ * ENOSPC, is a real failure); for the daemon (`daemon: true`) every write
  * error is ignored. Errors on stderr are ignored: there is nowhere to report them.
  */
-export function watchOutput(streams: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }, options: { daemon: boolean; onBrokenPipe: () => void }): void {
-  let broken = false;
+export function watchOutput(
+  streams: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream },
+  options: { daemon: boolean; onStdoutError: (err: NodeJS.ErrnoException) => void },
+): void {
+  let failed = false;
   streams.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (options.daemon || broken) return;
-    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') {
-      broken = true;
-      options.onBrokenPipe();
-    }
+    if (options.daemon || failed) return;
+    failed = true;
+    options.onStdoutError(err);
   });
   streams.stderr.on('error', () => undefined);
 }

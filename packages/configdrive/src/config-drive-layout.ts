@@ -311,7 +311,8 @@ function parseMapping<E extends Record<string, unknown> | undefined>(
 
 function yamlError(role: ConfigDriveSourceRole, path: string, problem: YamlProblem): PodvisorError {
   const where = problem.line === undefined ? '' : ` at line ${problem.line}, column ${problem.column}`;
-  return new PodvisorError('ERR_CONFIGDRIVE_YAML', `invalid YAML in ${role} ${path}${where}: ${problem.message}${problem.excerpt === undefined ? '' : `\n${problem.excerpt}`}`, {
+  const excerpt = problem.excerpt === undefined ? '' : `\n${problem.excerpt}`;
+  return new PodvisorError('ERR_CONFIGDRIVE_YAML', `invalid YAML in ${role} ${path}${where}: ${problem.message}${excerpt}`, {
     hint: `fix the YAML in ${path}: expected ${problem.expected}${role === 'user-data' ? ' (user-data that starts with #cloud-config must be YAML)' : ''}`,
     details: { path, role, line: problem.line, column: problem.column, yamlCode: problem.code },
   });
