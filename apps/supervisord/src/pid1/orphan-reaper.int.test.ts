@@ -258,7 +258,7 @@ const report = {
   ownedExit: ownedExit && { code: ownedExit.code, signal: ownedExit.signal },
   zombiesLeft: readProcStats().filter((p) => p.state === 'Z' && p.ppid === 1),
 };
-console.log(JSON.stringify(report));
 const ok = report.pid1 === 1 && report.orphan?.code === 7 && report.ownedExit?.code === 0 && report.zombiesLeft.length === 0;
-process.exit(ok ? 0 : 1);
+// Exit only once the report is written: stdout is a pipe, and exit() drops what is still queued on it.
+process.stdout.write(JSON.stringify(report) + '\\n', () => process.exit(ok ? 0 : 1));
 `;
