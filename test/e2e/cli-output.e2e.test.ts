@@ -3,7 +3,8 @@
  * front door. A log of 10,000 events (written by the real SQLite store) must
  * reach `wc -l` whole in every run, both read from the file (`podvisor events`)
  * and paged through the control endpoint (`podvisor ctl events`, over the real
- * unix socket); a reader that goes away ends the command quietly with 141; a
+ * unix socket); a reader that goes away ends the command quietly with 141, a
+ * full disk behind `> file` is an error (exit 1); a
  * "billion laughs" config file is a configuration error (exit 2), not a crash.
  */
 import { execFile } from 'node:child_process';
@@ -102,6 +103,12 @@ describe('podvisor output through a pipe', () => {
       const status = await run('bash', ['-c', `${process.execPath} ${CLI} events ${form} --state-dir '${dirs.stateDir}' | head -n 1 >/dev/null; echo "\${PIPESTATUS[0]}"`]);
       expect([form, status]).toEqual([form, { stdout: '141\n', stderr: '' }]);
     }
+  });
+
+  it('any other write error on stdout (a full disk) is reported and exits 1', async () => {
+    store = await logOfTenThousand();
+    const r = await run('bash', ['-c', `${process.execPath} ${CLI} events --json --state-dir '${dirs.stateDir}' > /dev/full; echo "exit $?"`]);
+    expect(r).toEqual({ stdout: 'exit 1\n', stderr: 'podvisor: cannot write to stdout: ENOSPC: no space left on device, write\n' });
   });
 });
 

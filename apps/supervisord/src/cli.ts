@@ -6,19 +6,13 @@
  */
 import type { CommandIo } from './commands/run-command.js';
 import { main } from './cli-main.js';
-import { BROKEN_PIPE_EXIT_CODE, exitWhenFlushed, watchOutput } from './process-output.js';
+import { CliOutput } from './process-output.js';
 
 const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
-watchOutput(io, {
-  daemon: process.argv[2] === 'run',
-  onStdoutError: (err) => {
-    if (err.code !== 'EPIPE') process.stderr.write(`podvisor: cannot write to stdout: ${err.message}\n`);
-    void exitWhenFlushed(err.code === 'EPIPE' ? BROKEN_PIPE_EXIT_CODE : 1);
-  },
-});
+const output = new CliOutput(io, process.argv[2] === 'run');
 void main(process.argv.slice(2), io)
   .catch((err: unknown) => {
     process.stderr.write(`podvisor: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;
   })
-  .then((code) => exitWhenFlushed(code));
+  .then((code) => output.exit(code));
