@@ -12,7 +12,7 @@ import type { CommandIo } from './run-command.js';
 import { reportStartupError } from './run-command.js';
 
 /** Events read and written per step: a long log is printed a page at a time, waiting for a slow reader. */
-export const EVENTS_PAGE = 1000;
+const EVENTS_PAGE = 1000;
 
 export const EVENTS_HELP = `Usage: podvisor events [--json] [--follow] [--after N] [--state-dir DIR]
 
