@@ -10,7 +10,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -52,6 +52,17 @@ function podState(): { links: string[]; rules: string; dnsmasq: number[] } {
   return { links, rules, dnsmasq: podPids('dnsmasq') };
 }
 
+/** The files `pid` has open. */
+function openFiles(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+}
+
 /** util-linux flock(1) on the lock file: 0 when it could take it, 1 while someone holds it. */
 async function lockIsFree(file: string): Promise<boolean> {
   return run('flock', ['-n', '-E', '1', file, 'true']).then(
@@ -90,6 +101,11 @@ describe('a second podvisor on the same VM volume', () => {
     const before = { state: podState(), socketInode: statSync(socket).ino, lastPosition: readEvents(dirs.stateDir).at(-1)?.position ?? 0 };
     expect(before.state.dnsmasq).toHaveLength(1);
     expect(await lockIsFree(lockFile)).toBe(false);
+    // podvisor holds it; qemu and dnsmasq do not inherit it (so they cannot keep it after podvisor).
+    expect(openFiles(first.child.pid as number)).toContain(lockFile);
+    const children = [...podPids('qemu-system-x86'), ...before.state.dnsmasq];
+    expect(children).toHaveLength(2);
+    for (const pid of children) expect(openFiles(pid)).not.toContain(lockFile);
 
     const started = performance.now();
     const second = start();
