@@ -234,7 +234,9 @@ import { ExecaProcessRunner, SilentLogger } from '@podvisor/core';
 import { OrphanReaper } from ${JSON.stringify(join(pid1Dir, 'orphan-reaper.ts'))};
 import { readProcStats } from ${JSON.stringify(join(pid1Dir, 'read-proc-stats.ts'))};
 
-const within = (ms, p) => Promise.race([p, new Promise((_r, reject) => setTimeout(() => reject(new Error('timed out')), ms).unref())]);
+// The bound's timer keeps the loop alive: the reaper's timers are unref'd, and with nothing else pending
+// while the orphan sleeps, Node would end the fixture (exit 0, no report) in the middle of its await.
+const within = (ms, p) => Promise.race([p, new Promise((_r, reject) => setTimeout(() => reject(new Error('timed out')), ms))]);
 
 const runner = new ExecaProcessRunner(new SilentLogger());
 const loaded = OrphanReaper.load({ ownedPids: () => runner.ownedPids(), log: new SilentLogger() });
