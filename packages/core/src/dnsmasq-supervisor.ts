@@ -9,21 +9,44 @@
  * stale backend instance never fights the one that replaced it. Also here:
  * finding and stopping a dnsmasq left behind by a crashed run, through its pid
  * file, after checking that the pid really is that dnsmasq.
+ *
+ * dnsmasq drops to `nobody` after binding when it can, which needs CAP_SETUID
+ * and CAP_SETGID, and podvisor can then signal it only with CAP_KILL. Where
+ * podvisor lacks any of the three (a container that drops them), dnsmasq keeps
+ * podvisor's user instead (`--user= --group=`), so that it still starts and
+ * podvisor can still stop it; its confinement is then the container's own
+ * capability set. On a host where podvisor has them all, the drop stays.
  */
 import { readFile, rm } from 'node:fs/promises';
+import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { NetworkHooks } from './ports.js';
-import { terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
+import { UNKILLABLE_HINT, terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
 
 /**
  * The arguments every supervised dnsmasq starts with: in the foreground (so the
  * runner owns it), no configuration file, no DNS service (`--port=0`: the VM
  * gets the pod's own name servers), its pid and lease files in the state dir,
- * bound only to the interfaces named after these.
+ * bound only to the interfaces named after these. `--no-ping`: each backend
+ * leases one fixed address to one MAC, so the ICMP probe before an offer
+ * guards against nothing, and without it dnsmasq needs no CAP_NET_RAW.
  */
 export function dnsmasqBaseArgs(pidFile: string, leaseFile: string): string[] {
-  return ['--keep-in-foreground', '--conf-file=/dev/null', '--port=0', `--pid-file=${pidFile}`, `--dhcp-leasefile=${leaseFile}`, '--bind-interfaces'];
+  return ['--keep-in-foreground', '--conf-file=/dev/null', '--port=0', `--pid-file=${pidFile}`, `--dhcp-leasefile=${leaseFile}`, '--bind-interfaces', '--no-ping'];
+}
+
+/** The capabilities without which dnsmasq keeps podvisor's user (see the module comment). */
+export const DNSMASQ_PRIVILEGE_DROP_CAPABILITIES = ['CAP_SETUID', 'CAP_SETGID', 'CAP_KILL'] as const;
+
+/**
+ * The arguments that keep dnsmasq from changing its user and group, when
+ * podvisor's effective capabilities (`mask`) lack any of
+ * `DNSMASQ_PRIVILEGE_DROP_CAPABILITIES`; none when it has them all, or when
+ * the mask is unknown (dnsmasq's own default, the drop to `nobody`). Pure.
+ */
+export function dnsmasqUserArgs(mask: bigint | undefined): string[] {
+  return mask === undefined || hasCapabilities(mask, DNSMASQ_PRIVILEGE_DROP_CAPABILITIES) ? [] : ['--user=', '--group='];
 }
 
 export interface DnsmasqSupervisorOptions {
@@ -49,6 +72,8 @@ export interface DnsmasqSupervisorOptions {
   stableMs?: number;
   /** How long dnsmasq may take to write its pid file. Default 5 s. */
   readyTimeoutMs?: number;
+  /** podvisor's effective capabilities, which decide `dnsmasqUserArgs`. Default: read from /proc/self/status. */
+  capabilities?: bigint;
 }
 
 const POLL_MS = 20;
@@ -60,6 +85,7 @@ export class DnsmasqSupervisor {
   private timer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private pending: Promise<void> = Promise.resolve();
+  private userLogged = false;
 
   constructor(private readonly o: DnsmasqSupervisorOptions) {}
 
@@ -79,7 +105,11 @@ export class DnsmasqSupervisor {
     this.watch(child);
   }
 
-  /** Stops supervising and stops dnsmasq (SIGTERM, then SIGKILL after 2 s). Safe to call twice. */
+  /**
+   * Stops supervising and stops dnsmasq (SIGTERM, then SIGKILL after 2 s).
+   * Bounded: a dnsmasq that cannot be signalled is left running after another
+   * 2 s, with a `WARN_DNSMASQ_NOT_STOPPED` warning. Safe to call twice.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -87,12 +117,27 @@ export class DnsmasqSupervisor {
     await this.pending;
     const child = this.child;
     this.child = undefined;
-    if (child !== undefined) await terminateChild(child, 2000);
+    if (child === undefined || (await terminateChild(child, 2000)) !== 'survived') return;
+    this.o.hooks.warn({
+      code: 'WARN_DNSMASQ_NOT_STOPPED',
+      message: `dnsmasq (pid ${child.pid}) did not stop on SIGTERM or SIGKILL; teardown goes on without it`,
+      hint: UNKILLABLE_HINT,
+    });
+  }
+
+  /** The argv after `dnsmasq`: the backend's, and the user to keep when podvisor cannot drop privileges. */
+  private args(): string[] {
+    const user = dnsmasqUserArgs(this.o.capabilities ?? ownEffectiveCapabilities());
+    if (user.length > 0 && !this.userLogged) {
+      this.userLogged = true;
+      this.o.log.info('dnsmasq keeps podvisor\'s user: podvisor lacks one of CAP_SETUID, CAP_SETGID, CAP_KILL, needed to drop it to nobody and signal it after');
+    }
+    return [...this.o.args, ...user];
   }
 
   private async launch(): Promise<ChildHandle> {
     await rm(this.o.pidFile, { force: true });
-    const child = await this.o.runner.spawn('dnsmasq', this.o.args, { name: 'dnsmasq', stdout: 'ignore' }).catch((err: unknown) => {
+    const child = await this.o.runner.spawn('dnsmasq', this.args(), { name: 'dnsmasq', stdout: 'ignore' }).catch((err: unknown) => {
       throw new PodvisorError(this.o.errorCode, `cannot start dnsmasq: ${(err as Error).message}`, { cause: err });
     });
     this.child = child;
@@ -108,7 +153,7 @@ export class DnsmasqSupervisor {
       }
       if ((await readPid(this.o.pidFile)) !== undefined) return child;
       if (Date.now() > deadline) {
-        await terminateChild(child, 1000);
+        if ((await terminateChild(child, 1000)) === 'survived') this.o.log.error('a dnsmasq that did not start could not be stopped', { pid: child.pid, hint: UNKILLABLE_HINT });
         throw new PodvisorError(this.o.errorCode, `dnsmasq did not write ${this.o.pidFile} within ${this.o.readyTimeoutMs ?? 5000} ms: ${child.stderrTail().trim()}`, {
           details: { argv: child.argv },
         });
@@ -151,7 +196,7 @@ export class DnsmasqSupervisor {
     try {
       const next = await this.launch();
       if (this.stopped) {
-        await terminateChild(next, 1000);
+        if ((await terminateChild(next, 1000)) === 'survived') this.o.log.error('a restarted dnsmasq could not be stopped', { pid: next.pid, hint: UNKILLABLE_HINT });
         return;
       }
       this.watch(next);
@@ -186,7 +231,7 @@ export async function stopStrayDnsmasq(pidFile: string, log: Logger): Promise<nu
     signal(pid, 'SIGTERM');
     if (!(await waitGone(pid, 2000))) {
       signal(pid, 'SIGKILL');
-      await waitGone(pid, 2000);
+      if (!(await waitGone(pid, 2000))) log.error('a dnsmasq left by an earlier run could not be stopped; left running', { pid, pidFile, hint: UNKILLABLE_HINT });
     }
     stopped = pid;
   }

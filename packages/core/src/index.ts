@@ -10,14 +10,16 @@ export type { ParseYamlOptions, YamlParseResult, YamlProblem } from './parse-yam
 export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
-export { ExecaProcessRunner, ProcessRunner, exitedWithin, terminateChild } from './process-runner.js';
-export { DnsmasqSupervisor, dnsmasqBaseArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export { ExecaProcessRunner, KILL_WAIT_MS, ProcessRunner, UNKILLABLE_HINT, exitedWithin, terminateChild } from './process-runner.js';
+export { DNSMASQ_PRIVILEGE_DROP_CAPABILITIES, DnsmasqSupervisor, dnsmasqBaseArgs, dnsmasqUserArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export { CAPABILITY_BITS, hasCapabilities, ownEffectiveCapabilities, parseEffectiveCapabilities } from './capabilities.js';
+export type { CapabilityName } from './capabilities.js';
 export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
 export { networkStep } from './network-step.js';
 export type { NetworkStep } from './network-step.js';
 export { parseResolvConf, isDhcpHostname } from './resolv-conf.js';
 export type { PodResolvConf } from './resolv-conf.js';
-export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle } from './process-runner.js';
+export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle, TerminateOutcome } from './process-runner.js';
 export { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS, event, isEventType } from './events.js';
 export type {
   Accelerator,

@@ -61,7 +61,7 @@ describe('ExecaProcessRunner', () => {
   it('terminateChild escalates to SIGKILL for a child that ignores SIGTERM', async () => {
     const child = await runner.spawn('sh', ['-c', 'trap "" TERM; echo ready; while :; do sleep 1; done'], { name: 'stubborn' });
     await new Promise<void>((resolve) => child.stdout?.once('data', () => resolve()));
-    expect(await terminateChild(child, 200)).toBe(false);
+    expect(await terminateChild(child, 200)).toBe('killed');
     expect((await child.exited).signal).toBe('SIGKILL');
   });
 
@@ -87,5 +87,40 @@ describe('ExecaProcessRunner', () => {
     expect(existsSync(`/proc/${childPid}`)).toBe(true);
     parent.kill('SIGKILL');
     await gone(childPid, 5000);
+  });
+
+  it('terminateChild gives up on a child it may not signal (another user, no CAP_KILL) instead of hanging', async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'pv-runner-'));
+    const script = path.join(dir, 'no-kill.mjs');
+    const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), '../dist');
+    // As in a container without CAP_KILL where dnsmasq dropped to nobody: the
+    // runner's child changes its user, and its parent's kill() fails with EPERM.
+    writeFileSync(
+      script,
+      `import { ExecaProcessRunner, terminateChild } from ${JSON.stringify(path.join(dist, 'process-runner.js'))};
+       import { SilentLogger } from ${JSON.stringify(path.join(dist, 'logger.js'))};
+       const c = await new ExecaProcessRunner(new SilentLogger()).spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sleep', '300'], { name: 'sleep' });
+       process.stdout.write(c.pid + '\\n');
+       await new Promise((r) => setTimeout(r, 100));
+       const outcome = await terminateChild(c, 300, 300);
+       process.stdout.write(JSON.stringify({ outcome, running: c.running }) + '\\n');
+       process.exit(0);`,
+    );
+    let out = '';
+    const parent = execFile('setpriv', ['--bounding-set', '-kill', process.execPath, script]);
+    parent.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const exit = new Promise<number | null>((resolve) => parent.once('close', resolve));
+    try {
+      expect(await exit).toBe(0);
+      const [, result] = out.trim().split('\n');
+      expect(JSON.parse(result ?? '')).toEqual({ outcome: 'survived', running: true });
+    } finally {
+      // The sleeper outlives its parent (a credential change clears PR_SET_PDEATHSIG); this test may kill it.
+      const pid = Number(out.split('\n')[0]);
+      if (pid > 1) {
+        process.kill(pid, 'SIGKILL');
+        await gone(pid, 5000);
+      }
+    }
   });
 });

@@ -62,8 +62,12 @@ export interface ChildHandle {
   readonly running: boolean;
   /** The stderr seen so far (tail). */
   stderrTail(): string;
-  /** Sends a signal; a no-op after exit. */
-  kill(signal?: NodeJS.Signals): void;
+  /**
+   * Sends a signal; a no-op after exit. Returns false when it could not be
+   * sent: EPERM, when the child changed its user (dnsmasq drops to `nobody`)
+   * and podvisor lacks CAP_KILL.
+   */
+  kill(signal?: NodeJS.Signals): boolean;
 }
 
 export interface ProcessRunner {
@@ -190,6 +194,11 @@ export class ExecaProcessRunner implements ProcessRunner {
       throw new PodvisorError('ERR_PROCESS_SPAWN', `cannot start ${file}: ${err.message}`, { cause: err, details: { argv } });
     });
 
+    // After spawn, a signal that cannot be sent (EPERM: the child changed its
+    // user and podvisor lacks CAP_KILL) is emitted as an 'error' event, and an
+    // 'error' event nobody listens to kills the process: PID 1 must not die
+    // of it. kill() returns false for it as well.
+    child.on('error', (err) => this.log.warn('child process error', { name: options.name, pid: child.pid, err }));
     let stderr = '';
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
@@ -217,9 +226,7 @@ export class ExecaProcessRunner implements ProcessRunner {
         return running;
       },
       stderrTail: () => stderr,
-      kill: (signal: NodeJS.Signals = 'SIGTERM') => {
-        if (running) child.kill(signal);
-      },
+      kill: (signal: NodeJS.Signals = 'SIGTERM') => (running ? child.kill(signal) : true),
     };
     this.live.add(handle);
     this.log.info('spawned', { name: options.name, pid, argv });
@@ -243,7 +250,9 @@ export class ExecaProcessRunner implements ProcessRunner {
   async stopAll(graceMs: number): Promise<void> {
     await Promise.all(
       [...this.live].map(async (c) => {
-        if (!(await terminateChild(c, graceMs))) this.log.warn('child ignored SIGTERM and was killed', { name: c.name, pid: c.pid });
+        const outcome = await terminateChild(c, graceMs);
+        if (outcome === 'killed') this.log.warn('child ignored SIGTERM and was killed', { name: c.name, pid: c.pid });
+        if (outcome === 'survived') this.log.error('child could not be stopped; left running', { name: c.name, pid: c.pid, hint: UNKILLABLE_HINT });
       }),
     );
   }
@@ -262,17 +271,27 @@ export async function exitedWithin(child: ChildHandle, ms: number): Promise<Chil
   return result;
 }
 
+/** How `terminateChild` ended: by SIGTERM (or already gone), by SIGKILL, or not at all. */
+export type TerminateOutcome = 'exited' | 'killed' | 'survived';
+
+/** How long `terminateChild` waits for a SIGKILLed child before giving up on it. */
+export const KILL_WAIT_MS = 2000;
+
+/** Why a child can survive SIGKILL, for logs. */
+export const UNKILLABLE_HINT = 'a signal to a child that runs as another user needs CAP_KILL (EPERM otherwise); it ends with the container';
+
 /**
- * SIGTERM, then SIGKILL if the child is still running after `graceMs`; resolves
- * once it has exited. Returns false when SIGKILL was needed.
+ * SIGTERM, then SIGKILL if the child is still running after `graceMs`. Always
+ * bounded: gives up `killWaitMs` after SIGKILL and returns `survived`, so
+ * that a child podvisor may not signal (EPERM) cannot hang a teardown. A
+ * SIGTERM that cannot be sent skips the grace period.
  */
-export async function terminateChild(child: ChildHandle, graceMs: number): Promise<boolean> {
-  if (!child.running) return true;
-  child.kill('SIGTERM');
-  if ((await exitedWithin(child, graceMs)) !== null) return true;
+export async function terminateChild(child: ChildHandle, graceMs: number, killWaitMs: number = KILL_WAIT_MS): Promise<TerminateOutcome> {
+  if (!child.running) return 'exited';
+  if (child.kill('SIGTERM') && (await exitedWithin(child, graceMs)) !== null) return 'exited';
+  if (!child.running) return 'exited';
   child.kill('SIGKILL');
-  await child.exited;
-  return false;
+  return (await exitedWithin(child, killWaitMs)) !== null ? 'killed' : 'survived';
 }
 
 /** The absolute path of an executable (as given when it contains a slash, else found on PATH), or null. */

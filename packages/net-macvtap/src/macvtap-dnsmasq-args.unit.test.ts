@@ -15,7 +15,7 @@ describe('the macvtap dnsmasq', () => {
       searchDomains: ['ns.svc.cluster.local', 'cluster.local'],
     });
     expect(args).toEqual([
-      '--keep-in-foreground', '--conf-file=/dev/null', '--port=0', '--pid-file=/s/d.pid', '--dhcp-leasefile=/s/d.leases', '--bind-interfaces', '--dhcp-authoritative',
+      '--keep-in-foreground', '--conf-file=/dev/null', '--port=0', '--pid-file=/s/d.pid', '--dhcp-leasefile=/s/d.leases', '--bind-interfaces', '--no-ping', '--dhcp-authoritative',
       '--interface=pvmvl2', '--shared-network=pvmvl2,10.55.1.7', '--dhcp-range=set:net0,10.55.1.7,static,255.255.255.255,infinite',
       '--dhcp-host=aa:00:00:00:00:02,set:net0,10.55.1.7,vm1,infinite', '--dhcp-option=tag:net0,option:mtu,1500',
       '--interface=pvmvl3', '--shared-network=pvmvl3,10.56.1.2', '--dhcp-range=set:net1,10.56.1.2,static,255.255.255.0,infinite',

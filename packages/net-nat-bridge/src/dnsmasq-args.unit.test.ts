@@ -23,6 +23,7 @@ describe('buildDnsmasqArgs', () => {
     '--pid-file=/state/dnsmasq.pid',
     '--dhcp-leasefile=/state/dnsmasq.leases',
     '--bind-interfaces',
+    '--no-ping',
     '--interface=pvbr0',
     '--dhcp-range=192.168.254.2,static,255.255.255.252,12h',
   ];
