@@ -1,30 +1,79 @@
-# podvisor as a container image: the same build and the same Debian packages
-# that `make test` uses. It cannot be built on the development machines (there
-# is no Docker engine there); CI exercises the same steps through the Makefile.
-FROM node:20-bookworm-slim AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY . .
-RUN npm install --no-audit --no-fund \
- && npx tsc -b tsconfig.json \
- && npm_config_nodedir=/usr/local npm run build:native -w @podvisor/supervisord \
- && node scripts/build-web-console.mjs \
- && node scripts/bundle-cli.mjs \
- && npm prune --omit=dev
+# podvisor as a container image, built with podman: `make image` (see
+# docs/kubernetes.md). No registry is reachable here, so the base is a Debian 13
+# (trixie) minbase root filesystem that scripts/image-base.sh makes with
+# debootstrap from the machine's own apt mirror and imports under BASE.
+#
+# The build stage needs the registry's certificate authority: `make image`
+# mounts the machine's /etc/ssl/certs at /run/host-certs for the RUN steps
+# (`podman build -v`), so it never becomes part of any layer, and points npm
+# and Node at it below. (Not at /etc/ssl/certs: the runtime stage installs
+# Debian's ca-certificates, which writes there.)
+ARG BASE=localhost/podvisor-base:trixie
 
-FROM node:20-bookworm-slim
-# qemu and its tools, dnsmasq and nftables for the network plugins, genisoimage
-# for the config drive, util-linux for setpriv (children die with podvisor).
+FROM ${BASE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-      qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage util-linux ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm node-gyp libnode-dev python3 make g++ >/dev/null \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src /opt/podvisor
-ENV PODVISOR_IMAGES_DIR=/var/lib/podvisor/images PODVISOR_DISK_DIR=/var/lib/podvisor/disk
-VOLUME ["/var/lib/podvisor/images", "/var/lib/podvisor/disk"]
+ENV NODE_EXTRA_CA_CERTS=/run/host-certs/ca-certificates.crt \
+    npm_config_cafile=/run/host-certs/ca-certificates.crt \
+    npm_config_update_notifier=false
+WORKDIR /src
+# The manifests first, so that a source change keeps the npm install layer.
+COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
+COPY packages/core/package.json packages/core/
+COPY packages/qemu/package.json packages/qemu/
+COPY packages/image-store/package.json packages/image-store/
+COPY packages/configdrive/package.json packages/configdrive/
+COPY packages/net-nat-bridge/package.json packages/net-nat-bridge/
+COPY packages/net-macvtap/package.json packages/net-macvtap/
+COPY apps/supervisord/package.json apps/supervisord/
+COPY test/package.json test/
+RUN npm install --no-audit --no-fund
+COPY packages packages
+COPY apps apps
+COPY scripts/bundle-cli.mjs scripts/build-web-console.mjs scripts/
+RUN npx tsc -b tsconfig.json \
+ && npm run --silent build:native -w @podvisor/supervisord \
+ && node scripts/build-web-console.mjs \
+ && node scripts/bundle-cli.mjs
+# Only what runs, laid out as in the repository (the bundle finds the reaper
+# addon, the OpenAPI file, the web console and package.json relative to
+# itself): the bundle with its warmed code cache, the native addons, and
+# better-sqlite3, the one module the bundle leaves external, with the modules
+# it requires at run time (bindings, file-uri-to-path).
+RUN set -eu; o=/out/opt/podvisor; a=apps/supervisord; \
+    mkdir -p $o/$a/dist $o/$a/api $o/$a/native/build/Release $o/node_modules/better-sqlite3/build/Release; \
+    cp $a/package.json $o/$a/; cp $a/api/openapi.yaml $o/$a/api/; \
+    cp -r $a/dist/bundle $a/dist/web $o/$a/dist/; \
+    cp $a/native/build/Release/reaper.node $o/$a/native/build/Release/; \
+    cp -r node_modules/better-sqlite3/package.json node_modules/better-sqlite3/lib $o/node_modules/better-sqlite3/; \
+    cp node_modules/better-sqlite3/build/Release/better_sqlite3.node $o/node_modules/better-sqlite3/build/Release/; \
+    cp -r node_modules/bindings node_modules/file-uri-to-path $o/node_modules/
+COPY deploy/image/podvisor deploy/image/podvisor-entrypoint /out/usr/local/bin/
+
+FROM ${BASE}
+# Debian packages only: Node, qemu and qemu-img, dnsmasq, nftables and iproute2
+# for the network backends, genisoimage for the config drive, util-linux for
+# setpriv (children die with podvisor), procps for sysctl, passt, and the CA
+# certificates for https image sources. test/e2e/container.e2e.test.ts checks
+# that every binary the code can spawn is here.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      nodejs qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage util-linux procps passt ca-certificates >/dev/null \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
+COPY --from=build /out/ /
 EXPOSE 5800 5900
-# podvisor is PID 1; the container's CMD becomes extra qemu arguments.
-ENTRYPOINT ["node", "/opt/podvisor/apps/supervisord/dist/bundle/podvisor.cjs", "run", "--"]
+# podvisor is PID 1. The container's CMD (a pod's `args`) is extra qemu
+# arguments; `bash` or `sh` as the first argument gives a debug shell.
+ENTRYPOINT ["/usr/local/bin/podvisor-entrypoint"]
 CMD []
+# Last, so that a new revision does not rebuild the layers above.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="podvisor" \
+      org.opencontainers.image.description="Runs one QEMU virtual machine as a Kubernetes pod: a TypeScript PID 1 supervisor" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="debian:trixie (debootstrap --variant=minbase)" \
+      org.opencontainers.image.documentation="docs/kubernetes.md"

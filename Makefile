@@ -7,10 +7,16 @@ SHELL := /bin/bash
 
 APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage \
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
-  curl socat chromium
+  curl socat chromium \
+  podman buildah runc catatonit containernetworking-plugins iptables debootstrap
 STAMPS := .stamps
+# The container image (Dockerfile) and the base it is built FROM (scripts/image-base.sh).
+IMAGE := localhost/podvisor:latest
+IMAGE_BASE := localhost/podvisor-base:trixie
+# runc and rlimits podman accepts here (see the file).
+PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
 
-.PHONY: help deps apt npm build guest test test-unit test-int test-e2e demo bench clean
+.PHONY: help deps apt npm build guest image test test-unit test-int test-e2e demo bench clean
 
 help:
 	@echo "make demo   # a real VM in a simulated Calico-style pod, reachable on the pod IP"
@@ -53,7 +59,17 @@ build: npm
 guest: apt
 	test/guest/build.sh
 
-test: deps build guest
+# localhost/podvisor:latest, built with podman from a Debian 13 base made here
+# (no registry is reachable). The build's RUN steps reach npm and apt through
+# the host's network and trust the machine's CA bundle, mounted for the build
+# only (see the Dockerfile). Layers are cached: a second run takes seconds.
+image: apt
+	scripts/image-base.sh $(IMAGE_BASE)
+	$(PODMAN) build --network host -v /etc/ssl/certs:/run/host-certs:ro \
+	  --build-arg BASE=$(IMAGE_BASE) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  -t $(IMAGE) .
+
+test: deps build guest image
 	@mkdir -p test/.artifacts
 	npx vitest run --project unit --project int --project e2e --reporter=default --reporter=json --outputFile.json=test/.artifacts/vitest.json
 	@node scripts/test-summary.mjs test/.artifacts/vitest.json
@@ -62,7 +78,7 @@ test-unit: npm
 	npx vitest run --project unit
 test-int: deps
 	npx vitest run --project int
-test-e2e: deps build guest
+test-e2e: deps build guest image
 	npx vitest run --project e2e
 
 demo: deps build guest
