@@ -72,6 +72,7 @@ export class HttpImageServer {
   private readonly server: http.Server;
   private version = 0;
   private port = 0;
+  private host = '127.0.0.1';
 
   constructor() {
     this.server = http.createServer((req, res) => {
@@ -83,8 +84,10 @@ export class HttpImageServer {
     });
   }
 
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+  /** Listens on `host` (default loopback; a container test binds its bridge's gateway). */
+  async start(host = '127.0.0.1'): Promise<this> {
+    this.host = host;
+    await new Promise<void>((resolve) => this.server.listen(0, host, resolve));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
   }
@@ -92,7 +95,7 @@ export class HttpImageServer {
   /** The URL of `path` on this server, optionally with credentials. */
   url(p: string, credentials?: { user: string; password: string }): string {
     const auth = credentials === undefined ? '' : `${encodeURIComponent(credentials.user)}:${encodeURIComponent(credentials.password)}@`;
-    return `http://${auth}127.0.0.1:${this.port}${p}`;
+    return `http://${auth}${this.host}:${this.port}${p}`;
   }
 
   /** Serves `body` (bytes, or a file streamed from disk) at `path`; replaces what was there with a new ETag and date. */
