@@ -51,6 +51,7 @@ function podTemplate(name, hostname) {
   delete c.startupProbe;
   delete c.livenessProbe;
   delete c.readinessProbe;
+  delete c.ports; // podman 4.3 would publish them on the host's ports
   c.env = [...c.env.filter((e) => e.name !== 'IMG_SOURCE'), { name: 'IMG_SOURCE', value: '/guest.qcow2' }, { name: 'PODVISOR_ACCEL', value: 'tcg' }];
   c.volumeMounts.push({ name: 'guest', mountPath: '/guest.qcow2', readOnly: true });
   spec.volumes = spec.volumes.map((v) =>

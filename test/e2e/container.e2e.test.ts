@@ -31,7 +31,9 @@ import { ARTIFACTS, GUEST, readEvents, requireBuilt, types } from './support/pod
 const ID = `pvct${randomBytes(3).toString('hex')}`;
 const NETWORK = `${ID}-net`;
 const HOSTNAME = 'vm-0';
-const VOLUMES = { disk: `${ID}-disk`, images: `${ID}-images` };
+const CONFIG_MAP = `${ID}-cloud-init`;
+// kube play keeps a ConfigMap volume as a podman volume named after the ConfigMap.
+const VOLUMES = { disk: `${ID}-disk`, images: `${ID}-images`, configMap: CONFIG_MAP };
 const INSTANCE_ID = `${ID}-instance`;
 
 let work = '';
@@ -56,7 +58,7 @@ function one(objects: KubeObject[], kind: string): KubeObject {
 async function play(objects: KubeObject[], podName: string, extraEnv: Record<string, string> = {}): Promise<{ container: string; podIp: string; logs: PodmanLogs }> {
   const sts = one(objects, 'StatefulSet');
   const cm = one(objects, 'ConfigMap');
-  const cmName = `${ID}-cloud-init`;
+  const cmName = CONFIG_MAP;
   const configMap = { ...cm, metadata: { ...cm.metadata, name: cmName }, data: { ...cm.data, metadata: `instance-id: ${INSTANCE_ID}\n` } };
   const pod = podFromStatefulSet(sts, {
     podName,
@@ -144,10 +146,10 @@ describe('the container image', () => {
     const names = [...binaries.keys()].sort();
     expect(names).toEqual(expect.arrayContaining(['dnsmasq', 'ip', 'nft', 'qemu-img', 'qemu-system-x86_64', 'setpriv']));
     const check = [...names, 'podvisor', 'node'].map((b) => `command -v ${b} >/dev/null || echo "missing: ${b}"`).join('; ');
-    const out = await podman(['run', '--rm', '--entrypoint', 'sh', PODVISOR_IMAGE, '-c', check]);
+    const out = await podman(['run', '--rm', '--network', 'none', '--entrypoint', 'sh', PODVISOR_IMAGE, '-c', check]);
     expect(out.stdout.trim()).toBe('');
     // BBVA docker-kvm's promise: `sh` as the container's first argument is a debug shell.
-    expect((await podman(['run', '--rm', PODVISOR_IMAGE, 'sh', '-c', 'echo shell here'])).stdout.trim()).toBe('shell here');
+    expect((await podman(['run', '--rm', '--network', 'none', PODVISOR_IMAGE, 'sh', '-c', 'echo shell here'])).stdout.trim()).toBe('shell here');
     const inspect = JSON.parse((await podman(['image', 'inspect', PODVISOR_IMAGE])).stdout) as { Config: { Entrypoint: string[]; Labels: Record<string, string> } }[];
     expect(inspect[0]?.Config.Entrypoint).toEqual(['/usr/local/bin/podvisor-entrypoint']);
     expect(inspect[0]?.Config.Labels['org.opencontainers.image.title']).toBe('podvisor');
