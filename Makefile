@@ -84,7 +84,7 @@ test-e2e: deps build guest image
 demo: deps build guest
 	test/demo/demo.sh
 
-bench: deps build guest
+bench: deps build guest image
 	bench/run-all.sh
 
 clean:

@@ -7,3 +7,5 @@ echo "## startup";        node bench/startup/run.mjs "${STARTUP_RUNS:-10}"
 echo "## network setup";  node bench/network-setup/run.mjs
 echo "## control";        node bench/control/run.mjs
 echo "## image pull";     bench/pull/run.sh
+echo "## container";      node bench/container/startup.mjs "${CONTAINER_RUNS:-2}"
+echo "## container privileges"; bench/container/privileges.sh
