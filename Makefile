@@ -62,7 +62,8 @@ guest: apt
 # localhost/podvisor:latest, built with podman from a Debian 13 base made here
 # (no registry is reachable). The build's RUN steps reach npm and apt through
 # the host's network and trust the machine's CA bundle, mounted for the build
-# only (see the Dockerfile). Layers are cached: a second run takes seconds.
+# only (see the Dockerfile). Layers are cached: with unchanged sources a second
+# run reuses them (the base is kept by a stamp in .stamps/).
 image: apt
 	scripts/image-base.sh $(IMAGE_BASE)
 	$(PODMAN) build --network host -v /etc/ssl/certs:/run/host-certs:ro \
