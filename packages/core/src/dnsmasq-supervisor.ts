@@ -5,10 +5,14 @@
  * so after binding its DHCP socket). If it dies while supervised, it is
  * restarted with exponential backoff, a bounded number of times in a row, and
  * each restart is reported through `NetworkHooks.notice`. A restart only
- * happens while this supervisor still owns the state dir (`isOwner`), so a
- * stale backend instance never fights the one that replaced it. Also here:
- * finding and stopping a dnsmasq left behind by a crashed run, through its pid
- * file, after checking that the pid really is that dnsmasq.
+ * happens while this supervisor still owns its pid file: `start` writes a
+ * random token next to it (`<pidFile>.owner`), and `stopStrayDnsmasq` removes
+ * that token before it stops a leftover dnsmasq, so a stale supervisor (a
+ * backend instance that was never detached, or a second instance) stands
+ * down instead of restarting the dnsmasq that a newer run just stopped, and
+ * never deletes the newer run's pid file. Also here: finding and stopping a
+ * dnsmasq left behind by a crashed run, through its pid file, after checking
+ * that the pid really is that dnsmasq.
  *
  * dnsmasq drops to `nobody` after binding when it can, which needs CAP_SETUID
  * and CAP_SETGID, and podvisor can then signal it only with CAP_KILL. Where
@@ -17,7 +21,8 @@
  * podvisor can still stop it; its confinement is then the container's own
  * capability set. On a host where podvisor has them all, the drop stays.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -60,8 +65,6 @@ export interface DnsmasqSupervisorOptions {
   errorCode: string;
   /** What to check when dnsmasq cannot start (goes into the error's hint). */
   startHint?: string;
-  /** Checked before every restart; false stops supervision quietly. Default: always the owner. */
-  isOwner?: () => Promise<boolean>;
   /** Restarts in a row before giving up. Default 5. */
   maxRestarts?: number;
   /** The first restart delay, doubled each time. Default 200 ms. */
@@ -86,6 +89,7 @@ export class DnsmasqSupervisor {
   private wake: (() => void) | undefined;
   private pending: Promise<void> = Promise.resolve();
   private userLogged = false;
+  private readonly ownerToken = randomUUID();
 
   constructor(private readonly o: DnsmasqSupervisorOptions) {}
 
@@ -97,10 +101,13 @@ export class DnsmasqSupervisor {
   /**
    * Starts dnsmasq and waits until it serves. Throws `errorCode` (with
    * dnsmasq's stderr) when it exits or stays silent instead; nothing is left
-   * running then.
+   * running then. Takes over the pid file from any earlier supervisor.
    */
   async start(): Promise<void> {
     this.stopped = false;
+    await writeFile(dnsmasqOwnerFile(this.o.pidFile), `${this.ownerToken}\n`).catch((err: unknown) => {
+      throw new PodvisorError(this.o.errorCode, `cannot write ${dnsmasqOwnerFile(this.o.pidFile)}: ${(err as Error).message}`, { cause: err });
+    });
     const child = await this.launch();
     this.watch(child);
   }
@@ -117,12 +124,14 @@ export class DnsmasqSupervisor {
     await this.pending;
     const child = this.child;
     this.child = undefined;
-    if (child === undefined || (await terminateChild(child, 2000)) !== 'survived') return;
-    this.o.hooks.warn({
-      code: 'WARN_DNSMASQ_NOT_STOPPED',
-      message: `dnsmasq (pid ${child.pid}) did not stop on SIGTERM or SIGKILL; teardown goes on without it`,
-      hint: UNKILLABLE_HINT,
-    });
+    if (child !== undefined && (await terminateChild(child, 2000)) === 'survived') {
+      this.o.hooks.warn({
+        code: 'WARN_DNSMASQ_NOT_STOPPED',
+        message: `dnsmasq (pid ${child.pid}) did not stop on SIGTERM or SIGKILL; teardown goes on without it`,
+        hint: UNKILLABLE_HINT,
+      });
+    }
+    if (await this.owns()) await rm(dnsmasqOwnerFile(this.o.pidFile), { force: true });
   }
 
   /** The argv after `dnsmasq`: the backend's, and the user to keep when podvisor cannot drop privileges. */
@@ -210,20 +219,35 @@ export class DnsmasqSupervisor {
     }
   }
 
+  private async owns(): Promise<boolean> {
+    const token = await readFile(dnsmasqOwnerFile(this.o.pidFile), 'utf8').then(
+      (text) => text.trim(),
+      () => undefined,
+    );
+    return token === this.ownerToken;
+  }
+
   private async stillOwner(pid: number, how: string): Promise<boolean> {
-    if (this.o.isOwner === undefined || (await this.o.isOwner())) return true;
-    this.o.log.info('dnsmasq exited and this backend no longer owns the network; not restarting', { pid, exit: how });
+    if (await this.owns()) return true;
+    this.o.log.info('dnsmasq exited and this backend no longer owns the network; not restarting', { pid, exit: how, pidFile: this.o.pidFile });
     return false;
   }
 }
 
+/** The file that names the supervisor owning `pidFile`. */
+export function dnsmasqOwnerFile(pidFile: string): string {
+  return `${pidFile}.owner`;
+}
+
 /**
- * Stops a dnsmasq left behind by an earlier run: the pid in `pidFile` is
- * signalled only if `/proc/<pid>/cmdline` shows dnsmasq started with that
- * same pid file. Removes the pid file. Returns the pid it stopped, if any.
- * Never throws for "already gone".
+ * Stops a dnsmasq left behind by an earlier run: first removes the owner
+ * token, so that a supervisor still watching it does not restart it; then the
+ * pid in `pidFile` is signalled only if `/proc/<pid>/cmdline` shows dnsmasq
+ * started with that same pid file. Removes the pid file. Returns the pid it
+ * stopped, if any. Never throws for "already gone".
  */
 export async function stopStrayDnsmasq(pidFile: string, log: Logger): Promise<number | undefined> {
+  await rm(dnsmasqOwnerFile(pidFile), { force: true });
   const pid = await readPid(pidFile);
   let stopped: number | undefined;
   if (pid !== undefined && (await isOurDnsmasq(pid, pidFile))) {

@@ -11,7 +11,6 @@
  * injected `ProcessRunner` (`ip`, `nft`, `sysctl`, `dnsmasq`), in whatever
  * namespace the runner runs commands: the supervisor's own, in production.
  */
-import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject, injectable } from 'inversify';
@@ -42,12 +41,11 @@ import { deriveVmMac, ensureVmMac } from './vm-mac.js';
 export const NAT_BRIDGE_LINKS = { bridge: 'pvbr0', tap: 'pvtap0' } as const;
 
 /** The files the backend keeps in the state dir. */
-export function natBridgeStatePaths(stateDir: string): { pidFile: string; leaseFile: string; ipForwardFile: string; ownerFile: string } {
+export function natBridgeStatePaths(stateDir: string): { pidFile: string; leaseFile: string; ipForwardFile: string } {
   return {
     pidFile: join(stateDir, 'dnsmasq.pid'),
     leaseFile: join(stateDir, 'dnsmasq.leases'),
     ipForwardFile: join(stateDir, 'nat-bridge.ip_forward'),
-    ownerFile: join(stateDir, 'nat-bridge.owner'),
   };
 }
 
@@ -62,8 +60,6 @@ export interface NatPodInterface {
 export class NatBridgeNetworkBackend implements NetworkBackend {
   readonly name = 'nat-bridge';
   private readonly log: Logger;
-  /** Written to the state dir at attach: a dnsmasq is only restarted while it is still there. */
-  private readonly ownerToken = randomUUID();
   private supervisor: DnsmasqSupervisor | undefined;
 
   constructor(
@@ -98,7 +94,6 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     try {
       await this.step(spec, 'ERR_NAT_STATE_DIR', `create the state dir ${spec.stateDir}`, async () => {
         await mkdir(spec.stateDir, { recursive: true });
-        await writeFile(paths.ownerFile, `${this.ownerToken}\n`);
       });
       const pod = await this.step(spec, 'ERR_NAT_NO_POD_INTERFACE', 'find the pod interface', () => this.findPodInterface(config, spec));
       await this.warnOnOverlap(config, pod, hooks, spec);
@@ -162,7 +157,6 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         pidFile: paths.pidFile,
         errorCode: 'ERR_NAT_DNSMASQ',
         startHint: `dnsmasq-base must be installed and ${bridge} must exist`,
-        isOwner: () => this.ownsStateDir(paths.ownerFile),
       });
       await this.step(spec, 'ERR_NAT_DNSMASQ', `start dnsmasq on ${bridge}`, () => supervisor.start());
       this.supervisor = supervisor;
@@ -210,8 +204,6 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         failures.push(`${what}: ${errorMessage(err)}`);
       }
     };
-    // Gone first, so that a stale instance still supervising a dnsmasq stands down rather than restart it.
-    await rm(paths.ownerFile, { force: true });
     const supervisor = this.supervisor;
     this.supervisor = undefined;
     if (supervisor !== undefined) await attempt('stop dnsmasq', () => supervisor.stop());
@@ -306,14 +298,6 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
   private async linkNames(): Promise<Set<string>> {
     const links = parseJson<{ ifname?: string }[]>((await this.runner.run('ip', ['-j', 'link', 'show'])).stdout);
     return new Set(links.flatMap((l) => (typeof l.ifname === 'string' ? [l.ifname] : [])));
-  }
-
-  private async ownsStateDir(ownerFile: string): Promise<boolean> {
-    try {
-      return (await readFile(ownerFile, 'utf8')).trim() === this.ownerToken;
-    } catch {
-      return false;
-    }
   }
 
   private ip(spec: NetworkAttachSpec, ...args: string[]): ReturnType<ProcessRunner['run']> {
