@@ -152,9 +152,9 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     // The backend reads the pod's resolv.conf as the pod would see it.
     resolvConf = `/etc/netns/${pod}/resolv.conf`;
     podRunner = new NetnsProcessRunner(new ExecaProcessRunner(new SilentLogger()), pod);
-    // A new namespace copies IPv4 forwarding from the host's (net.core.devconf_inherit_init_net=0),
-    // and podman's CNI turns the host's on: start every pod from 0, as on a node without it.
-    await inPod('sysctl', ['-w', 'net.ipv4.ip_forward=0']);
+    // A new namespace inherits IPv4 forwarding from the host's (net.core.devconf_inherit_init_net=0),
+    // which other software may have turned on: start from off, so that the restore is what is tested.
+    await inPod('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=0']);
   });
 
   afterEach(async () => {

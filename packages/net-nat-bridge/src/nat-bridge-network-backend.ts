@@ -34,6 +34,7 @@ import {
 } from '@podvisor/core';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
 import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
 
@@ -47,6 +48,13 @@ export function natBridgeStatePaths(stateDir: string): { pidFile: string; leaseF
     leaseFile: join(stateDir, 'dnsmasq.leases'),
     ipForwardFile: join(stateDir, 'nat-bridge.ip_forward'),
   };
+}
+
+/** One route of `ip -j route show table all`; routes of the main table have no `table`. */
+interface PodRoute {
+  dst?: string;
+  dev?: string;
+  table?: string;
 }
 
 /** The pod interface the NAT goes through. */
@@ -88,42 +96,46 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     const { config, problems } = resolveNatBridgeConfig(spec);
     if (config === undefined) throw new ConfigError(problems);
     const started = performance.now();
-    await this.detach(spec);
+    // Leftovers of an earlier run: its dnsmasq and ip_forward here; its links go in the
+    // first lines of the link batch, and its table is replaced by the one atomic nft load.
+    await this.teardown(spec, { links: false, table: false });
     const paths = natBridgeStatePaths(spec.stateDir);
     const { bridge, tap } = NAT_BRIDGE_LINKS;
     try {
       await this.step(spec, 'ERR_NAT_STATE_DIR', `create the state dir ${spec.stateDir}`, async () => {
         await mkdir(spec.stateDir, { recursive: true });
       });
-      const pod = await this.step(spec, 'ERR_NAT_NO_POD_INTERFACE', 'find the pod interface', () => this.findPodInterface(config, spec));
-      await this.warnOnOverlap(config, pod, hooks, spec);
+      const { pod, routes } = await this.step(spec, 'ERR_NAT_NO_POD_INTERFACE', 'find the pod interface', () => this.findPodInterface(config, spec));
+      this.warnOnOverlap(config, pod, routes, hooks);
 
-      await this.step(spec, 'ERR_NAT_BRIDGE', `create bridge ${bridge} with ${config.vmGateway}/30`, async () => {
+      const mtu = pod.mtu === undefined ? '' : ` mtu ${pod.mtu}`;
+      const makeBridge = { code: 'ERR_NAT_BRIDGE', what: `create bridge ${bridge} with ${config.vmGateway}/30` };
+      const makeTap = { code: 'ERR_NAT_TAP', what: `create tap ${tap} on ${bridge}` };
+      await this.links(spec, [
+        ...this.deleteLinkLines(),
         // A fixed bridge MAC: the VM's ARP entry for its gateway survives restarts.
-        await this.ip(spec, 'link', 'add', 'name', bridge, 'address', deriveVmMac(`${spec.vmName}/gateway`), 'type', 'bridge');
-        if (pod.mtu !== undefined) await this.ip(spec, 'link', 'set', 'dev', bridge, 'mtu', String(pod.mtu));
-        await this.ip(spec, 'addr', 'add', `${config.vmGateway}/30`, 'dev', bridge);
-        await this.ip(spec, 'link', 'set', 'dev', bridge, 'up');
-      });
-      await this.step(spec, 'ERR_NAT_TAP', `create tap ${tap} on ${bridge}`, async () => {
-        await this.ip(spec, 'tuntap', 'add', 'dev', tap, 'mode', 'tap');
-        if (pod.mtu !== undefined) await this.ip(spec, 'link', 'set', 'dev', tap, 'mtu', String(pod.mtu));
-        await this.ip(spec, 'link', 'set', 'dev', tap, 'master', bridge);
-        await this.ip(spec, 'link', 'set', 'dev', tap, 'up');
-      });
+        { ...makeBridge, command: `link add name ${bridge} address ${deriveVmMac(`${spec.vmName}/gateway`)}${mtu} type bridge` },
+        { ...makeBridge, command: `addr add ${config.vmGateway}/30 dev ${bridge}` },
+        { ...makeBridge, command: `link set dev ${bridge} up` },
+        { ...makeTap, command: `tuntap add dev ${tap} mode tap` },
+        { ...makeTap, command: `link set dev ${tap}${mtu} master ${bridge} up` },
+      ]);
       const { mac } = await ensureVmMac(spec.diskDir, spec.vmName);
 
       await this.step(spec, 'ERR_NAT_SYSCTL', 'enable net.ipv4.ip_forward in the pod namespace', async () => {
-        const previous = (await this.runner.run('sysctl', ['-n', 'net.ipv4.ip_forward'], { signal: spec.signal })).stdout.trim();
-        // Already on (the pod's sysctls set it): nothing to write, nothing to restore. An
-        // unprivileged container has /proc/sys read-only, so an unneeded write would fail.
+        // Read and written in one sysctl run: the first line is the value before. Already on
+        // (the pod's sysctls set it): nothing to restore, and the write may fail (an
+        // unprivileged container has /proc/sys read-only) without harm.
+        const out = await this.runner.run('sysctl', ['net.ipv4.ip_forward', 'net.ipv4.ip_forward=1'], { signal: spec.signal, check: false });
+        const values = sysctlValues(out.stdout, 'net.ipv4.ip_forward');
+        const previous = values[0];
         if (previous === '1') return;
-        await writeFile(paths.ipForwardFile, `${previous}\n`);
-        await this.runner.run('sysctl', ['-w', 'net.ipv4.ip_forward=1'], { signal: spec.signal }).catch((err: unknown) => {
-          throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${errorMessage(err)}`, {
-            hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
-            cause: err,
-          });
+        if (previous !== undefined && /^[01]$/.test(previous) && values[1] === '1') {
+          await writeFile(paths.ipForwardFile, `${previous}\n`);
+          return;
+        }
+        throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${out.stderr.trim() || out.stdout.trim() || `sysctl exited with ${out.exitCode}`}`, {
+          hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
         });
       });
 
@@ -193,6 +205,10 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
    * another reason, after trying all of them.
    */
   async detach(spec: NetworkAttachSpec): Promise<void> {
+    await this.teardown(spec, { links: true, table: true });
+  }
+
+  private async teardown(spec: NetworkAttachSpec, parts: { links: boolean; table: boolean }): Promise<void> {
     const paths = natBridgeStatePaths(spec.stateDir);
     const failures: string[] = [];
     const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
@@ -208,14 +224,8 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     this.supervisor = undefined;
     if (supervisor !== undefined) await attempt('stop dnsmasq', () => supervisor.stop());
     await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log));
-    await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
-    let present: Set<string> | undefined;
-    await attempt('list links', async () => {
-      present = await this.linkNames();
-    });
-    for (const link of [NAT_BRIDGE_LINKS.tap, NAT_BRIDGE_LINKS.bridge]) {
-      if (present?.has(link) === true) await attempt(`delete ${link}`, () => this.runner.run('ip', ['link', 'del', 'dev', link]));
-    }
+    if (parts.table) await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
+    if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
     const previous = await readFile(paths.ipForwardFile, 'utf8').then(
       (text) => text.trim(),
       () => undefined,
@@ -234,38 +244,55 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     }
   }
 
-  private async findPodInterface(config: NatBridgeConfig, spec: NetworkAttachSpec): Promise<NatPodInterface> {
+  /** The batch lines that delete the backend's links; a link that is not there is already done. */
+  private deleteLinkLines(): IpBatchLine[] {
+    return [NAT_BRIDGE_LINKS.tap, NAT_BRIDGE_LINKS.bridge].map((link) => ({ command: `link del dev ${link}`, absentIsDone: true, code: 'ERR_NAT_DETACH', what: `delete ${link}` }));
+  }
+
+  /** Runs one `ip -force -batch -`; throws the coded error of the first line that really failed. */
+  private async links(spec: NetworkAttachSpec, lines: IpBatchLine[], abortable = true): Promise<void> {
+    const out = await this.runner.run('ip', ['-force', '-batch', '-'], { input: ipBatchScript(lines), check: false, ...(abortable && spec.signal !== undefined ? { signal: spec.signal } : {}) });
+    const [failure] = batchFailures(lines, out.stderr, out.exitCode);
+    if (failure !== undefined) {
+      throw new PodvisorError(failure.line.code, `nat-bridge: cannot ${failure.line.what}: ip ${failure.line.command}: ${failure.message}`, {
+        details: { script: ipBatchScript(lines), stderr: out.stderr },
+      });
+    }
+  }
+
+  /** The pod interface and the pod's IPv4 routes (all tables), read in one `ip -batch`. */
+  private async findPodInterface(config: NatBridgeConfig, spec: NetworkAttachSpec): Promise<{ pod: NatPodInterface; routes: PodRoute[] }> {
+    const out = await this.runner.run('ip', ['-4', '-j', '-batch', '-'], { input: 'route show table all\naddr show\n', signal: spec.signal });
+    const [routes = [], links = []] = out.stdout
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => parseJson<unknown[]>(line)) as [PodRoute[]?, { ifname?: string; mtu?: number; addr_info?: { family?: string; local?: string }[] }[]?];
     let name = config.podInterface;
     if (name === undefined) {
-      const routes = parseJson<{ dev?: string }[]>((await this.ip(spec, '-j', '-4', 'route', 'show', 'default')).stdout);
-      name = routes.find((r) => typeof r.dev === 'string')?.dev;
+      name = routes.find((r) => r.dst === 'default' && r.table === undefined && typeof r.dev === 'string')?.dev;
       if (name === undefined) {
         throw new PodvisorError('ERR_NAT_NO_POD_INTERFACE', 'nat-bridge: the pod has no IPv4 default route, so there is no pod interface to NAT through', {
           hint: 'name the interface with network.settings.podInterface',
         });
       }
     }
-    const links = parseJson<{ ifname?: string; mtu?: number; addr_info?: { family?: string; local?: string }[] }[]>(
-      (await this.ip(spec, '-j', '-4', 'addr', 'show', 'dev', name)).stdout,
-    );
-    const ip = links[0]?.addr_info?.find((a) => a.family === 'inet' && typeof a.local === 'string')?.local;
+    const link = links.find((l) => l.ifname === name);
+    if (link === undefined) {
+      throw new PodvisorError('ERR_NAT_NO_POD_INTERFACE', `nat-bridge: the pod has no interface ${name}`, {
+        hint: `the pod has: ${links.map((l) => l.ifname).join(', ')}; name another interface with network.settings.podInterface`,
+      });
+    }
+    const ip = link.addr_info?.find((a) => a.family === 'inet' && typeof a.local === 'string')?.local;
     if (ip === undefined) {
       throw new PodvisorError('ERR_NAT_NO_POD_ADDRESS', `nat-bridge: the pod interface ${name} has no IPv4 address for the VM to assume`, {
         hint: 'the CNI gives the pod its address; check the pod network, or name another interface with network.settings.podInterface',
       });
     }
-    return { name, ip, mtu: links[0]?.mtu };
+    return { pod: { name, ip, mtu: link.mtu }, routes };
   }
 
   /** Warns (never throws) when the VM's /30 collides with an address or route the pod has. */
-  private async warnOnOverlap(config: NatBridgeConfig, pod: NatPodInterface, hooks: NetworkHooks, spec: NetworkAttachSpec): Promise<void> {
-    let routes: { dst?: string; dev?: string; table?: string }[];
-    try {
-      routes = parseJson((await this.ip(spec, '-j', '-4', 'route', 'show', 'table', 'all')).stdout);
-    } catch (err) {
-      this.log.warn('cannot list the pod routes to check the VM subnet against them', { err });
-      routes = [];
-    }
+  private warnOnOverlap(config: NatBridgeConfig, pod: NatPodInterface, routes: readonly PodRoute[], hooks: NetworkHooks): void {
     const clashes = routes
       .filter((r) => typeof r.dst === 'string' && r.dst !== 'default' && ipv4CidrsOverlap(r.dst, config.subnet))
       .map((r) => `${r.dst} dev ${r.dev ?? '?'}${r.table === undefined ? '' : ` table ${r.table}`}`);
@@ -295,20 +322,19 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     return resolv;
   }
 
-  private async linkNames(): Promise<Set<string>> {
-    const links = parseJson<{ ifname?: string }[]>((await this.runner.run('ip', ['-j', 'link', 'show'])).stdout);
-    return new Set(links.flatMap((l) => (typeof l.ifname === 'string' ? [l.ifname] : [])));
-  }
-
-  private ip(spec: NetworkAttachSpec, ...args: string[]): ReturnType<ProcessRunner['run']> {
-    return this.runner.run('ip', args, { signal: spec.signal });
-  }
-
   /** Runs one attach step; an error that is not already an `ERR_NAT_*` one becomes `code`, naming `what`. */
   private step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {
     return networkStep({ backend: 'nat-bridge', codePrefix: 'ERR_NAT_', code, what, ...(spec.signal === undefined ? {} : { signal: spec.signal }) }, fn);
   }
 
+}
+
+/** The values `sysctl KEY ...` printed for `key`, in order (`KEY = VALUE` lines). */
+function sysctlValues(stdout: string, key: string): string[] {
+  return stdout.split('\n').flatMap((line) => {
+    const [k, v] = line.split('=').map((x) => x.trim());
+    return k === key && v !== undefined ? [v] : [];
+  });
 }
 
 function parseJson<T>(text: string): T {

@@ -14,23 +14,34 @@ class FakePodRunner implements ProcessRunner {
 
   async run(file: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
     const argv = [file, ...args].join(' ');
-    this.calls.push(options?.input === undefined ? argv : `${argv} <<${String(options.input).includes('dnat') ? 'ruleset' : 'teardown'}`);
-    if (this.failOn?.(this.calls.at(-1) as string) === true) {
+    const input = options?.input === undefined ? '' : String(options.input);
+    const shown = argv === 'nft -f -' ? `${argv} <<${input.includes('dnat') ? 'ruleset' : 'teardown'}` : argv;
+    this.calls.push(shown);
+    if (this.failOn?.(shown) === true) {
       throw new PodvisorError('ERR_PROCESS_FAILED', `${argv} failed (exit 1): Error: Could not process rule: Operation not supported`);
     }
     let stdout = '';
-    const add = /^ip (?:link add name|tuntap add dev) (\S+)/.exec(argv);
-    const del = /^ip link del dev (\S+)/.exec(argv);
-    if (add?.[1] !== undefined) this.links.add(add[1]);
-    if (del?.[1] !== undefined) this.links.delete(del[1]);
-    if (argv === 'ip -j -4 route show default') stdout = JSON.stringify([{ dst: 'default', gateway: '169.254.1.1', dev: 'eth0' }]);
-    if (argv === 'ip -j -4 addr show dev eth0') stdout = JSON.stringify([{ ifname: 'eth0', mtu: 1440, addr_info: [{ family: 'inet', local: '10.244.0.5', prefixlen: 32 }] }]);
-    if (argv === 'ip -j -4 route show table all') stdout = '[]';
-    if (argv === 'ip -j link show') stdout = JSON.stringify([...this.links].map((ifname) => ({ ifname })));
-    if (argv === 'sysctl -n net.ipv4.ip_forward') stdout = `${this.forward}\n`;
+    let stderr = '';
+    if (argv === 'ip -force -batch -') {
+      input.split('\n').forEach((line, i) => {
+        if (line === '') return;
+        this.calls.push(`  ${line}`);
+        const add = /^(?:link add name|tuntap add dev) (\S+)/.exec(line);
+        const del = /^link del dev (\S+)/.exec(line);
+        if (add?.[1] !== undefined) this.links.add(add[1]);
+        if (del?.[1] !== undefined && !this.links.delete(del[1])) stderr += `Cannot find device "${del[1]}"\nCommand failed -:${i + 1}\n`;
+      });
+    }
+    if (argv === 'ip -4 -j -batch -') {
+      stdout = `${JSON.stringify([{ dst: 'default', gateway: '169.254.1.1', dev: 'eth0' }])}\n${JSON.stringify([{ ifname: 'eth0', mtu: 1440, addr_info: [{ family: 'inet', local: '10.244.0.5', prefixlen: 32 }] }])}\n`;
+    }
+    if (argv === 'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1') {
+      stdout = `net.ipv4.ip_forward = ${this.forward}\nnet.ipv4.ip_forward = 1\n`;
+      this.forward = '1';
+    }
     const set = /^sysctl -w net.ipv4.ip_forward=(\d)$/.exec(argv);
     if (set?.[1] !== undefined) this.forward = set[1];
-    return { argv: [file, ...args], exitCode: 0, signal: undefined, stdout, stderr: '', durationMs: 0 };
+    return { argv: [file, ...args], exitCode: stderr === '' ? 0 : 1, signal: undefined, stdout, stderr, durationMs: 0 };
   }
   async spawn(): Promise<never> {
     throw new Error('not used');
@@ -79,10 +90,31 @@ describe('NatBridgeNetworkBackend.attach failing half-way', () => {
     const afterFailure = runner.calls.slice(runner.calls.lastIndexOf('nft -f - <<ruleset') + 1);
     expect(afterFailure).toEqual([
       'nft -f - <<teardown',
-      'ip -j link show',
-      'ip link del dev pvtap0',
-      'ip link del dev pvbr0',
+      'ip -force -batch -',
+      '  link del dev pvtap0',
+      '  link del dev pvbr0',
       'sysctl -w net.ipv4.ip_forward=0',
+    ]);
+  });
+
+  it('sets up with four commands before dnsmasq: the pod read, one link batch, one sysctl, one nft load', async () => {
+    const runner = new FakePodRunner();
+    runner.failOn = (argv) => argv === 'dnsmasq';
+    const backend = new NatBridgeNetworkBackend(runner, new SilentLogger());
+    await backend.attach(spec, { log: new SilentLogger(), warn: () => undefined, notice: () => undefined }).catch(() => undefined);
+    const attach = runner.calls.slice(0, runner.calls.indexOf('nft -f - <<ruleset') + 1);
+    expect(attach).toEqual([
+      'ip -4 -j -batch -',
+      'ip -force -batch -',
+      '  link del dev pvtap0',
+      '  link del dev pvbr0',
+      expect.stringMatching(/^ {2}link add name pvbr0 address 52:54:00(:[0-9a-f]{2}){3} mtu 1440 type bridge$/),
+      '  addr add 192.168.254.1/30 dev pvbr0',
+      '  link set dev pvbr0 up',
+      '  tuntap add dev pvtap0 mode tap',
+      '  link set dev pvtap0 mtu 1440 master pvbr0 up',
+      'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1',
+      'nft -f - <<ruleset',
     ]);
   });
 
