@@ -45,7 +45,7 @@ attach() {
   ip link set dev "$TAP" master "$BRIDGE"
   ip link set dev "$TAP" up
   previous_forward=$(sysctl -n net.ipv4.ip_forward)
-  sysctl -q -w net.ipv4.ip_forward=1
+  sysctl -q -w net.ipv4.ip_forward=1 "net.ipv4.conf.$BRIDGE.route_localnet=1"
   nft -f "$work/ruleset.nft"
   rm -f "$PID_FILE"
   dnsmasq "${dnsmasq_args[@]}" >/dev/null 2>&1 &

@@ -63,7 +63,7 @@ try {
   // What dnsmasq hands out from the pod's resolv.conf above.
   const dns = { nameservers: ['10.96.0.10'], search: ['bench.svc.cluster.local', 'svc.cluster.local', 'cluster.local'] };
   const exclusions = natExclusions({ vncPort: 5900, controlPort: 5800, extra: [] });
-  writeFileSync(path.join(shellDir, 'ruleset.nft'), buildNatRuleset({ podInterface: 'eth0', podIp: facts.POD_IP, vmIp, exclusions }));
+  writeFileSync(path.join(shellDir, 'ruleset.nft'), buildNatRuleset({ podInterface: 'eth0', podIp: facts.POD_IP, vmIp, bridge: NAT_BRIDGE_LINKS.bridge, gateway, exclusions }));
   writeFileSync(path.join(shellDir, 'teardown.nft'), buildNatTeardown());
   const args = buildDnsmasqArgs({
     bridge: NAT_BRIDGE_LINKS.bridge,

@@ -196,7 +196,7 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     const tap = JSON.parse((await inPod('ip', ['-j', '-d', 'link', 'show', 'dev', 'pvtap0'])).stdout) as { master?: string; linkinfo?: { info_kind?: string } }[];
     expect(tap[0]).toMatchObject({ master: 'pvbr0', linkinfo: { info_kind: 'tun' } });
     expect(await tables(pod)).toEqual(['table ip podvisor']);
-    expect(await ruleCount()).toBe(6);
+    expect(await ruleCount()).toBe(11);
     expect(await podForward()).toBe('1');
     const [pid] = await dnsmasqPidsInPod();
     expect(pid).toBeDefined();
@@ -233,7 +233,7 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     await firstLog.waitFor('no longer owns the network');
 
     expect(await tables(pod)).toEqual(['table ip podvisor']);
-    expect(await ruleCount()).toBe(6);
+    expect(await ruleCount()).toBe(11);
     const pids = await dnsmasqPidsInPod();
     expect(pids).toHaveLength(1);
     expect(pids[0]).not.toBe(firstPid);
@@ -278,7 +278,7 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     expect(warnings[0]?.message).toContain('192.168.254.0/24 dev eth0');
   });
 
-  it('leases the VM its address with the pod DNS, DNATs the pod IP to it except 5900, and SNATs it to the pod IP', async () => {
+  it('leases the VM its address with the pod DNS, DNATs the pod IP (from outside and inside the pod) and localhost to it except 5900, and SNATs it to the pod IP', async () => {
     const backend = newBackend();
     const attachment = await backend.attach(spec(), recordingHooks().hooks);
     const mac = attachment.nics[0]?.mac as string;
@@ -342,6 +342,13 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     expect(vnc.exitCode).not.toBe(0);
     expect(vnc.stdout).toBe('');
     expect((await connect(vmNs, `TCP:${nodeIp}:9000`)).stdout).toBe(`peer=${podIp}\n`);
+
+    // From inside the pod (a sidecar, kubectl port-forward): to localhost and to the pod IP, TCP and UDP.
+    expect((await connect(pod, 'TCP:127.0.0.1:8080')).stdout).toBe('tcp-from-vm\n');
+    expect((await connect(pod, `TCP:${podIp}:8080`)).stdout).toBe('tcp-from-vm\n');
+    expect((await connect(pod, 'UDP:127.0.0.1:7000')).stdout).toBe('udp-from-vm\n');
+    // ... except the ports podvisor keeps: nothing of the VM answers on them.
+    for (const target of ['TCP:127.0.0.1:5900', `TCP:${podIp}:5900`]) expect((await connect(pod, target)).stdout).toBe('');
 
     // With NO_VNC, 5900 goes to the VM like any other port.
     await backend.attach(spec({ env: { NO_VNC: '1' } }), recordingHooks().hooks);

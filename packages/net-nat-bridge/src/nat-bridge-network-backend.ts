@@ -123,11 +123,20 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       const { mac } = await ensureVmMac(spec.diskDir, spec.vmName);
 
       await this.step(spec, 'ERR_NAT_SYSCTL', 'enable net.ipv4.ip_forward in the pod namespace', async () => {
-        // Read and written in one sysctl run: the first line is the value before. Already on
-        // (the pod's sysctls set it): nothing to restore, and the write may fail (an
-        // unprivileged container has /proc/sys read-only) without harm.
-        const out = await this.runner.run('sysctl', ['net.ipv4.ip_forward', 'net.ipv4.ip_forward=1'], { signal: spec.signal, check: false });
+        // One sysctl run: the first line is ip_forward before it is set. Already on (the
+        // pod's sysctls set it): nothing to restore, and the write may fail (an unprivileged
+        // container has /proc/sys read-only) without harm. route_localnet on the bridge lets
+        // traffic the pod sends to 127.0.0.1 be routed to the VM; it goes with the bridge.
+        const localnet = `net.ipv4.conf.${bridge}.route_localnet`;
+        const out = await this.runner.run('sysctl', ['net.ipv4.ip_forward', 'net.ipv4.ip_forward=1', `${localnet}=1`], { signal: spec.signal, check: false });
         const values = sysctlValues(out.stdout, 'net.ipv4.ip_forward');
+        if (sysctlValues(out.stdout, localnet)[0] !== '1') {
+          hooks.warn({
+            code: 'WARN_NAT_NO_LOCALHOST',
+            message: `cannot set ${localnet}=1 (${out.stderr.trim() || 'no output'}): traffic the pod sends to 127.0.0.1 does not reach the VM (to the pod IP it does)`,
+            hint: '/proc/sys is read-only in this container; sidecars and kubectl port-forward can use the pod IP instead of localhost',
+          });
+        }
         const previous = values[0];
         if (previous === '1') return;
         if (previous !== undefined && /^[01]$/.test(previous) && values[1] === '1') {
@@ -141,7 +150,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
-      const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, exclusions });
+      const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions });
       await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})`, () =>
         this.runner.run('nft', ['-f', '-'], { input: ruleset, signal: spec.signal }),
       );

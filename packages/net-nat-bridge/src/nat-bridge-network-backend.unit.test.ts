@@ -35,8 +35,8 @@ class FakePodRunner implements ProcessRunner {
     if (argv === 'ip -4 -j -batch -') {
       stdout = `${JSON.stringify([{ dst: 'default', gateway: '169.254.1.1', dev: 'eth0' }])}\n${JSON.stringify([{ ifname: 'eth0', mtu: 1440, addr_info: [{ family: 'inet', local: '10.244.0.5', prefixlen: 32 }] }])}\n`;
     }
-    if (argv === 'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1') {
-      stdout = `net.ipv4.ip_forward = ${this.forward}\nnet.ipv4.ip_forward = 1\n`;
+    if (argv === 'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1 net.ipv4.conf.pvbr0.route_localnet=1') {
+      stdout = `net.ipv4.ip_forward = ${this.forward}\nnet.ipv4.ip_forward = 1\nnet.ipv4.conf.pvbr0.route_localnet = 1\n`;
       this.forward = '1';
     }
     const set = /^sysctl -w net.ipv4.ip_forward=(\d)$/.exec(argv);
@@ -113,7 +113,7 @@ describe('NatBridgeNetworkBackend.attach failing half-way', () => {
       '  link set dev pvbr0 up',
       '  tuntap add dev pvtap0 mode tap',
       '  link set dev pvtap0 mtu 1440 master pvbr0 up',
-      'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1',
+      'sysctl net.ipv4.ip_forward net.ipv4.ip_forward=1 net.ipv4.conf.pvbr0.route_localnet=1',
       'nft -f - <<ruleset',
     ]);
   });

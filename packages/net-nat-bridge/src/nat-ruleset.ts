@@ -8,6 +8,13 @@
  * interface, the excluded ports return first, then TCP and UDP are DNATed to
  * the VM; on postrouting, the VM's traffic leaving the pod interface is SNATed
  * to the pod IP; forwarded SYNs get their MSS clamped to the route MTU.
+ * Traffic that starts inside the pod (sidecars, `kubectl port-forward`, which
+ * dials localhost in the pod's namespace) takes the same way, as in KubeVirt's
+ * masquerade binding: the `output` hook DNATs what is sent to the pod IP or to
+ * 127.0.0.1, with the same exclusions, and postrouting SNATs a 127.0.0.1
+ * source to the VM's gateway so that the VM can answer it (the kernel only
+ * routes a loopback source off `lo` with `route_localnet` on the bridge,
+ * which the backend sets).
  */
 import { formatNatExclusion, type NatPortExclusion } from './nat-config.js';
 
@@ -18,6 +25,9 @@ export interface NatRulesetParams {
   podInterface: string;
   podIp: string;
   vmIp: string;
+  /** The bridge the VM is on, and its address there (the VM's gateway). */
+  bridge: string;
+  gateway: string;
   /** Ports that stay with the pod, in rule order. */
   exclusions: readonly NatPortExclusion[];
 }
@@ -47,6 +57,7 @@ export function buildNatTeardown(): string {
 export function buildNatRuleset(p: NatRulesetParams): string {
   const table = `table ${NAT_TABLE.family} ${NAT_TABLE.name}`;
   const inbound = `iifname ${quote(p.podInterface)} ip daddr ${p.podIp}`;
+  const local = `ip daddr { ${p.podIp}, 127.0.0.1 }`;
   const lines = [
     `${table} {`,
     '}',
@@ -58,9 +69,16 @@ export function buildNatRuleset(p: NatRulesetParams): string {
     `\t\t${inbound} meta l4proto tcp dnat to ${p.vmIp}`,
     `\t\t${inbound} meta l4proto udp dnat to ${p.vmIp}`,
     '\t}',
+    '\tchain output {',
+    '\t\ttype nat hook output priority -100; policy accept;',
+    ...p.exclusions.map((e) => `\t\t${local} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}`)}`),
+    `\t\t${local} meta l4proto tcp dnat to ${p.vmIp}`,
+    `\t\t${local} meta l4proto udp dnat to ${p.vmIp}`,
+    '\t}',
     '\tchain postrouting {',
     '\t\ttype nat hook postrouting priority srcnat; policy accept;',
     `\t\toifname ${quote(p.podInterface)} ip saddr ${p.vmIp} snat to ${p.podIp}`,
+    `\t\toifname ${quote(p.bridge)} ip saddr 127.0.0.1 snat to ${p.gateway}`,
     '\t}',
     '\tchain forward {',
     '\t\ttype filter hook forward priority mangle; policy accept;',

@@ -17,11 +17,13 @@ describe('natExclusions', () => {
 });
 
 describe('buildNatRuleset', () => {
-  it('creates, deletes and redefines table ip podvisor in one script, returns before DNAT, SNATs the VM and clamps MSS', () => {
+  it('creates, deletes and redefines table ip podvisor in one script, returns before DNAT, DNATs what the pod itself sends to its IP or localhost, SNATs the VM and loopback sources, and clamps MSS', () => {
     const text = buildNatRuleset({
       podInterface: 'eth0',
       podIp: '10.244.1.7',
       vmIp: '192.168.254.2',
+      bridge: 'pvbr0',
+      gateway: '192.168.254.1',
       exclusions: natExclusions({ vncPort: 5900, controlPort: 5800, extra: [{ proto: 'udp', port: 53 }] }),
     });
     expect(text).toBe(
@@ -38,9 +40,18 @@ describe('buildNatRuleset', () => {
         '\t\tiifname "eth0" ip daddr 10.244.1.7 meta l4proto tcp dnat to 192.168.254.2',
         '\t\tiifname "eth0" ip daddr 10.244.1.7 meta l4proto udp dnat to 192.168.254.2',
         '\t}',
+        '\tchain output {',
+        '\t\ttype nat hook output priority -100; policy accept;',
+        '\t\tip daddr { 10.244.1.7, 127.0.0.1 } tcp dport 5900 return comment "keep tcp/5900"',
+        '\t\tip daddr { 10.244.1.7, 127.0.0.1 } tcp dport 5800 return comment "keep tcp/5800"',
+        '\t\tip daddr { 10.244.1.7, 127.0.0.1 } udp dport 53 return comment "keep udp/53"',
+        '\t\tip daddr { 10.244.1.7, 127.0.0.1 } meta l4proto tcp dnat to 192.168.254.2',
+        '\t\tip daddr { 10.244.1.7, 127.0.0.1 } meta l4proto udp dnat to 192.168.254.2',
+        '\t}',
         '\tchain postrouting {',
         '\t\ttype nat hook postrouting priority srcnat; policy accept;',
         '\t\toifname "eth0" ip saddr 192.168.254.2 snat to 10.244.1.7',
+        '\t\toifname "pvbr0" ip saddr 127.0.0.1 snat to 192.168.254.1',
         '\t}',
         '\tchain forward {',
         '\t\ttype filter hook forward priority mangle; policy accept;',
