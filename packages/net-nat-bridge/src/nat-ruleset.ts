@@ -56,8 +56,11 @@ export function buildNatTeardown(): string {
 /** The whole ruleset, replacing any earlier copy atomically. */
 export function buildNatRuleset(p: NatRulesetParams): string {
   const table = `table ${NAT_TABLE.family} ${NAT_TABLE.name}`;
-  const inbound = `iifname ${quote(p.podInterface)} ip daddr ${p.podIp}`;
-  const local = `ip daddr { ${p.podIp}, 127.0.0.1 }`;
+  // The ports kept first, then TCP and UDP to the VM, for packets that `match`.
+  const dnat = (match: string): string[] => [
+    ...p.exclusions.map((e) => `\t\t${match} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}`)}`),
+    ...['tcp', 'udp'].map((proto) => `\t\t${match} meta l4proto ${proto} dnat to ${p.vmIp}`),
+  ];
   const lines = [
     `${table} {`,
     '}',
@@ -65,15 +68,11 @@ export function buildNatRuleset(p: NatRulesetParams): string {
     `${table} {`,
     '\tchain prerouting {',
     '\t\ttype nat hook prerouting priority dstnat; policy accept;',
-    ...p.exclusions.map((e) => `\t\t${inbound} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}`)}`),
-    `\t\t${inbound} meta l4proto tcp dnat to ${p.vmIp}`,
-    `\t\t${inbound} meta l4proto udp dnat to ${p.vmIp}`,
+    ...dnat(`iifname ${quote(p.podInterface)} ip daddr ${p.podIp}`),
     '\t}',
     '\tchain output {',
     '\t\ttype nat hook output priority -100; policy accept;',
-    ...p.exclusions.map((e) => `\t\t${local} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}`)}`),
-    `\t\t${local} meta l4proto tcp dnat to ${p.vmIp}`,
-    `\t\t${local} meta l4proto udp dnat to ${p.vmIp}`,
+    ...dnat(`ip daddr { ${p.podIp}, 127.0.0.1 }`),
     '\t}',
     '\tchain postrouting {',
     '\t\ttype nat hook postrouting priority srcnat; policy accept;',
