@@ -52,6 +52,8 @@ export interface EventDataMap {
   ConfigDriveBuilt: { path: string; format: 'config-2' | 'nocloud'; instanceId: string; bytes: number };
   NetworkAttached: { backend: string; nics: Array<{ id: string; mac: string; addresses: string[] }>; detail: Record<string, unknown> };
   NetworkDetached: { backend: string };
+  /** Settings were given that only another network backend reads (e.g. `AUTO_ATTACH` under `nat-bridge`): they have no effect. */
+  SettingsIgnored: { settings: string[]; backend: string; usedBy: string };
   /** A warning the supervisor recorded without stopping (plugin or host condition). */
   WarningRaised: { code: string; message: string; hint?: string };
   VmStarting: { attempt: number; accel: Accelerator };
@@ -94,6 +96,7 @@ export const EVENT_SCHEMA_VERSIONS: { readonly [K in EventType]: number } = {
   ConfigDriveBuilt: 1,
   NetworkAttached: 1,
   NetworkDetached: 1,
+  SettingsIgnored: 1,
   WarningRaised: 1,
   VmStarting: 1,
   VmStarted: 1,
@@ -133,6 +136,7 @@ export type StoredEvent = DomainEvent & {
 export const WARNING_EVENTS: ReadonlySet<EventType> = new Set<EventType>([
   'AcceleratorFellBack',
   'WarningRaised',
+  'SettingsIgnored',
   'GuestPanicked',
   'VmCrashLoopDetected',
   'ImagePullRetried',

@@ -16,6 +16,12 @@ export interface PluginProvision {
   kind: PluginKind;
   /** The name users select it by, e.g. `nat-bridge` for `PODVISOR_NETWORK`. */
   name: string;
+  /**
+   * The environment variables only this provision reads (e.g. `VM_IP` for
+   * `nat-bridge`), so that the app can say when they are set while another
+   * provision of the same kind is selected.
+   */
+  settings?: readonly string[];
 }
 
 export interface PluginManifest {
@@ -46,6 +52,7 @@ export function manifestProblems(candidate: unknown): string[] {
     for (const [i, p] of m.provides.entries()) {
       if (!['network-backend', 'image-source', 'config-drive'].includes(p?.kind)) problems.push(`provides[${i}].kind: got ${JSON.stringify(p?.kind)}, expected network-backend | image-source | config-drive`);
       if (typeof p?.name !== 'string' || p.name === '') problems.push(`provides[${i}].name: expected a non-empty string`);
+      if (p?.settings !== undefined && !(Array.isArray(p.settings) && p.settings.every((x: unknown) => typeof x === 'string'))) problems.push(`provides[${i}].settings: expected a list of environment variable names`);
     }
   if (m.dependsOn !== undefined && !(Array.isArray(m.dependsOn) && m.dependsOn.every((d) => typeof d === 'string'))) problems.push('dependsOn: expected a list of plugin names');
   if (!(m.module instanceof ContainerModule) && !isContainerModuleLike(m.module)) problems.push('module: expected an inversify ContainerModule');
@@ -122,6 +129,20 @@ export class PluginRegistry {
   /** The names available for a kind, for "unknown network X; available: ..." errors. */
   names(kind: PluginKind): string[] {
     return [...this.plugins.values()].flatMap((p) => p.manifest.provides.filter((x) => x.kind === kind).map((x) => x.name)).sort();
+  }
+
+  /**
+   * The settings (environment variables set in `env`) that belong to other
+   * providers of `kind` than the `selected` one, by provider name; a setting
+   * that the selected one reads too is not listed.
+   */
+  settingsOfOthers(kind: PluginKind, selected: string, env: Readonly<Record<string, string | undefined>>): { usedBy: string; settings: string[] }[] {
+    const provisions = [...this.plugins.values()].flatMap((p) => p.manifest.provides.filter((x) => x.kind === kind));
+    const own = new Set(provisions.find((x) => x.name === selected)?.settings ?? []);
+    return provisions
+      .filter((x) => x.name !== selected)
+      .map((x) => ({ usedBy: x.name, settings: (x.settings ?? []).filter((s) => env[s] !== undefined && !own.has(s)) }))
+      .filter((x) => x.settings.length > 0);
   }
 
   list(): LoadedPlugin[] {

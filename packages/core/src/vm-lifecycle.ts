@@ -142,6 +142,7 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
     case 'ConfigDriveBuilt':
     case 'NetworkDetached':
     case 'WarningRaised':
+    case 'SettingsIgnored':
     case 'AcceleratorFellBack':
     case 'VmReset':
     case 'VmPowerdownRequested':

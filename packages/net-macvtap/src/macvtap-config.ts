@@ -21,6 +21,9 @@ export interface MacvtapConfig {
 /** The keys `network.settings` may hold for this backend. */
 export const MACVTAP_SETTINGS = ['autoAttach', 'attachIfaces', 'selectedNetwork', 'resolvConf'] as const;
 
+/** The environment variables only this backend reads (the plugin manifest names them). */
+export const MACVTAP_ENV = ['AUTO_ATTACH', 'ATTACH_IFACES', 'ATTACH_IFS', 'SELECTED_NETWORK'] as const;
+
 const YES = ['yes', 'y', 'true', '1', 'on'];
 const NO = ['no', 'n', 'false', '0', 'off'];
 

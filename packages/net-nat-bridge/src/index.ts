@@ -9,10 +9,12 @@
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
+import { NAT_BRIDGE_ENV } from './nat-config.js';
 
 export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, natBridgeStatePaths } from './nat-bridge-network-backend.js';
 export type { NatPodInterface } from './nat-bridge-network-backend.js';
 export {
+  NAT_BRIDGE_ENV,
   NAT_BRIDGE_DEFAULTS,
   NAT_BRIDGE_SETTINGS,
   resolveNatBridgeConfig,
@@ -38,7 +40,7 @@ export const natBridgeModule = new ContainerModule((bind) => {
 const manifest: PluginManifest = {
   name: '@podvisor/net-nat-bridge',
   apiVersion: PLUGIN_API_VERSION,
-  provides: [{ kind: 'network-backend', name: 'nat-bridge' }],
+  provides: [{ kind: 'network-backend', name: 'nat-bridge', settings: NAT_BRIDGE_ENV }],
   module: natBridgeModule,
 };
 

@@ -9,6 +9,9 @@
  */
 import type { ConfigProblem, NetworkAttachSpec } from '@podvisor/core';
 
+/** The environment variables only this backend reads (the plugin manifest names them; `NO_VNC` is everyone's). */
+export const NAT_BRIDGE_ENV = ['VM_IP', 'VM_GW', 'PODVISOR_NAT_EXCLUDE'] as const;
+
 export const NAT_BRIDGE_DEFAULTS = {
   vmIp: '192.168.254.2',
   vmGateway: '192.168.254.1',

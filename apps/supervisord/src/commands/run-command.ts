@@ -19,6 +19,7 @@ import {
   ProcessRunner,
   Supervisor,
   VmRuntime,
+  event,
   isPodvisorError,
   type ConfigProblem,
   type NetworkAttachSpec,
@@ -167,6 +168,11 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const clock = container.get<Clock>(Clock);
   const store = SqliteEventStore.open({ path: path.join(config.stateDir, 'events.db'), clock, log: log.child({ name: 'SqliteEventStore' }) });
   const relay = new ConsoleRelay(config.stateDir, io.stdout);
+  // Settings only another network backend reads have no effect: say so, naming them and that backend.
+  for (const { usedBy, settings } of registry.settingsOfOthers('network-backend', config.network, io.env)) {
+    log.warn('settings ignored', { settings, backend: config.network, usedBy });
+    store.append(config.name, [event('SettingsIgnored', { settings, backend: config.network, usedBy })]);
+  }
   const settings: SupervisorSettings = {
     version: VERSION,
     vmName: config.name,
