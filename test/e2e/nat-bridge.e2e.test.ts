@@ -197,6 +197,22 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     // ...and so does the control port (podvisor answers, not the VM).
     expect(curlFromNode(`http://${podIp}:5800/healthz`)).not.toBe('');
 
+    // From inside the pod (a sidecar): localhost and the pod IP reach the guest; 5800 stays podvisor's.
+    for (const host of ['127.0.0.1', podIp]) {
+      expect(inNs(pod, 'curl', '-sS', '--max-time', '10', `http://${host}/`)).toContain(`instance-id: iid-${name}`);
+      expect(inNs(pod, 'curl', '-sS', '--max-time', '10', `http://${host}:5800/healthz`)).not.toContain('podvisor-test-guest');
+    }
+    // A port-forward the way the kubelet makes one: a socat in the pod's namespace that dials localhost:80.
+    const forwarded = execFileSync('ip', ['netns', 'exec', pod, 'socat', '-T', '10', '-', 'TCP4:localhost:80'], {
+      input: 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n',
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(forwarded).toMatch(/^HTTP\/1\.[01] 200/);
+    expect(forwarded).toContain(`instance-id: iid-${name}`);
+    // ...and VNC too, from inside: qemu answers on localhost:5900.
+    expect(execFileSync('ip', ['netns', 'exec', pod, 'timeout', '10', 'bash', '-c', 'exec 3<>/dev/tcp/127.0.0.1/5900 && head -c 12 <&3'], { encoding: 'utf8' })).toBe('RFB 003.008\n');
+
     // 3. The VM's request reaches the node with the pod IP as its source.
     expect(await sawRequest).toBe(podIp);
     await p.waitForStdout(/user-data: pong from the node/, 60_000);
@@ -233,7 +249,7 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
       path.join(dirs.root, 'userdata'),
       '#!/bin/sh\nmkdir -p /tmp/vnc-www && echo vm-owns-5900 > /tmp/vnc-www/index.html && httpd -p 5900 -h /tmp/vnc-www && echo serving-5900\n',
     );
-    const p = start({ NO_VNC: '1', PODVISOR_CONFIGDRIVE: 'nocloud', PODVISOR_NAT_EXCLUDE: 'tcp/2222,udp/5353' });
+    const p = start({ NO_VNC: '1', PODVISOR_CONFIGDRIVE: 'nocloud', PODVISOR_NAT_EXCLUDE: 'tcp/2222,udp/5353', AUTO_ATTACH: 'yes' });
     const ready = await p.waitForStdout(/PODVISOR-GUEST-READY boot-count=1 instance-id=(\S+) hostname=(\S+)\r?\n/, 120_000);
     expect(ready.slice(1, 3)).toEqual([`iid-${name}`, `host-${name}`]);
     expect(readEvents(dirs.stateDir).find((e) => e.type === 'ConfigDriveBuilt')?.data).toMatchObject({ format: 'nocloud', instanceId: `iid-${name}` });
@@ -250,11 +266,12 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
 
     const attached = readEvents(dirs.stateDir).find((e) => e.type === 'NetworkAttached');
     expect(attached?.data).toMatchObject({ detail: { dnat: { excluded: ['tcp/5800', 'tcp/2222', 'udp/5353'] } } });
-    expect(podvisorRules().filter((r) => r.includes(' return '))).toEqual([
-      expect.stringMatching(/tcp dport 5800 return/),
-      expect.stringMatching(/tcp dport 2222 return/),
-      expect.stringMatching(/udp dport 5353 return/),
-    ]);
+    const kept = [expect.stringMatching(/tcp dport 5800 return/), expect.stringMatching(/tcp dport 2222 return/), expect.stringMatching(/udp dport 5353 return/)];
+    // The same ports are kept from outside (prerouting, on eth0) and from inside the pod (output).
+    expect(podvisorRules().filter((r) => r.includes(' return ') && r.startsWith('iifname'))).toEqual(kept);
+    expect(podvisorRules().filter((r) => r.includes(' return ') && r.startsWith('ip daddr {'))).toEqual(kept);
+    // AUTO_ATTACH is macvtap's: under the NAT bridge it has no effect, and a warning event says so.
+    expect(readEvents(dirs.stateDir).find((e) => e.type === 'SettingsIgnored')?.data).toEqual({ settings: ['AUTO_ATTACH'], backend: 'nat-bridge', usedBy: 'macvtap' });
     await stop(p);
     expect(podView()).toEqual(PRISTINE);
   });
@@ -270,7 +287,7 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     const first = start();
     const started = await waitForEvent(dirs.stateDir, 'VmStarted', { timeoutMs: 120_000 });
     const rulesBefore = podvisorRules();
-    expect(rulesBefore).toHaveLength(6);
+    expect(rulesBefore).toHaveLength(11);
     first.signal('SIGKILL');
     await first.exited;
     // SIGKILL runs no cleanup. qemu dies with podvisor (it is started with

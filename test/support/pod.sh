@@ -165,6 +165,9 @@ cmd_create() {
   ip netns add "$name"
   echo "POD_NS=$name" >>"$state"
   ip -n "$name" link set lo up
+  # A new namespace inherits IPv4 forwarding from the host's: start from off, as
+  # a pod whose sysctls do not set it, whatever the machine's own setting.
+  ip netns exec "$name" sysctl -q -w net.ipv4.ip_forward=0
 
   local tag idx=0 default_set=0
   tag=$(hash8 "$name")
