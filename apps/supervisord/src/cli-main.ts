@@ -1,6 +1,6 @@
 /**
  * The `podvisor` command's dispatcher: `run` (the daemon, usually PID 1),
- * `events`, `ctl`, `console`, `image`, `plugins`, `version`. `cli.ts` runs it. Each subcommand has `--help`; exit codes are listed
+ * `doctor`, `events`, `ctl`, `console`, `image`, `plugins`, `version`. `cli.ts` runs it. Each subcommand has `--help`; exit codes are listed
  * in docs/cli.md.
  */
 import type { CommandIo } from './commands/run-command.js';
@@ -10,6 +10,7 @@ const HELP = `Usage: podvisor <command> [options]
 
 Commands:
   run       run the VM (the container's main process)
+  doctor    check this container can run the VM: capabilities, devices, sysctls, volumes, binaries, KVM
   events    print the VM's event log (--follow, --json)
   ctl       steer the VM through the control endpoint (status, events, actions, raw QMP)
   console   attach to the serial console (detach with Ctrl-])
@@ -26,6 +27,8 @@ export async function main(argv: readonly string[], io: CommandIo): Promise<numb
     // Each command loads only what it needs: startup time counts for PID 1.
     case 'run':
       return (await import('./commands/run-command.js')).runCommand(rest, io);
+    case 'doctor':
+      return (await import('./commands/doctor-command.js')).doctorCommand(rest, io);
     case 'events':
       return (await import('./commands/events-command.js')).eventsCommand(rest, io);
     case 'ctl':

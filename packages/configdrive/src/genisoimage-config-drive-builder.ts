@@ -19,6 +19,7 @@ import {
   type ConfigDrive,
   type ConfigDriveBuilder,
   type ConfigDriveRequest,
+  type Prerequisites,
 } from '@podvisor/core';
 import {
   checkSourceSize,
@@ -49,6 +50,11 @@ export class GenisoimageConfigDriveBuilder implements ConfigDriveBuilder {
     @inject(Logger) log: Logger,
   ) {
     this.log = log.child({ name: 'configdrive' });
+  }
+
+  /** Pure: the binary it spawns. */
+  prerequisites(): Prerequisites {
+    return { binaries: [{ name: 'genisoimage', why: 'writes the cloud-init config drive ISO from /userdata and /metadata' }] };
   }
 
   /**

@@ -33,6 +33,11 @@ export interface VmExitInfo {
 /** The data of each event type, at its current schema version. */
 export interface EventDataMap {
   SupervisorStarted: { version: string; pid: number; hostname: string; accel: AcceleratorChoice; restartPolicy: RestartPolicy; network: string };
+  /**
+   * The preflight of `podvisor run` found a prerequisite missing (a capability, a device, a sysctl, a
+   * volume, a binary); nothing was pulled or started. Each finding names its fix.
+   */
+  PreflightFailed: { findings: Array<{ id: string; status: 'fail' | 'warn'; finding: string; fix: string }> };
   AcceleratorProbed: { requested: AcceleratorChoice; selected: Accelerator; kvmWorks: boolean; probeMs: number; detail: string };
   /** A warning: `auto` found KVM unusable and fell back to TCG (slow). */
   AcceleratorFellBack: { from: Accelerator; to: Accelerator; reason: string };
@@ -83,6 +88,7 @@ export type EventType = keyof EventDataMap;
 /** Current schema version per event type. Bump together with an upcaster. */
 export const EVENT_SCHEMA_VERSIONS: { readonly [K in EventType]: number } = {
   SupervisorStarted: 1,
+  PreflightFailed: 1,
   AcceleratorProbed: 1,
   AcceleratorFellBack: 1,
   ImageImported: 1,

@@ -10,7 +10,7 @@ export type { ParseYamlOptions, YamlParseResult, YamlProblem } from './parse-yam
 export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
-export { ExecaProcessRunner, KILL_WAIT_MS, ProcessRunner, UNKILLABLE_HINT, exitedWithin, terminateChild } from './process-runner.js';
+export { ExecaProcessRunner, KILL_WAIT_MS, ProcessRunner, PROCESS_RUNNER_PREREQUISITES, UNKILLABLE_HINT, exitedWithin, terminateChild, resolveExecutable, debianPackageOf } from './process-runner.js';
 export { DNSMASQ_PRIVILEGE_DROP_CAPABILITIES, DnsmasqSupervisor, dnsmasqBaseArgs, dnsmasqOwnerFile, dnsmasqUserArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 export { CAPABILITY_BITS, hasCapabilities, ownEffectiveCapabilities, parseEffectiveCapabilities } from './capabilities.js';
 export type { CapabilityName } from './capabilities.js';
@@ -61,6 +61,11 @@ export type {
   VmLaunchPlan,
   QmpEventMessage,
   VmHandle,
+  Prerequisites,
+  BinaryNeed,
+  CapabilityNeed,
+  DeviceNeed,
+  SysctlNeed,
 } from './ports.js';
 export { PLUGIN_API_VERSION, PluginRegistry, loadPlugins, manifestProblems } from './plugin.js';
 export type { PluginKind, PluginProvision, PluginManifest, LoadedPlugin } from './plugin.js';

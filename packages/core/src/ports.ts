@@ -9,6 +9,55 @@ import type { ConfigProblem } from './errors.js';
 import type { Accelerator, AcceleratorChoice, VmExitInfo } from './events.js';
 import type { Logger } from './logger.js';
 
+// ---------------------------------------------------------------- prerequisites
+
+/**
+ * What an adapter needs from the host before it can work, declared so that
+ * `podvisor doctor` (and the preflight of `podvisor run`) checks it before
+ * anything is pulled or created, and so that the container image can be
+ * checked to hold every binary. Each need says why, in words an operator
+ * reads next to the fix.
+ */
+export interface Prerequisites {
+  /** Executables the adapter spawns by name through the `ProcessRunner` (looked up on PATH). */
+  binaries?: readonly BinaryNeed[];
+  /** Linux capabilities, by their Kubernetes name without `CAP_` (`NET_ADMIN`). */
+  capabilities?: readonly CapabilityNeed[];
+  /** Device nodes that must open read-write. */
+  devices?: readonly DeviceNeed[];
+  /** Sysctls of the pod's namespaces. */
+  sysctls?: readonly SysctlNeed[];
+}
+
+export interface BinaryNeed {
+  name: string;
+  why: string;
+  /** True when the adapter works without it (less well); a missing one is a warning. */
+  optional?: boolean;
+}
+
+export interface CapabilityNeed {
+  name: string;
+  why: string;
+}
+
+export interface DeviceNeed {
+  path: string;
+  why: string;
+  /** How to give the container the device, e.g. a hostPath CharDevice or a device plugin. */
+  fix: string;
+  /** True when the adapter falls back without it; a missing one is a warning. */
+  optional?: boolean;
+}
+
+export interface SysctlNeed {
+  name: string;
+  value: string;
+  why: string;
+  /** True when the adapter writes the value itself if it differs and `/proc/sys` is writable. */
+  setsItself: boolean;
+}
+
 // ---------------------------------------------------------------- network
 
 /** How one guest NIC is backed on the host. */
@@ -81,6 +130,12 @@ export interface NetworkBackend {
   attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment>;
   /** Removes everything attach (of this or an earlier, crashed run) created. Never throws for "already gone". */
   detach(spec: NetworkAttachSpec): Promise<void>;
+  /**
+   * Optional, pure: what `attach` and the processes it starts need from the
+   * host (capabilities, devices, sysctls, binaries), for the preflight. May be
+   * called before `validate`; must not touch the host.
+   */
+  prerequisites?(spec: NetworkAttachSpec): Prerequisites;
 }
 
 export interface NetworkHooks {
@@ -216,6 +271,8 @@ export interface ImageStore {
    * only once it checks out. The disk must not be in use. Throws `ERR_IMAGE_REBASE_*`.
    */
   rebaseOverlay(request: { path: string; base: BaseImage }): Promise<RebaseResult>;
+  /** Optional, pure: the binaries it spawns, for the preflight. */
+  prerequisites?(): Prerequisites;
 }
 
 export const ImageStore = Symbol.for('podvisor.ImageStore');
@@ -248,6 +305,8 @@ export interface ConfigDrive {
 export interface ConfigDriveBuilder {
   /** Returns `null` when neither user-data nor meta-data exists. Throws `ERR_CONFIGDRIVE_*` with file and line. */
   build(request: ConfigDriveRequest): Promise<ConfigDrive | null>;
+  /** Optional, pure: the binaries it spawns, for the preflight. */
+  prerequisites?(): Prerequisites;
 }
 
 export const ConfigDriveBuilder = Symbol.for('podvisor.ConfigDriveBuilder');
@@ -312,6 +371,8 @@ export interface VmRuntime {
   probeAccelerator(choice: AcceleratorChoice, options?: { timeoutMs?: number }): Promise<AcceleratorProbeResult>;
   /** Starts qemu paused, connects QMP, and resumes it. Throws `ERR_QEMU_*` with qemu's stderr. */
   launch(plan: VmLaunchPlan): Promise<VmHandle>;
+  /** Optional, pure: the binaries it spawns, for the preflight (the accelerator has its own probe). */
+  prerequisites?(): Prerequisites;
 }
 
 export const VmRuntime = Symbol.for('podvisor.VmRuntime');

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
+import type { Prerequisites } from './ports.js';
 
 export interface RunOptions {
   cwd?: string;
@@ -92,6 +93,11 @@ export interface ProcessRunner {
 }
 
 export const ProcessRunner = Symbol.for('podvisor.ProcessRunner');
+
+/** What the runner itself spawns: every child goes through `setpriv --pdeathsig KILL` when it is installed. */
+export const PROCESS_RUNNER_PREREQUISITES: Prerequisites = {
+  binaries: [{ name: 'setpriv', why: 'children die with podvisor even when it is killed (PR_SET_PDEATHSIG); without it a child could outlive a killed podvisor', optional: true }],
+};
 
 const STDERR_TAIL = 8 * 1024;
 
@@ -340,11 +346,20 @@ const PACKAGE_HINTS: Record<string, string> = {
   nft: 'nftables',
   ip: 'iproute2',
   genisoimage: 'genisoimage',
+  sysctl: 'procps',
+  setpriv: 'util-linux',
+  mknod: 'coreutils',
+  cat: 'coreutils',
 };
+
+/** The Debian package that provides an executable podvisor spawns, when known. */
+export function debianPackageOf(file: string): string | undefined {
+  return PACKAGE_HINTS[file.split('/').pop() ?? file];
+}
 
 function notFound(file: string, argv: readonly string[], cause: unknown): PodvisorError {
   const base = file.split('/').pop() ?? file;
-  const pkg = PACKAGE_HINTS[base];
+  const pkg = debianPackageOf(base);
   return new PodvisorError('ERR_PROCESS_NOT_FOUND', `${file} is not installed or not on PATH`, {
     hint: pkg === undefined ? `install ${base}` : `install the Debian package ${pkg} (apt-get install ${pkg})`,
     cause,

@@ -131,6 +131,10 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
       return { ...base, status: 'BackingOff', restartAt: new Date(Date.parse(stored.at) + e.data.delayMs).toISOString() };
     case 'VmFailed':
       return { ...base, status: 'Failed', code: e.data.code, message: e.data.message };
+    case 'PreflightFailed': {
+      const failed = e.data.findings.filter((f) => f.status === 'fail');
+      return { ...base, status: 'Failed', code: 'ERR_PREFLIGHT_FAILED', message: failed.map((f) => `${f.id}: ${f.finding}`).join('; ') };
+    }
     case 'VmStopped':
       return state.status === 'Failed' ? keep(state, base) : { ...base, status: 'Stopped', reason: e.data.reason };
     case 'DiskRebased':

@@ -26,6 +26,7 @@ import {
   type Overlay,
   type EnsureBaseRequest,
   type RebaseResult,
+  type Prerequisites,
 } from '@podvisor/core';
 import { BaseVerifier, refuseForeignFiles, type VerifiedBase } from './base-verifier.js';
 import { DEFAULT_LOCK_OPTIONS, acquireCacheLock, type CacheLockOptions } from './cache-lock.js';
@@ -75,6 +76,11 @@ export class ContentImageStore implements ImageStore {
     this.log = log.child({ name: 'ContentImageStore' });
     this.layout = new ImageCacheLayout(settings.imagesDir);
     this.verifier = new BaseVerifier(this.layout, runner, { allowRaw: settings.allowRaw === true, maxVirtualSizeBytes: settings.maxVirtualSizeBytes });
+  }
+
+  /** Pure: the binary it spawns. */
+  prerequisites(): Prerequisites {
+    return { binaries: [{ name: 'qemu-img', why: 'checks bases, creates, grows and rebases the pet disk' }] };
   }
 
   /**

@@ -13,7 +13,7 @@ export type { ImageCacheListing, ImageGcOptions, ImageGcReport } from './image-c
 export { acquireCacheLock, DEFAULT_LOCK_OPTIONS } from './cache-lock.js';
 export type { CacheLockOptions, HeldLock, LockOwner } from './cache-lock.js';
 export { ProgressMeter } from './progress-meter.js';
-export { deriveTarget, schemeOf, assertSafeName } from './image-uri.js';
+export { deriveTarget, schemeOf, localPath, assertSafeName } from './image-uri.js';
 export { qemuImgInfo, qemuImgCheck, qemuImgCreateOverlay } from './qemu-img.js';
 export type { QemuImgInfo } from './qemu-img.js';
 export { imageStoreModule } from './image-store-module.js';

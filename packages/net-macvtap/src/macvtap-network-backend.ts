@@ -31,6 +31,7 @@ import {
   type NetworkAttachment,
   type NetworkBackend,
   type NetworkHooks,
+  type Prerequisites,
   type VmNic,
   DnsmasqSupervisor,
   networkStep,
@@ -71,6 +72,37 @@ export function macvtapStatePaths(stateDir: string): { record: string; pidFile: 
 /** The device that gives qemu vhost-net acceleration. */
 export const VHOST_NET_DEVICE = '/dev/vhost-net';
 
+/**
+ * What the backend needs from the host (checked by `podvisor doctor` before
+ * anything is pulled). The macvtap character devices themselves appear only
+ * once the links exist, so their cgroup access is found at attach.
+ */
+export const MACVTAP_PREREQUISITES: Prerequisites = {
+  binaries: [
+    { name: 'ip', why: 'creates the macvtap and macvlan links, moves addresses and routes' },
+    { name: 'dnsmasq', why: "leases the VM the pod interface's address over DHCP" },
+    { name: 'mknod', why: 'makes a private /dev/tapN node when /dev has no right one' },
+    { name: 'cat', why: "reads the macvtap's device numbers from sysfs" },
+  ],
+  capabilities: [
+    { name: 'NET_ADMIN', why: "links, addresses, routes in the pod's namespace; dnsmasq's ARP entries" },
+    { name: 'MKNOD', why: 'the private /dev/tapN node: a container /dev has no udev' },
+    { name: 'NET_RAW', why: 'dnsmasq answers DHCP on a raw socket' },
+    { name: 'NET_BIND_SERVICE', why: 'dnsmasq binds the DHCP port 67' },
+    { name: 'SETUID', why: 'dnsmasq drops to the user nobody' },
+    { name: 'SETGID', why: 'dnsmasq drops to the group nogroup' },
+    { name: 'KILL', why: 'podvisor signals its dnsmasq, which runs as nobody, to stop it' },
+  ],
+  devices: [
+    {
+      path: VHOST_NET_DEVICE,
+      why: "vhost-net acceleration of the VM's NICs (without it they work, with lower throughput)",
+      fix: `load vhost_net on the node (modprobe vhost-net) and give the container ${VHOST_NET_DEVICE} (a hostPath CharDevice or a device plugin; docker: --device ${VHOST_NET_DEVICE})`,
+      optional: true,
+    },
+  ],
+};
+
 @injectable()
 export class MacvtapNetworkBackend implements NetworkBackend {
   readonly name = 'macvtap';
@@ -89,6 +121,11 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   /** Pure; see `resolveMacvtapConfig`. Interface names are checked against the pod at the start of `attach`. */
   validate(spec: NetworkAttachSpec): ConfigProblem[] {
     return resolveMacvtapConfig(spec).problems;
+  }
+
+  /** Pure: what attach and its dnsmasq need from the host; the same for every spec. */
+  prerequisites(): Prerequisites {
+    return MACVTAP_PREREQUISITES;
   }
 
   /**

@@ -11,7 +11,7 @@ import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvis
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
 import { NAT_BRIDGE_ENV } from './nat-config.js';
 
-export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, natBridgeStatePaths } from './nat-bridge-network-backend.js';
+export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, NAT_BRIDGE_PREREQUISITES, natBridgeStatePaths } from './nat-bridge-network-backend.js';
 export type { NatPodInterface } from './nat-bridge-network-backend.js';
 export {
   NAT_BRIDGE_ENV,

@@ -16,6 +16,7 @@ import {
   type AcceleratorChoice,
   type AcceleratorProbeResult,
   type ChildHandle,
+  type Prerequisites,
   type VmHandle,
   type VmLaunchPlan,
   type VmRuntime,
@@ -68,6 +69,11 @@ export class QemuVmRuntime implements VmRuntime {
       qmpTranscript: settings.qmpTranscript ?? false,
       vncPassword: settings.vncPassword,
     };
+  }
+
+  /** Pure: the qemu binary it spawns (the accelerator probe runs the same one). */
+  prerequisites(): Prerequisites {
+    return { binaries: [{ name: this.settings.qemuBinary, why: 'runs the VM, and the bounded KVM probe' }] };
   }
 
   /** See `probeAccelerator`: `kvm` throws `ERR_ACCEL_KVM_UNAVAILABLE`, `auto` falls back to TCG. */

@@ -27,7 +27,8 @@ import {
 } from '@podvisor/core';
 import { SqliteEventStore } from '@podvisor/core';
 import { QemuRuntimeSettings } from '@podvisor/qemu';
-import { buildAppContainer } from '../app-container.js';
+import { buildAppContainer, type AppContainer } from '../app-container.js';
+import { preflightForRun } from '../preflight/run-preflight.js';
 import { FIELDS } from '../config/config-fields.js';
 import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
@@ -46,7 +47,8 @@ export interface CommandIo {
   env: Readonly<Record<string, string | undefined>>;
 }
 
-const RUN_FLAGS = Object.fromEntries(
+/** The configuration flags of `run` (also accepted by `doctor`, which checks the same configuration). */
+export const RUN_FLAGS = Object.fromEntries(
   Object.values(FIELDS)
     .filter((f) => f.flag !== undefined)
     .map((f) => [f.flag as string, { type: 'string' as const }]),
@@ -82,74 +84,21 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     return ExitCode.Ok;
   }
 
-  // 1. Configuration, validated before anything is created.
-  let config: PodvisorConfig;
+  // 1 and 2. The configuration, the container and the network backend, validated before anything is created.
+  let setup: RunSetup;
   try {
-    config = resolveConfig({
-      yaml: readConfigFile(parsed.values.config as string | undefined),
-      env: io.env,
-      flags: parsed.values as Record<string, string | undefined>,
-      extraArgs: parsed.positionals,
-      hostname: io.env['HOSTNAME'] ?? os.hostname(),
-      exists: existsSync,
-    });
+    setup = await resolveRunSetup(parsed.values as Record<string, string | undefined>, parsed.positionals, io);
   } catch (err) {
     return reportStartupError(err, io);
   }
-
-  // 2. The container and the plugins; the network backend's own validation joins the config check.
-  let app;
-  try {
-    app = await buildAppContainer({
-      logLevel: config.logLevel,
-      imagesDir: config.imagesDir,
-      maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
-      allowRawImage: config.imageFormat === 'raw',
-      http: { headersTimeoutMs: config.imageTimeoutSeconds * 1000, bodyTimeoutMs: config.imageTimeoutSeconds * 1000, maxAttempts: config.imageRetries },
-      plugins: config.plugins,
-    });
-  } catch (err) {
-    return reportStartupError(err, io);
-  }
-  const { container, registry } = app;
+  const { config, app, network, networkSpec, vncConfigured, tokens } = setup;
+  const { container } = app;
   const log = container.get<Logger>(Logger);
-  const controlPort = Number(config.listen.slice(config.listen.lastIndexOf(':') + 1));
-  const networkSpec: NetworkAttachSpec = {
-    vmName: config.name,
-    stateDir: config.stateDir,
-    diskDir: config.diskDir,
-    env: io.env,
-    settings: config.networkSettings,
-    vnc: { enabled: !config.noVnc, port: 5900 },
-    controlPort,
-  };
-  let network: NetworkBackend | null = null;
-  const problems: ConfigProblem[] = [];
-  if (config.network !== 'none') {
-    if (registry.provider('network-backend', config.network) === undefined) {
-      problems.push({
-        path: config.origins.network,
-        value: config.network,
-        expected: `one of ${['none', ...registry.names('network-backend')].join(', ')} (or a plugin that provides it, named in PODVISOR_PLUGINS)`,
-      });
-    } else {
-      network = container.getNamed<NetworkBackend>(NetworkBackend, config.network);
-      problems.push(...network.validate(networkSpec));
-    }
-  }
-  // The VNC password (the operator's, else generated in the state dir) reaches qemu over QMP, set by the qemu runtime.
-  const vncConfigured = configuredVncPassword({ ...config, origins: { vncPasswordFile: config.origins.vncPasswordFile } }, problems);
-  // The control endpoint's tokens are configuration too: checked before anything is created.
-  let tokens: ControlTokens | undefined;
-  if (config.tokenFile !== undefined) {
-    try {
-      tokens = ControlTokens.parse(readFileSync(config.tokenFile, 'utf8'), config.tokenFile);
-    } catch (err) {
-      if (err instanceof ConfigError) problems.push(...err.problems);
-      else problems.push({ path: config.origins.tokenFile, value: config.tokenFile, expected: `a readable token file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
-    }
-  }
-  if (problems.length > 0) return reportStartupError(new ConfigError(problems), io);
+
+  // 2b. The preflight (podvisor doctor's checks, without the KVM probe that the supervisor runs first anyway):
+  // a missing capability, device, sysctl, volume or binary stops the run here, before any pull.
+  const preflight = await preflightForRun(setup, io);
+  if (preflight !== null) return preflight;
 
   // 3. From here on, things are created: the state dir and the event log.
   mkdirSync(config.stateDir, { recursive: true });
@@ -253,6 +202,86 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   }
   log.info('podvisor exiting', { exitCode: outcome.exitCode, reason: outcome.reason });
   return outcome.exitCode;
+}
+
+/** What `run` and `doctor` resolve before anything is created. */
+export interface RunSetup {
+  config: PodvisorConfig;
+  app: AppContainer;
+  /** The chosen network backend; null for `none`. */
+  network: NetworkBackend | null;
+  networkSpec: NetworkAttachSpec;
+  /** The operator's VNC password, `generate` (made in the state dir once things may be created), or none. */
+  vncConfigured: string | 'generate' | undefined;
+  tokens: ControlTokens | undefined;
+}
+
+/**
+ * Steps 1 and 2 of `run`, shared with `doctor` so that it checks the
+ * configuration `run` would use: resolves the configuration (flags, env,
+ * YAML), builds the container with its plugins, and validates the network
+ * settings, the VNC password file and the token file. Throws one
+ * `ConfigError` with every problem, or `ERR_PLUGIN_*`. Creates nothing.
+ */
+export async function resolveRunSetup(flags: Record<string, string | undefined>, positionals: readonly string[], io: CommandIo): Promise<RunSetup> {
+  // 1. Configuration.
+  const config = resolveConfig({
+    yaml: readConfigFile(flags['config']),
+    env: io.env,
+    flags,
+    extraArgs: positionals,
+    hostname: io.env['HOSTNAME'] ?? os.hostname(),
+    exists: existsSync,
+  });
+
+  // 2. The container and the plugins; the network backend's own validation joins the config check.
+  const app = await buildAppContainer({
+    logLevel: config.logLevel,
+    imagesDir: config.imagesDir,
+    maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
+    allowRawImage: config.imageFormat === 'raw',
+    http: { headersTimeoutMs: config.imageTimeoutSeconds * 1000, bodyTimeoutMs: config.imageTimeoutSeconds * 1000, maxAttempts: config.imageRetries },
+    plugins: config.plugins,
+  });
+  const { container, registry } = app;
+  const controlPort = Number(config.listen.slice(config.listen.lastIndexOf(':') + 1));
+  const networkSpec: NetworkAttachSpec = {
+    vmName: config.name,
+    stateDir: config.stateDir,
+    diskDir: config.diskDir,
+    env: io.env,
+    settings: config.networkSettings,
+    vnc: { enabled: !config.noVnc, port: 5900 },
+    controlPort,
+  };
+  let network: NetworkBackend | null = null;
+  const problems: ConfigProblem[] = [];
+  if (config.network !== 'none') {
+    if (registry.provider('network-backend', config.network) === undefined) {
+      problems.push({
+        path: config.origins.network,
+        value: config.network,
+        expected: `one of ${['none', ...registry.names('network-backend')].join(', ')} (or a plugin that provides it, named in PODVISOR_PLUGINS)`,
+      });
+    } else {
+      network = container.getNamed<NetworkBackend>(NetworkBackend, config.network);
+      problems.push(...network.validate(networkSpec));
+    }
+  }
+  // The VNC password (the operator's, else generated in the state dir) reaches qemu over QMP, set by the qemu runtime.
+  const vncConfigured = configuredVncPassword({ ...config, origins: { vncPasswordFile: config.origins.vncPasswordFile } }, problems);
+  // The control endpoint's tokens are configuration too: checked before anything is created.
+  let tokens: ControlTokens | undefined;
+  if (config.tokenFile !== undefined) {
+    try {
+      tokens = ControlTokens.parse(readFileSync(config.tokenFile, 'utf8'), config.tokenFile);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else problems.push({ path: config.origins.tokenFile, value: config.tokenFile, expected: `a readable token file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { config, app, network, networkSpec, vncConfigured, tokens };
 }
 
 function readConfigFile(explicit: string | undefined): { text: string; path: string } | null {

@@ -1,0 +1,140 @@
+/**
+ * The preflight of a configuration: gathers what its adapters declare they
+ * need (`prerequisites` on the network backend, the qemu runtime, the image
+ * store, the config drive builder, and the process runner), adds the volumes
+ * and the accelerator, probes this host, and returns the findings.
+ * `podvisor doctor` prints them; `podvisor run` stops on a failing one before
+ * anything is pulled. The adapters' declarations are the one list of what
+ * podvisor spawns: `spawnableBinaries` exposes it for the container image test.
+ */
+import { stat } from 'node:fs/promises';
+import type { Container } from 'inversify';
+import {
+  ConfigDriveBuilder,
+  ImageStore,
+  NetworkBackend,
+  PROCESS_RUNNER_PREREQUISITES,
+  VmRuntime,
+  errorMessage,
+  isPodvisorError,
+  type NetworkAttachSpec,
+  type Prerequisites,
+} from '@podvisor/core';
+import { ImageCacheLayout, deriveTarget, localPath, schemeOf } from '@podvisor/image-store';
+import { buildAppContainer } from '../app-container.js';
+import type { PodvisorConfig } from '../config/load-config.js';
+import { evaluatePreflight, probeList, type AcceleratorProbe, type ComponentPrerequisites, type PreflightFinding, type PreflightNeeds, type VolumeNeed } from './preflight-model.js';
+import { probeHost } from './preflight-probes.js';
+
+/**
+ * The documented minimum free space of each volume (docs/cli.md): below it,
+ * a warning. The images volume needs the image's size when it is known (a
+ * local file not yet cached): less is a failure.
+ */
+export const PREFLIGHT_MIN_FREE_BYTES = { images: 1024 ** 3, disk: 256 * 1024 ** 2, state: 16 * 1024 ** 2 } as const;
+
+/** The prerequisites each adapter of this container declares, plus the network backend's (when there is one). */
+export function configuredPrerequisites(container: Container, network: NetworkBackend | null, spec: NetworkAttachSpec): ComponentPrerequisites[] {
+  const declared: [string, Prerequisites | undefined][] = [
+    ['process runner', PROCESS_RUNNER_PREREQUISITES],
+    ['qemu', container.get<VmRuntime>(VmRuntime).prerequisites?.()],
+    ['image store', container.get<ImageStore>(ImageStore).prerequisites?.()],
+    ['config drive', container.get<ConfigDriveBuilder>(ConfigDriveBuilder).prerequisites?.()],
+    ...(network === null ? [] : [[network.name, network.prerequisites?.(spec)] as [string, Prerequisites | undefined]]),
+  ];
+  return declared.filter((d): d is [string, Prerequisites] => d[1] !== undefined).map(([component, prerequisites]) => ({ component, prerequisites }));
+}
+
+/** The volumes of `config`, with what each must hold; reads only the image cache's name entry and a local source's size. */
+export async function volumeNeeds(config: PodvisorConfig): Promise<VolumeNeed[]> {
+  const volumes: VolumeNeed[] = [];
+  if (config.imageSource !== undefined) {
+    const image = await imageNeed(config.imageSource, config.imageTarget, config.imagesDir);
+    volumes.push({ role: 'images', path: config.imagesDir, setting: 'PODVISOR_IMAGES_DIR', why: `the shared base-image cache: ${image.why}`, neededBytes: image.bytes, minFreeBytes: image.minFree });
+  }
+  volumes.push({ role: 'disk', path: config.diskDir, setting: 'PODVISOR_DISK_DIR', why: "this VM's own volume: the pet disk", neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.disk });
+  volumes.push({ role: 'state', path: config.stateDir, setting: 'PODVISOR_STATE_DIR', why: 'the event log, the sockets, the config drive', neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.state });
+  return volumes;
+}
+
+async function imageNeed(source: string, target: string | undefined, imagesDir: string): Promise<{ bytes: number | null; minFree: number; why: string }> {
+  let name = 'the image';
+  try {
+    name = target ?? deriveTarget(source);
+    if (await exists(new ImageCacheLayout(imagesDir).namePath(name))) return { bytes: null, minFree: 0, why: `${name} is cached already` };
+    if (schemeOf(source) === 'file') {
+      const bytes = (await stat(localPath(source))).size;
+      return { bytes, minFree: 0, why: `${name} is copied in from ${localPath(source)}` };
+    }
+  } catch {
+    // An unreadable local source or a bad name is the image store's error to report, with its code.
+  }
+  return { bytes: null, minFree: PREFLIGHT_MIN_FREE_BYTES.images, why: `the size of ${name} is known only once it is pulled` };
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+export interface PreflightRequest {
+  config: PodvisorConfig;
+  container: Container;
+  network: NetworkBackend | null;
+  networkSpec: NetworkAttachSpec;
+  /** Run the bounded KVM probe (doctor). `run` leaves the accelerator to the supervisor, which probes it before any pull. */
+  probeAccelerator: boolean;
+}
+
+export interface PreflightReport {
+  needs: PreflightNeeds;
+  findings: PreflightFinding[];
+  durationMs: number;
+}
+
+/** Gathers the needs, probes the host, evaluates. Never throws for what it finds; changes nothing on the host. */
+export async function runPreflight(request: PreflightRequest): Promise<PreflightReport> {
+  const started = performance.now();
+  const { config, container } = request;
+  const needs: PreflightNeeds = {
+    components: configuredPrerequisites(container, request.network, request.networkSpec),
+    volumes: await volumeNeeds(config),
+    accelerator: request.probeAccelerator ? config.accel : null,
+  };
+  const runtime = container.get<VmRuntime>(VmRuntime);
+  const facts = await probeHost(probeList(needs), {
+    ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(runtime, config) } : {}),
+  });
+  return { needs, findings: evaluatePreflight(needs, facts), durationMs: Math.round(performance.now() - started) };
+}
+
+async function probeKvm(runtime: VmRuntime, config: PodvisorConfig): Promise<AcceleratorProbe> {
+  try {
+    // `auto` never throws for KVM that does not work; a `kvm` request does, with what the probe saw.
+    const r = await runtime.probeAccelerator('auto', { timeoutMs: config.accelProbeTimeoutMs });
+    return { selected: r.selected, kvmWorks: r.kvmWorks, detail: r.detail };
+  } catch (err) {
+    return isPodvisorError(err) ? { error: err.message, ...(err.hint === undefined ? {} : { hint: err.hint }) } : { error: errorMessage(err) };
+  }
+}
+
+/**
+ * Every executable podvisor can spawn, with every built-in plugin loaded:
+ * the union of the adapters' `prerequisites` declarations, sorted. The
+ * container image must hold each one (optional ones included: they make
+ * podvisor work better). Builds a throwaway container; touches nothing.
+ */
+export async function spawnableBinaries(): Promise<string[]> {
+  const { container, registry } = await buildAppContainer({ logLevel: 'error', imagesDir: '/var/lib/podvisor/images', maxVirtualSizeBytes: 1, plugins: [], logSink: { write: () => true } });
+  const spec: NetworkAttachSpec = { vmName: 'podvisor', stateDir: '/var/lib/podvisor/disk/.podvisor', diskDir: '/var/lib/podvisor/disk', env: {}, settings: {}, vnc: { enabled: true, port: 5900 }, controlPort: 5800 };
+  const components = [
+    ...configuredPrerequisites(container, null, spec),
+    ...registry.names('network-backend').map((name) => {
+      const backend = container.getNamed<NetworkBackend>(NetworkBackend, name);
+      return { component: name, prerequisites: backend.prerequisites?.(spec) ?? {} };
+    }),
+  ];
+  return [...new Set(components.flatMap((c) => (c.prerequisites.binaries ?? []).map((b) => b.name)))].sort();
+}
