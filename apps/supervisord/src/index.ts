@@ -9,3 +9,4 @@ export type { PodvisorConfig, ConfigInputs } from './config/load-config.js';
 export { FIELDS } from './config/config-fields.js';
 export { BUILT_IN_PLUGINS } from './built-in-plugins.js';
 export { formatEvent } from './commands/events-command.js';
+export { spawnableBinaries } from './preflight/preflight.js';

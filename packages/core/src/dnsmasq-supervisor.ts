@@ -26,8 +26,18 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
-import type { NetworkHooks } from './ports.js';
+import type { BinaryNeed, CapabilityNeed, NetworkHooks } from './ports.js';
 import { UNKILLABLE_HINT, terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
+
+/**
+ * What a supervised dnsmasq needs, for the prerequisites of the backends that
+ * start one: it binds the DHCP port 67. With `--no-ping` it needs no NET_RAW,
+ * and without SETUID, SETGID or KILL it keeps podvisor's user (see the module comment).
+ */
+export const DNSMASQ_PREREQUISITES: { binaries: BinaryNeed[]; capabilities: CapabilityNeed[] } = {
+  binaries: [{ name: 'dnsmasq', why: 'leases the VM its address over DHCP' }],
+  capabilities: [{ name: 'NET_BIND_SERVICE', why: 'dnsmasq binds the DHCP port 67' }],
+};
 
 /**
  * The arguments every supervised dnsmasq starts with: in the foreground (so the

@@ -11,7 +11,7 @@ export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
 export { ExecaProcessRunner, KILL_WAIT_MS, ProcessRunner, PROCESS_RUNNER_PREREQUISITES, UNKILLABLE_HINT, exitedWithin, terminateChild, resolveExecutable, debianPackageOf } from './process-runner.js';
-export { DNSMASQ_PRIVILEGE_DROP_CAPABILITIES, DnsmasqSupervisor, dnsmasqBaseArgs, dnsmasqOwnerFile, dnsmasqUserArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
+export { DNSMASQ_PREREQUISITES, DNSMASQ_PRIVILEGE_DROP_CAPABILITIES, DnsmasqSupervisor, dnsmasqBaseArgs, dnsmasqOwnerFile, dnsmasqUserArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 export { CAPABILITY_BITS, hasCapabilities, ownEffectiveCapabilities, parseEffectiveCapabilities } from './capabilities.js';
 export type { CapabilityName } from './capabilities.js';
 export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';

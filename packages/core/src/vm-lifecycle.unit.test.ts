@@ -77,6 +77,19 @@ describe('VM lifecycle projection', () => {
     expect(s.runs).toBe(2);
   });
 
+  it('a failed preflight is Failed with ERR_PREFLIGHT_FAILED and the failing findings; its warnings are left out of the message', () => {
+    const s = given({
+      type: 'PreflightFailed',
+      data: {
+        findings: [
+          { id: 'capability.NET_ADMIN', status: 'fail', finding: 'NET_ADMIN is missing', fix: 'add it' },
+          { id: 'binary.setpriv', status: 'warn', finding: 'setpriv is not on PATH', fix: 'install it' },
+        ],
+      },
+    }).state;
+    expect(s).toMatchObject({ status: 'Failed', code: 'ERR_PREFLIGHT_FAILED', message: 'capability.NET_ADMIN: NET_ADMIN is missing', runs: 0 });
+  });
+
   it('Failed stays Failed when VmStopped follows', () => {
     const s = given(started, { type: 'VmFailed', data: { code: 'ERR_X', message: 'm' } }, { type: 'VmStopped', data: { reason: 'r' } }).state;
     expect(s.status).toBe('Failed');

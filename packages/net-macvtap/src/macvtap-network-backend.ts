@@ -34,6 +34,7 @@ import {
   type Prerequisites,
   type VmNic,
   DnsmasqSupervisor,
+  DNSMASQ_PREREQUISITES,
   networkStep,
   parseResolvConf,
   stopStrayDnsmasq,
@@ -80,18 +81,14 @@ export const VHOST_NET_DEVICE = '/dev/vhost-net';
 export const MACVTAP_PREREQUISITES: Prerequisites = {
   binaries: [
     { name: 'ip', why: 'creates the macvtap and macvlan links, moves addresses and routes' },
-    { name: 'dnsmasq', why: "leases the VM the pod interface's address over DHCP" },
     { name: 'mknod', why: 'makes a private /dev/tapN node when /dev has no right one' },
     { name: 'cat', why: "reads the macvtap's device numbers from sysfs" },
+    ...DNSMASQ_PREREQUISITES.binaries,
   ],
   capabilities: [
     { name: 'NET_ADMIN', why: "links, addresses, routes in the pod's namespace; dnsmasq's ARP entries" },
     { name: 'MKNOD', why: 'the private /dev/tapN node: a container /dev has no udev' },
-    { name: 'NET_RAW', why: 'dnsmasq answers DHCP on a raw socket' },
-    { name: 'NET_BIND_SERVICE', why: 'dnsmasq binds the DHCP port 67' },
-    { name: 'SETUID', why: 'dnsmasq drops to the user nobody' },
-    { name: 'SETGID', why: 'dnsmasq drops to the group nogroup' },
-    { name: 'KILL', why: 'podvisor signals its dnsmasq, which runs as nobody, to stop it' },
+    ...DNSMASQ_PREREQUISITES.capabilities,
   ],
   devices: [
     {

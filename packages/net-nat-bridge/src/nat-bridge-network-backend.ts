@@ -27,6 +27,7 @@ import {
   type NetworkHooks,
   type Prerequisites,
   DnsmasqSupervisor,
+  DNSMASQ_PREREQUISITES,
   isDhcpHostname,
   networkStep,
   parseResolvConf,
@@ -42,25 +43,17 @@ import { deriveVmMac, ensureVmMac } from './vm-mac.js';
 /** The links the backend creates in the pod's namespace. */
 export const NAT_BRIDGE_LINKS = { bridge: 'pvbr0', tap: 'pvtap0' } as const;
 
-/**
- * What the backend needs from the host (checked by `podvisor doctor` before
- * anything is pulled). dnsmasq drops to `nobody` after binding, hence SETUID,
- * SETGID, and KILL for podvisor to signal it afterwards.
- */
+/** What the backend and its dnsmasq need from the host (checked by `podvisor doctor` before anything is pulled). */
 export const NAT_BRIDGE_PREREQUISITES: Prerequisites = {
   binaries: [
     { name: 'ip', why: 'creates the bridge and the tap, and lists links' },
     { name: 'nft', why: 'applies the 1:1 NAT table ip podvisor' },
     { name: 'sysctl', why: 'reads and sets net.ipv4.ip_forward in the pod' },
-    { name: 'dnsmasq', why: 'leases the VM its address over DHCP' },
+    ...DNSMASQ_PREREQUISITES.binaries,
   ],
   capabilities: [
     { name: 'NET_ADMIN', why: 'the bridge, the tap, addresses, nftables, and the ARP entries dnsmasq adds for its leases' },
-    { name: 'NET_RAW', why: 'dnsmasq answers DHCP on a raw socket' },
-    { name: 'NET_BIND_SERVICE', why: 'dnsmasq binds the DHCP port 67' },
-    { name: 'SETUID', why: 'dnsmasq drops to the user nobody' },
-    { name: 'SETGID', why: 'dnsmasq drops to the group nogroup' },
-    { name: 'KILL', why: 'podvisor signals its dnsmasq, which runs as nobody, to stop it (without it teardown cannot stop dnsmasq)' },
+    ...DNSMASQ_PREREQUISITES.capabilities,
   ],
   devices: [{ path: '/dev/net/tun', why: 'creating the tap pvtap0, and qemu opening it', fix: 'give the container /dev/net/tun: a hostPath volume of type CharDevice mounted at /dev/net/tun, or a device plugin (docker: --device /dev/net/tun)' }],
   sysctls: [{ name: 'net.ipv4.ip_forward', value: '1', why: 'forwarding between the pod interface and the bridge', setsItself: true }],

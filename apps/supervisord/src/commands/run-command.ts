@@ -68,7 +68,8 @@ ${Object.values(FIELDS)
   -h, --help           this help
 
 Exit codes: 0 clean stop, 1 internal error, 2 invalid configuration, 3 preparation
-failed, 4 KVM unavailable, 5 crash loop, 6 VM failed (no restart), 7 shutdown forced.
+failed (or the preflight found a missing prerequisite: see podvisor doctor), 4 KVM
+unavailable, 5 crash loop, 6 VM failed (no restart), 7 shutdown forced.
 `;
 
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {

@@ -8,6 +8,7 @@
  * `preflight-probes.ts`.
  */
 import { debianPackageOf, type AcceleratorChoice, type Prerequisites } from '@podvisor/core';
+import { formatBytes } from '../commands/image-command.js';
 import { capabilityName, type ProcessCapabilities } from './capabilities.js';
 
 export type PreflightStatus = 'ok' | 'warn' | 'fail';
@@ -202,17 +203,6 @@ function binaryFindings(components: readonly ComponentPrerequisites[], binaries:
 function packageHint(binary: string): string {
   const pkg = debianPackageOf(binary);
   return pkg === undefined ? '' : ` (the Debian package ${pkg})`;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
 }
 
 function volumeFinding(need: VolumeNeed, probe: VolumeProbe | undefined): PreflightFinding {
