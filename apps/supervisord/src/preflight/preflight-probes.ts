@@ -7,8 +7,7 @@
  * model in `preflight-model.ts` turns these facts into findings.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, readFile, stat, statfs, unlink } from 'node:fs/promises';
+import { closeSync, constants, openSync, readFileSync, statSync, statfsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { errorMessage, resolveExecutable } from '@podvisor/core';
 import { parseStatusCapabilities } from './capabilities.js';
@@ -23,35 +22,35 @@ export interface ProbeOptions {
   procSys?: string;
 }
 
-/** Probes everything in `list` (see `probeList`), concurrently. Never throws: a failed probe is a fact. */
+/**
+ * Probes everything in `list` (see `probeList`). The file-system probes are
+ * synchronous: each takes microseconds, and run's startup should not wait for
+ * the thread pool. Never throws: a failed probe is a fact.
+ */
 export async function probeHost(list: { devices: string[]; sysctls: string[]; binaries: string[]; volumes: string[] }, options: ProbeOptions = {}): Promise<PreflightFacts> {
-  const [capabilities, devices, sysctls, volumes, accelerator] = await Promise.all([
-    readCapabilities(options.statusFile ?? '/proc/self/status'),
-    entries(list.devices, probeDevice),
-    entries(list.sysctls, (name) => probeSysctl(name, options.procSys ?? '/proc/sys')),
-    entries(list.volumes, probeVolume),
-    options.accelerator?.(),
-  ]);
-  const binaries = Object.fromEntries(list.binaries.map((b) => [b, resolveExecutable(b)]));
-  return { capabilities, devices, sysctls, binaries, volumes, ...(accelerator === undefined ? {} : { accelerator }) };
+  const accelerator = options.accelerator?.();
+  const facts: PreflightFacts = {
+    capabilities: readCapabilities(options.statusFile ?? '/proc/self/status'),
+    devices: Object.fromEntries(list.devices.map((d) => [d, probeDevice(d)])),
+    sysctls: Object.fromEntries(list.sysctls.map((name) => [name, probeSysctl(name, options.procSys ?? '/proc/sys')])),
+    binaries: Object.fromEntries(list.binaries.map((b) => [b, resolveExecutable(b)])),
+    volumes: Object.fromEntries(list.volumes.map((v) => [v, probeVolume(v)])),
+  };
+  return accelerator === undefined ? facts : { ...facts, accelerator: await accelerator };
 }
 
-async function entries<T>(keys: readonly string[], probe: (key: string) => Promise<T>): Promise<Record<string, T>> {
-  return Object.fromEntries(await Promise.all(keys.map(async (k) => [k, await probe(k)] as const)));
-}
-
-export async function readCapabilities(statusFile: string): Promise<PreflightFacts['capabilities']> {
+export function readCapabilities(statusFile: string): PreflightFacts['capabilities'] {
   try {
-    return parseStatusCapabilities(await readFile(statusFile, 'utf8'));
+    return parseStatusCapabilities(readFileSync(statusFile, 'utf8'));
   } catch (err) {
     return { error: `${statusFile}: ${errorMessage(err)}` };
   }
 }
 
 /** Opens the device read-write (non-blocking, so a tty or tun never waits) and closes it again. */
-export async function probeDevice(device: string): Promise<DeviceProbe> {
+export function probeDevice(device: string): DeviceProbe {
   try {
-    await (await open(device, constants.O_RDWR | constants.O_NONBLOCK)).close();
+    closeSync(openSync(device, constants.O_RDWR | constants.O_NONBLOCK));
     return { opens: true };
   } catch (err) {
     return { opens: false, code: (err as NodeJS.ErrnoException).code ?? 'EIO', message: errorMessage(err) };
@@ -63,16 +62,16 @@ export async function probeDevice(device: string): Promise<DeviceProbe> {
  * writing runs the same permission and read-only-mount checks as a write,
  * and closing it without writing changes nothing.
  */
-export async function probeSysctl(name: string, procSys = '/proc/sys'): Promise<SysctlProbe> {
+export function probeSysctl(name: string, procSys = '/proc/sys'): SysctlProbe {
   const file = path.join(procSys, ...name.split('.'));
   let value: string | null = null;
   try {
-    value = (await readFile(file, 'utf8')).trim();
+    value = readFileSync(file, 'utf8').trim();
   } catch {
     // unreadable: reported as such
   }
   try {
-    await (await open(file, constants.O_WRONLY)).close();
+    closeSync(openSync(file, constants.O_WRONLY));
     return { value, writable: true };
   } catch (err) {
     return { value, writable: { code: (err as NodeJS.ErrnoException).code ?? 'EIO', message: errorMessage(err) } };
@@ -85,11 +84,11 @@ export async function probeSysctl(name: string, procSys = '/proc/sys'): Promise<
  * creates and removes one uniquely named file there. Reports the free bytes
  * (for an unprivileged user) of that filesystem.
  */
-export async function probeVolume(dir: string): Promise<VolumeProbe> {
+export function probeVolume(dir: string): VolumeProbe {
   let existing = path.resolve(dir);
   for (;;) {
     try {
-      const s = await stat(existing);
+      const s = statSync(existing);
       if (!s.isDirectory()) return { state: 'not-a-directory', blocker: existing };
       break;
     } catch (err) {
@@ -100,13 +99,13 @@ export async function probeVolume(dir: string): Promise<VolumeProbe> {
   }
   const probe = path.join(existing, `.podvisor-preflight-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    await (await open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)).close();
-    await unlink(probe);
+    closeSync(openSync(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+    unlinkSync(probe);
   } catch (err) {
     return { state: 'not-writable', existing, code: (err as NodeJS.ErrnoException).code ?? 'EIO', message: errorMessage(err) };
   }
   try {
-    const fs = await statfs(existing);
+    const fs = statfsSync(existing);
     return { state: 'writable', exists: existing === path.resolve(dir), existing, freeBytes: fs.bavail * fs.bsize };
   } catch (err) {
     return { state: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO', message: errorMessage(err) };

@@ -7,7 +7,7 @@
  * anything is pulled. The adapters' declarations are the one list of what
  * podvisor spawns: `spawnableBinaries` exposes it for the container image test.
  */
-import { stat } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
 import type { Container } from 'inversify';
 import {
   ConfigDriveBuilder,
@@ -46,10 +46,10 @@ export function configuredPrerequisites(container: Container, network: NetworkBa
 }
 
 /** The volumes of `config`, with what each must hold; reads only the image cache's name entry and a local source's size. */
-export async function volumeNeeds(config: PodvisorConfig): Promise<VolumeNeed[]> {
+export function volumeNeeds(config: PodvisorConfig): VolumeNeed[] {
   const volumes: VolumeNeed[] = [];
   if (config.imageSource !== undefined) {
-    const image = await imageNeed(config.imageSource, config.imageTarget, config.imagesDir);
+    const image = imageNeed(config.imageSource, config.imageTarget, config.imagesDir);
     volumes.push({ role: 'images', path: config.imagesDir, setting: 'PODVISOR_IMAGES_DIR', why: `the shared base-image cache: ${image.why}`, neededBytes: image.bytes, minFreeBytes: image.minFree });
   }
   volumes.push({ role: 'disk', path: config.diskDir, setting: 'PODVISOR_DISK_DIR', why: "this VM's own volume: the pet disk", neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.disk });
@@ -57,26 +57,19 @@ export async function volumeNeeds(config: PodvisorConfig): Promise<VolumeNeed[]>
   return volumes;
 }
 
-async function imageNeed(source: string, target: string | undefined, imagesDir: string): Promise<{ bytes: number | null; minFree: number; why: string }> {
+function imageNeed(source: string, target: string | undefined, imagesDir: string): { bytes: number | null; minFree: number; why: string } {
   let name = 'the image';
   try {
     name = target ?? deriveTarget(source);
-    if (await exists(new ImageCacheLayout(imagesDir).namePath(name))) return { bytes: null, minFree: 0, why: `${name} is cached already` };
+    if (existsSync(new ImageCacheLayout(imagesDir).namePath(name))) return { bytes: null, minFree: 0, why: `${name} is cached already` };
     if (schemeOf(source) === 'file') {
-      const bytes = (await stat(localPath(source))).size;
+      const bytes = statSync(localPath(source)).size;
       return { bytes, minFree: 0, why: `${name} is copied in from ${localPath(source)}` };
     }
   } catch {
     // An unreadable local source or a bad name is the image store's error to report, with its code.
   }
   return { bytes: null, minFree: PREFLIGHT_MIN_FREE_BYTES.images, why: `the size of ${name} is known only once it is pulled` };
-}
-
-async function exists(p: string): Promise<boolean> {
-  return stat(p).then(
-    () => true,
-    () => false,
-  );
 }
 
 export interface PreflightRequest {
@@ -100,7 +93,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   const { config, container } = request;
   const needs: PreflightNeeds = {
     components: configuredPrerequisites(container, request.network, request.networkSpec),
-    volumes: await volumeNeeds(config),
+    volumes: volumeNeeds(config),
     accelerator: request.probeAccelerator ? config.accel : null,
   };
   const runtime = container.get<VmRuntime>(VmRuntime);
