@@ -79,6 +79,15 @@ function inMountNs(setup: string): string[] {
 }
 
 describe('podvisor doctor and the preflight of run', () => {
+  it('--help documents the checks and the exit codes; the command list names doctor', async () => {
+    const help = start(['doctor', '--help'], env());
+    expect((await help.exited).code).toBe(0);
+    expect(help.stdout).toContain('Exit codes: 0 nothing failed (warnings allowed), 2 invalid configuration or\nusage, 3 at least one check failed.');
+    const list = start(['--help'], env());
+    expect((await list.exited).code).toBe(0);
+    expect(list.stdout).toMatch(/^ {2}doctor {4}check this container can run the VM/m);
+  });
+
   it('the test configuration passes: every volume and binary checked, nothing created', async () => {
     const r = await doctor(env());
     expect(r.code).toBe(0);
