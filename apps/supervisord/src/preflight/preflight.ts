@@ -22,6 +22,7 @@ import {
 } from '@podvisor/core';
 import { ImageCacheLayout, deriveTarget, localPath, schemeOf } from '@podvisor/image-store';
 import { buildAppContainer } from '../app-container.js';
+import { FIELDS } from '../config/config-fields.js';
 import type { PodvisorConfig } from '../config/load-config.js';
 import { evaluatePreflight, probeList, type AcceleratorProbe, type ComponentPrerequisites, type PreflightFinding, type PreflightNeeds, type VolumeNeed } from './preflight-model.js';
 import { probeHost } from './preflight-probes.js';
@@ -50,11 +51,16 @@ export function volumeNeeds(config: PodvisorConfig): VolumeNeed[] {
   const volumes: VolumeNeed[] = [];
   if (config.imageSource !== undefined) {
     const image = imageNeed(config.imageSource, config.imageTarget, config.imagesDir);
-    volumes.push({ role: 'images', path: config.imagesDir, setting: 'PODVISOR_IMAGES_DIR', why: `the shared base-image cache: ${image.why}`, neededBytes: image.bytes, minFreeBytes: image.minFree });
+    volumes.push({ role: 'images', path: config.imagesDir, setting: settingName('imagesDir'), why: `${FIELDS.imagesDir.doc}: ${image.why}`, neededBytes: image.bytes, minFreeBytes: image.minFree });
   }
-  volumes.push({ role: 'disk', path: config.diskDir, setting: 'PODVISOR_DISK_DIR', why: "this VM's own volume: the pet disk", neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.disk });
-  volumes.push({ role: 'state', path: config.stateDir, setting: 'PODVISOR_STATE_DIR', why: 'the event log, the sockets, the config drive', neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.state });
+  volumes.push({ role: 'disk', path: config.diskDir, setting: settingName('diskDir'), why: FIELDS.diskDir.doc, neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.disk });
+  volumes.push({ role: 'state', path: config.stateDir, setting: settingName('stateDir'), why: FIELDS.stateDir.doc, neededBytes: null, minFreeBytes: PREFLIGHT_MIN_FREE_BYTES.state });
   return volumes;
+}
+
+/** How an operator sets a path: its environment variable (the YAML key and flag are in docs/configuration.md). */
+function settingName(field: 'imagesDir' | 'diskDir' | 'stateDir'): string {
+  return FIELDS[field].env?.[0] ?? FIELDS[field].key;
 }
 
 function imageNeed(source: string, target: string | undefined, imagesDir: string): { bytes: number | null; minFree: number; why: string } {
