@@ -169,8 +169,9 @@ describe('podvisor doctor and the preflight of run', () => {
   });
 
   it('ip_forward 0 with /proc/sys read-only, in a new network namespace: doctor names the pod sysctl; run exits 3 with PreflightFailed only', async () => {
-    // A fresh netns starts with ip_forward 0; /proc/sys bound read-only as runc does. Both vanish with the process.
-    const podLike = ['unshare', '--net', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -o bind,ro /proc/sys /proc/sys && exec "$0" "$@"'];
+    // A new netns copies the host's ip_forward (devconf_inherit_init_net=0), which may be 1: set it to 0 there,
+    // then bind /proc/sys read-only as runc does. Both vanish with the process; the host's value is untouched.
+    const podLike = ['unshare', '--net', '--mount', '--propagation', 'private', 'sh', '-c', 'echo 0 > /proc/sys/net/ipv4/ip_forward && mount -o bind,ro /proc/sys /proc/sys && exec "$0" "$@"'];
     const environment = env({ PODVISOR_NETWORK: 'nat-bridge' });
     const r = await doctor(environment, podLike);
     expect(r.code).toBe(3);
