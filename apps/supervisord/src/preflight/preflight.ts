@@ -34,15 +34,27 @@ import { probeHost } from './preflight-probes.js';
  */
 export const PREFLIGHT_MIN_FREE_BYTES = { images: 1024 ** 3, disk: 256 * 1024 ** 2, state: 16 * 1024 ** 2 } as const;
 
-/** The prerequisites each adapter of this container declares, plus the network backend's (when there is one). */
+/**
+ * The prerequisites each adapter of this container declares, plus the
+ * network backend's (when there is one). Resolving an adapter builds its
+ * singleton, and `run` binds settings (the VNC password) only after the
+ * preflight: the container is restored afterwards, so the adapters built
+ * here are dropped and `run` builds them with their final settings.
+ */
 export function configuredPrerequisites(container: Container, network: NetworkBackend | null, spec: NetworkAttachSpec): ComponentPrerequisites[] {
-  const declared: [string, Prerequisites | undefined][] = [
-    ['process runner', PROCESS_RUNNER_PREREQUISITES],
-    ['qemu', container.get<VmRuntime>(VmRuntime).prerequisites?.()],
-    ['image store', container.get<ImageStore>(ImageStore).prerequisites?.()],
-    ['config drive', container.get<ConfigDriveBuilder>(ConfigDriveBuilder).prerequisites?.()],
-    ...(network === null ? [] : [[network.name, network.prerequisites?.(spec)] as [string, Prerequisites | undefined]]),
-  ];
+  container.snapshot();
+  let declared: [string, Prerequisites | undefined][];
+  try {
+    declared = [
+      ['process runner', PROCESS_RUNNER_PREREQUISITES],
+      ['qemu', container.get<VmRuntime>(VmRuntime).prerequisites?.()],
+      ['image store', container.get<ImageStore>(ImageStore).prerequisites?.()],
+      ['config drive', container.get<ConfigDriveBuilder>(ConfigDriveBuilder).prerequisites?.()],
+      ...(network === null ? [] : [[network.name, network.prerequisites?.(spec)] as [string, Prerequisites | undefined]]),
+    ];
+  } finally {
+    container.restore();
+  }
   return declared.filter((d): d is [string, Prerequisites] => d[1] !== undefined).map(([component, prerequisites]) => ({ component, prerequisites }));
 }
 
@@ -102,9 +114,9 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
     volumes: volumeNeeds(config),
     accelerator: request.probeAccelerator ? config.accel : null,
   };
-  const runtime = container.get<VmRuntime>(VmRuntime);
   const facts = await probeHost(probeList(needs), {
-    ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(runtime, config) } : {}),
+    // Only doctor probes KVM, and it binds nothing afterwards.
+    ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(container.get<VmRuntime>(VmRuntime), config) } : {}),
   });
   return { needs, findings: evaluatePreflight(needs, facts), durationMs: Math.round(performance.now() - started) };
 }
