@@ -93,12 +93,29 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     return reportStartupError(err, io);
   }
   const { config, app, network, networkSpec, vncConfigured, tokens } = setup;
-  const { container } = app;
+  const { container, registry } = app;
   const log = container.get<Logger>(Logger);
 
   // 2b. The preflight (podvisor doctor's checks, without the KVM probe that the supervisor runs first anyway):
   // a missing capability, device, sysctl, volume or binary stops the run here, before any pull.
-  const preflight = await preflightForRun(setup, io);
+  // The volume lock is taken once, by whichever needs it first: the preflight, to record its findings
+  // (never into the log of another instance that holds the volume), or step 3.
+  let volumeLock: VolumeLock | undefined;
+  const lockVolume = (): VolumeLock => {
+    if (volumeLock === undefined) {
+      mkdirSync(config.stateDir, { recursive: true });
+      volumeLock = VolumeLock.acquire(config.stateDir, { version: VERSION });
+    }
+    return volumeLock;
+  };
+  const preflight = await preflightForRun(setup, io, () => {
+    try {
+      lockVolume();
+      return true;
+    } catch {
+      return false;
+    }
+  });
   if (preflight !== null) return preflight;
 
   // 3. From here on, things are created: the state dir and the event log.
@@ -107,8 +124,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   // One podvisor per VM volume: the lock comes before anything another instance owns (VNC password, socket, network, event log).
   // It is held until this process ends (volume-lock.ts).
   try {
-    const volumeLock = VolumeLock.acquire(config.stateDir, { version: VERSION });
-    if (volumeLock.warning !== null) log.warn(volumeLock.warning.message, { code: volumeLock.warning.code, hint: volumeLock.warning.hint });
+    const { warning } = lockVolume();
+    if (warning !== null) log.warn(warning.message, { code: warning.code, hint: warning.hint });
   } catch (err) {
     const code = reportStartupError(err, io);
     return isPodvisorError(err) && err.code === 'ERR_VOLUME_LOCKED' ? ExitCode.Config : code;

@@ -5,7 +5,7 @@
  * accelerator first anyway, before any pull). A failing check ends the run
  * with exit code 3 (Prepare): the findings go to stderr as a JSON log line
  * and as readable lines, and into the event log as `PreflightFailed` when the
- * state dir is writable. Warnings are logged and recorded as `WarningRaised`.
+ * state dir is writable and this process holds the volume lock. Warnings are logged and recorded as `WarningRaised`.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -14,8 +14,12 @@ import type { CommandIo, RunSetup } from '../commands/run-command.js';
 import { formatFindings, type PreflightFinding } from './preflight-model.js';
 import { runPreflight } from './preflight.js';
 
-/** Returns the exit code when the run must stop here, or null to go on. */
-export async function preflightForRun(setup: RunSetup, io: CommandIo): Promise<number | null> {
+/**
+ * Returns the exit code when the run must stop here, or null to go on.
+ * `holdVolume` takes the VM volume's lock (true when this process holds it):
+ * findings are recorded only then, never into another instance's log.
+ */
+export async function preflightForRun(setup: RunSetup, io: CommandIo, holdVolume: () => boolean): Promise<number | null> {
   const { config, app, network, networkSpec } = setup;
   const log = app.container.get<Logger>(Logger).child({ name: 'preflight' });
   const report = await runPreflight({ config, container: app.container, network, networkSpec, probeAccelerator: false });
@@ -27,7 +31,7 @@ export async function preflightForRun(setup: RunSetup, io: CommandIo): Promise<n
   const stateWritable = report.findings.find((f) => f.id === 'volume.state')?.status !== 'fail';
 
   if (failed.length === 0) {
-    if (warnings.length > 0 && stateWritable) {
+    if (warnings.length > 0 && stateWritable && holdVolume()) {
       record(config.stateDir, config.name, warnings.map((w) => ({ type: 'WarningRaised', data: { code: 'WARN_PREFLIGHT_CHECK', message: `preflight ${w.id}: ${w.finding}`, ...(w.fix === undefined ? {} : { hint: w.fix }) } })), log);
     }
     return null;
@@ -39,7 +43,7 @@ export async function preflightForRun(setup: RunSetup, io: CommandIo): Promise<n
   });
   io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'error', logger: 'podvisor', msg: 'preflight failed', err: error.toJSON() })}\n`);
   io.stderr.write(`podvisor: preflight failed (podvisor doctor shows every check):\n${formatFindings(findings)}`);
-  if (stateWritable) record(config.stateDir, config.name, [{ type: 'PreflightFailed', data: { findings: findings.map(eventFinding) } }], log);
+  if (stateWritable && holdVolume()) record(config.stateDir, config.name, [{ type: 'PreflightFailed', data: { findings: findings.map(eventFinding) } }], log);
   return ExitCode.Prepare;
 }
 
