@@ -40,7 +40,7 @@ const child = spawn(process.execPath, [cli, 'run', '--', '-chardev', `socket,id=
     PODVISOR_NETWORK: 'none',
     PODVISOR_ACCEL: 'tcg',
     PODVISOR_LISTEN: '127.0.0.1:0',
-    PODVISOR_SHUTDOWN_GRACE: '5',
+    PODVISOR_STOP_GRACE: '10',
     NO_VNC: '1',
   },
   stdio: ['ignore', 'pipe', 'pipe'],

@@ -49,7 +49,7 @@ const env = {
   PODVISOR_METADATA: path.join(root, 'none'),
   PODVISOR_NETWORK: 'none',
   PODVISOR_ACCEL: 'tcg',
-  PODVISOR_SHUTDOWN_GRACE: '0',
+  PODVISOR_STOP_GRACE: '0',
   NO_VNC: '1',
 };
 

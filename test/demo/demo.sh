@@ -105,7 +105,7 @@ env -i PATH="$PATH" HOSTNAME="$NAME" \
   IMG_SOURCE="$GUEST" IMG_TARGET=guest.qcow2 IMG_RAM_MB=256 \
   PODVISOR_IMAGES_DIR="$WORK/images" PODVISOR_DISK_DIR="$WORK/disk" \
   PODVISOR_USERDATA="$WORK/userdata" PODVISOR_METADATA="$WORK/metadata" \
-  PODVISOR_NETWORK=nat-bridge PODVISOR_ACCEL=tcg PODVISOR_SHUTDOWN_GRACE=20 \
+  PODVISOR_NETWORK=nat-bridge PODVISOR_ACCEL=tcg PODVISOR_STOP_GRACE=30 \
   ip netns exec "$NAME" "$(command -v node)" "$CLI" run >"$WORK/console.log" 2>"$WORK/podvisor.log" &
 PODVISOR_PID=$!
 

@@ -58,7 +58,8 @@ describe.each(OVERLAYS)('deploy/kubernetes/overlays/%s', (overlay) => {
     };
     expect(c.securityContext.capabilities.drop).toEqual(['ALL']);
     expect(c.resources.limits.memory).toMatch(/^\d+Mi$/);
-    const grace = Number(c.env.find((e) => e.name === 'PODVISOR_SHUTDOWN_GRACE')?.value);
-    expect(pod['terminationGracePeriodSeconds']).toBeGreaterThan(grace);
+    // The one stop budget is the pod's grace period (docs/lifecycle.md).
+    const grace = Number(c.env.find((e) => e.name === 'PODVISOR_STOP_GRACE')?.value);
+    expect(pod['terminationGracePeriodSeconds']).toBe(grace);
   });
 });

@@ -321,7 +321,7 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     // sysctls (docker --sysctl, securityContext.sysctls) instead. This runs
     // podvisor in a mount namespace with /proc/sys bound read-only, like runc.
     inNs(pod, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
-    const p = new PodvisorProcess(['run'], env({ NO_VNC: '1', PODVISOR_SHUTDOWN_GRACE: '2' }), {
+    const p = new PodvisorProcess(['run'], env({ NO_VNC: '1', PODVISOR_STOP_GRACE: '5' }), {
       wrapper: ['ip', 'netns', 'exec', pod, 'unshare', '--mount', 'sh', '-c', 'mount -o bind,ro /proc/sys /proc/sys && exec "$0" "$@"'],
     });
     running.push(p);

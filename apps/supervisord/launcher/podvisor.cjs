@@ -8,6 +8,15 @@
 // One cache per command (`run`, `ctl`, ...), next to the bundle, written at exit
 // (see below) atomically and only where the folder is writable; V8 rejects a
 // cache made by another Node, with other flags, or for another bundle.
+// First of all, for `run`: a PID 1 ignores signals it has no handler for, so a
+// SIGTERM sent while the app loads would be lost. Buffer them; `run` takes over
+// and replays them (apps/supervisord/src/pid1/early-signals.ts, same symbol).
+if (process.argv[2] === 'run') {
+  const buffer = { received: [], current: null, handler: null };
+  buffer.handler = (signal) => (buffer.current !== null ? buffer.current(signal) : buffer.received.push(signal));
+  globalThis[Symbol.for('podvisor.earlySignals')] = buffer;
+  for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP']) process.on(s, buffer.handler);
+}
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');

@@ -7,6 +7,10 @@
 import type { CommandIo } from './commands/run-command.js';
 import { main } from './cli-main.js';
 import { CliOutput } from './process-output.js';
+import { bufferEarlySignals } from './pid1/early-signals.js';
+
+// `run` may be PID 1: no signal may be lost while it starts (the launcher did this already).
+if (process.argv[2] === 'run') bufferEarlySignals();
 
 const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
 const output = new CliOutput(io, process.argv[2] === 'run');

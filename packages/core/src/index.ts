@@ -75,7 +75,34 @@ export { initialVmState, evolveVm, projectVm, allowedActions, decideVmAction } f
 export type { VmStatus, VmFacts, VmState, RequestVmAction } from './vm-lifecycle.js';
 export { DEFAULT_RESTART_SETTINGS, decideRestart, isFailure, describeExit } from './restart-policy.js';
 export type { RestartSettings, RestartDecision } from './restart-policy.js';
-export { Supervisor, ExitCode, stableUuid } from './supervisor.js';
+export {
+  lifecycleDecider,
+  initialLifecycleState,
+  splitStopBudget,
+  actionsAllowedIn,
+  isActionSatisfied,
+  refuseAction,
+  LIFECYCLE_SIGNALS,
+} from './lifecycle-decider.js';
+export type {
+  LifecycleDecider,
+  LifecycleSettings,
+  LifecycleCommand,
+  LifecycleDecision,
+  LifecycleEffect,
+  LifecycleOutcome,
+  LifecycleState,
+  LifecycleSignal,
+  LifecycleTimer,
+  LifecycleQmpCommand,
+  LifecycleFailure,
+  StopBudget,
+  TimedEvent,
+  RunFacts,
+  QemuFacts,
+  StopFacts,
+} from './lifecycle-decider.js';
+export { Supervisor } from './supervisor.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
 export { MemoryEventStore } from './memory-event-store.js';
 export type { MemoryEventStoreOptions } from './memory-event-store.js';

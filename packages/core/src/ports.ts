@@ -324,8 +324,8 @@ export interface AcceleratorProbeResult {
 
 export interface VmLaunchPlan {
   name: string;
-  /** SMBIOS uuid, stable across restarts. */
-  uuid: string;
+  /** SMBIOS uuid; when absent the runtime derives one from `name`, stable across restarts. */
+  uuid?: string;
   accel: Accelerator;
   vcpus: number;
   memoryMb: number;

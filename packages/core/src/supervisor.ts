@@ -1,35 +1,39 @@
 /**
- * The supervisor: one VM's life inside one pod. It prepares the VM (accelerator,
- * image, pet disk, config drive, network), launches qemu, turns QMP events into
- * domain events, applies the restart policy when qemu exits, and runs the
- * graceful shutdown (ACPI power-down repeated until the grace period ends,
- * then QMP `quit`, then SIGKILL). Every fact is appended to the event store
- * before anything else sees it. It knows only ports: no HTTP, no env, no argv.
+ * The supervisor: the effect runner of one VM's lifecycle. Every decision
+ * (what a signal, an action, a QMP event, qemu's exit or a deadline means) is
+ * made by the pure decider in `lifecycle-decider.ts`; this class only
+ * performs the effects a decision names (prepare, launch, QMP calls with a
+ * deadline, timers through the injected Clock, SIGKILL, teardown) and feeds
+ * each result back as a command. Every fact is appended to the event store
+ * before anything else sees it, through one `record` path that never throws.
+ * It knows only ports: no HTTP, no env, no argv, no exit codes.
  */
-import { createHash } from 'node:crypto';
-import path from 'node:path';
 import type { Subscription } from 'rxjs';
 import type { Clock } from './clock.js';
-import { PodvisorError, errorMessage, isPodvisorError, redactUrl } from './errors.js';
+import { PodvisorError, errorMessage, isPodvisorError } from './errors.js';
 import type { EventStore } from './event-store.js';
-import type { AcceleratorChoice, DomainEvent, Requester, StoredEvent, VmAction, VmExitInfo } from './events.js';
-import { WARNING_EVENTS } from './events.js';
+import { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS } from './events.js';
+import type { AcceleratorChoice, DomainEvent, Requester, StoredEvent, VmAction } from './events.js';
+import {
+  lifecycleDecider,
+  splitStopBudget,
+  type LifecycleCommand,
+  type LifecycleDecider,
+  type LifecycleDecision,
+  type LifecycleEffect,
+  type LifecycleFailure,
+  type LifecycleOutcome,
+  type LifecycleQmpCommand,
+  type LifecycleSignal,
+  type LifecycleState,
+  type LifecycleTimer,
+  type StopBudget,
+} from './lifecycle-decider.js';
 import type { Logger } from './logger.js';
-import type {
-  ConfigDriveBuilder,
-  ConfigDriveFormat,
-  ImageStore,
-  NetworkAttachSpec,
-  NetworkAttachment,
-  NetworkBackend,
-  QmpEventMessage,
-  VmHandle,
-  VmLaunchPlan,
-  VmRuntime,
-  VncListen,
-} from './ports.js';
-import { decideRestart, type RestartSettings } from './restart-policy.js';
-import { decideVmAction, evolveVm, initialVmState, type VmState } from './vm-lifecycle.js';
+import type { ConfigDriveBuilder, ConfigDriveFormat, ImageStore, NetworkAttachSpec, NetworkAttachment, NetworkBackend, VmHandle, VmLaunchPlan, VmRuntime } from './ports.js';
+import type { RestartSettings } from './restart-policy.js';
+import { prepareVm } from './vm-preparation.js';
+import { evolveVm, initialVmState, type VmState } from './vm-lifecycle.js';
 
 export interface SupervisorSettings {
   version: string;
@@ -47,40 +51,18 @@ export interface SupervisorSettings {
   networkName: string;
   networkSpec: NetworkAttachSpec;
   restart: RestartSettings;
-  shutdownGraceSeconds: number;
-  /** Interval between ACPI power-button presses during a shutdown. */
+  /** The whole stop budget in seconds (`PODVISOR_STOP_GRACE`), split by `splitStopBudget`. */
+  stopGraceSeconds: number;
+  /** Interval between ACPI power-button presses during a stop. */
   powerdownIntervalMs: number;
-  /** How long to wait for qemu after QMP `quit` before SIGKILL. */
-  quitTimeoutMs: number;
+  /** Deadline of each QMP call of the lifecycle. Default 2000. */
+  qmpTimeoutMs?: number;
   vnc: { enabled: boolean; port: number };
   extraArgs: string[];
 }
 
-/** Documented exit codes of `podvisor run` (see docs/exit-codes.md). */
-export const ExitCode = {
-  /** The VM stopped cleanly: an ACPI shutdown on request, or the guest powered off and the policy does not restart. */
-  Ok: 0,
-  /** An unexpected internal error. */
-  Internal: 1,
-  /** Invalid configuration or usage: nothing was started or created. */
-  Config: 2,
-  /** Preparation failed: image, pet disk, config drive, network or the first qemu launch. */
-  Prepare: 3,
-  /** PODVISOR_ACCEL=kvm and KVM does not work here. */
-  Accelerator: 4,
-  /** The VM crashed more often than the restart limit allows. */
-  CrashLoop: 5,
-  /** qemu failed and the restart policy does not restart it. */
-  VmFailed: 6,
-  /** The shutdown needed QMP quit or SIGKILL: the guest ignored ACPI for the whole grace period. */
-  ShutdownForced: 7,
-} as const;
-export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
-
-export interface SupervisorOutcome {
-  exitCode: ExitCode;
-  reason: string;
-}
+/** How the run ended, with the exit code the app chose for it. */
+export type SupervisorOutcome = LifecycleOutcome & { exitCode: number };
 
 export interface SupervisorDeps {
   store: EventStore;
@@ -91,39 +73,67 @@ export interface SupervisorDeps {
   network: NetworkBackend | null;
   clock: Clock;
   log: Logger;
+  /** The app's exit-code table: recorded in `SupervisorExited`. */
+  exitCodeOf: (outcome: LifecycleOutcome) => number;
   /** Receives each qemu's serial console (stdout relay, ring buffer). */
   onConsole?: (vm: VmHandle) => void;
+  /** Told about each append that failed (the run goes on; the failure is logged to stderr). */
+  onRecordFailed?: (err: unknown, events: readonly DomainEvent[]) => void;
 }
 
+const DEFAULT_QMP_TIMEOUT_MS = 2000;
+
 export class Supervisor {
-  private state: VmState = initialVmState();
-  private vm: VmHandle | null = null;
-  private readonly stopController = new AbortController();
-  private stopping: { by: Requester } | null = null;
-  private restartRequested: Requester | null = null;
-  private shutdownInFlight: Promise<void> | null = null;
-  private forced = false;
-  private killedByUs = false;
-  private guestShutdown: { guest: boolean; reason: string } | null = null;
-  /** Who asked for the pause/resume/reset that qemu will confirm with an event. */
-  private readonly pendingBy = new Map<'STOP' | 'RESUME' | 'RESET', Requester>();
-  private readonly restartTimes: number[] = [];
-  private network: NetworkAttachment | null = null;
-  private networkAttached = false;
+  private view: VmState = initialVmState();
+  private state: LifecycleState;
+  private readonly decider: LifecycleDecider;
+  private readonly budget: StopBudget;
+  private readonly qmpTimeoutMs: number;
   private readonly log: Logger;
+  // What the effects hold: resources, not lifecycle state.
+  private vm: VmHandle | null = null;
+  private vmSubscription: Subscription | null = null;
+  private plan: VmLaunchPlan | null = null;
+  private prepareAbort: AbortController | null = null;
+  private network: { attachment: NetworkAttachment | null } | null = null;
+  private readonly timers = new Map<LifecycleTimer, AbortController>();
+  /** Commands that arrive before `run()` (an early signal), replayed after the run's first event. */
+  private early: LifecycleCommand[] | null = [];
+  private finishing: Promise<SupervisorOutcome> | null = null;
+  private resolveRun: (o: SupervisorOutcome) => void = () => undefined;
+  private failedAppends = 0;
 
   constructor(
     private readonly settings: SupervisorSettings,
     private readonly deps: SupervisorDeps,
   ) {
     this.log = deps.log.child({ name: 'Supervisor', vm: settings.vmName });
+    this.budget = splitStopBudget(settings.stopGraceSeconds);
+    this.qmpTimeoutMs = settings.qmpTimeoutMs ?? DEFAULT_QMP_TIMEOUT_MS;
+    this.decider = lifecycleDecider({ restart: settings.restart, stop: this.budget, powerdownIntervalMs: settings.powerdownIntervalMs, qmpTimeoutMs: this.qmpTimeoutMs });
+    this.state = this.decider.initialState();
     // History survives pod restarts: the projection starts from the whole log.
-    for (const e of deps.store.readAfter(0)) this.state = evolveVm(this.state, e);
+    for (const e of deps.store.readAfter(0)) this.view = evolveVm(this.view, e);
   }
 
-  /** The projected state. */
+  /** The projected state (what the API shows). */
   current(): VmState {
+    return this.view;
+  }
+
+  /** The decider's state (for tests and diagnostics). */
+  lifecycle(): LifecycleState {
     return this.state;
+  }
+
+  /** The split of the stop budget in use. */
+  stopBudget(): StopBudget {
+    return this.budget;
+  }
+
+  /** Appends that failed in this run (each logged to stderr). */
+  failedAppendCount(): number {
+    return this.failedAppends;
   }
 
   /** The running qemu, if any (for raw QMP and metrics). */
@@ -133,429 +143,264 @@ export class Supervisor {
 
   /**
    * Runs the VM until it stops for good, then tears the network down.
-   * Never throws: every ending is an event and an exit code.
+   * Never throws: every ending is an event and an outcome.
    */
-  async run(): Promise<SupervisorOutcome> {
+  run(): Promise<SupervisorOutcome> {
+    const done = new Promise<SupervisorOutcome>((resolve) => (this.resolveRun = resolve));
     const s = this.settings;
-    this.record([
-      {
-        type: 'SupervisorStarted',
-        data: { version: s.version, pid: process.pid, hostname: s.vmName, accel: s.accel, restartPolicy: s.restart.policy, network: s.networkName },
-      },
-    ]);
-    let outcome: SupervisorOutcome;
-    try {
-      const plan = await this.prepare();
-      outcome = await this.loop(plan);
-    } catch (err) {
-      outcome = this.failed(err);
-    }
-    await this.teardown();
-    if (this.stopping !== null && outcome.exitCode === ExitCode.Ok && this.forced) {
-      outcome = { exitCode: ExitCode.ShutdownForced, reason: 'the guest did not power off within the grace period' };
-    }
-    this.record([{ type: 'SupervisorExited', data: { exitCode: outcome.exitCode, reason: outcome.reason } }]);
-    return outcome;
+    this.dispatch({
+      type: 'StartRun',
+      now: this.now(),
+      started: { version: s.version, pid: process.pid, hostname: s.vmName, accel: s.accel, restartPolicy: s.restart.policy, network: s.networkName },
+    });
+    const early = this.early ?? [];
+    this.early = null;
+    for (const c of early) this.dispatch({ ...c, now: this.now() });
+    return done;
+  }
+
+  /** A signal reached PID 1 (see docs/lifecycle.md#signals). Never throws. */
+  signal(signal: LifecycleSignal): void {
+    this.log.info('signal received', { signal });
+    this.submit({ type: 'SignalReceived', now: this.now(), signal });
   }
 
   /**
-   * Requests an action (from a signal, the HTTP API or the CLI). Throws
+   * Requests an action (from the HTTP API or the CLI). Throws
    * `ERR_VM_ACTION_REFUSED` when the current status refuses it; an action
-   * that is already satisfied is a no-op. Resolves when qemu has been asked
-   * (for stop/restart: when the shutdown has started).
+   * that is already satisfied is a no-op. Resolves when qemu has answered
+   * (pause, resume, reset, powerdown; a QMP error or `ERR_QMP_TIMEOUT` is
+   * thrown) or, for stop and restart, when the stop has started.
    */
   async act(action: VmAction, by: Requester): Promise<void> {
-    const events = decideVmAction({ type: 'RequestVmAction', action, by }, this.state);
-    if (events.length === 0) return;
-    this.record(events);
-    switch (action) {
-      case 'stop':
-        this.requestStop(by);
-        return;
-      case 'restart':
-        this.restartRequested = by;
-        this.shutdownInFlight ??= this.shutdownVm(by).finally(() => {
-          this.shutdownInFlight = null;
-        });
-        return;
-      case 'pause':
-        this.pendingBy.set('STOP', by);
-        await this.qmp('stop');
-        return;
-      case 'resume':
-        this.pendingBy.set('RESUME', by);
-        await this.qmp('cont');
-        return;
-      case 'reset':
-        this.pendingBy.set('RESET', by);
-        await this.qmp('system_reset');
-        return;
-      case 'powerdown':
-        this.record([{ type: 'VmPowerdownRequested', data: { by, attempt: 1 } }]);
-        await this.qmp('system_powerdown');
-        return;
-      default: {
-        const never: never = action;
-        throw new PodvisorError('ERR_VM_ACTION_UNKNOWN', `unknown action ${String(never)}`);
-      }
+    const command: LifecycleCommand = { type: 'ActionRequested', now: this.now(), action, by };
+    if (this.early !== null) {
+      this.early.push(command);
+      return;
+    }
+    const decision = this.decider.decide(command, this.state);
+    const calls = this.apply(decision);
+    if (action === 'stop' || action === 'restart') return;
+    await Promise.all(calls);
+  }
+
+  // ------------------------------------------------------------ the loop
+
+  private now(): number {
+    return this.deps.clock.now().getTime();
+  }
+
+  private submit(command: LifecycleCommand): void {
+    if (this.early !== null) this.early.push(command);
+    else this.dispatch(command);
+  }
+
+  /** Decides and applies one command. Never throws: it runs in timers, subscribers and promise callbacks. */
+  private dispatch(command: LifecycleCommand): void {
+    try {
+      const calls = this.apply(this.decider.decide(command, this.state));
+      // Failures of these calls were fed back as commands already.
+      for (const c of calls) c.catch(() => undefined);
+    } catch (err) {
+      this.log.error('lifecycle command failed', { command: command.type, err });
     }
   }
 
-  /** Starts the graceful stop; safe to call more than once (signals repeat). */
-  private requestStop(by: Requester): void {
-    if (this.stopping === null) {
-      this.stopping = { by };
-      this.stopController.abort(new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping'));
+  /** Records the decision's events, then performs its effects. Returns the QMP calls it started. */
+  private apply(decision: LifecycleDecision): Array<Promise<void>> {
+    if (decision.events.length > 0) this.record(decision.events);
+    const calls: Array<Promise<void>> = [];
+    for (const effect of decision.effects) {
+      const call = this.perform(effect);
+      if (call !== null) calls.push(call);
     }
-    this.shutdownInFlight ??= this.shutdownVm(by).finally(() => {
-      this.shutdownInFlight = null;
-    });
+    return calls;
   }
 
-  // ------------------------------------------------------------ preparation
-
-  private async prepare(): Promise<VmLaunchPlan> {
-    const s = this.settings;
-    const d = this.deps;
-    const probe = await d.runtime.probeAccelerator(s.accel, { timeoutMs: s.accelProbeTimeoutMs });
-    this.record([{ type: 'AcceleratorProbed', data: { ...probe } }]);
-    if (probe.requested === 'auto' && probe.selected === 'tcg' && !probe.kvmWorks) {
-      this.record([{ type: 'AcceleratorFellBack', data: { from: 'kvm', to: 'tcg', reason: probe.detail } }]);
-    }
-    this.throwIfStopping();
-
-    let base = null;
-    if (s.image.source !== null) {
-      const source = redactUrl(s.image.source);
-      // Progress every 5 s of a long pull, and the final figures: a quick pull records one event.
-      let lastProgressAt = d.clock.now().getTime();
-      base = await d.images.ensureBase({
-        source: s.image.source,
-        ...(s.image.target === undefined ? {} : { target: s.image.target }),
-        ...(s.image.sha256 === undefined ? {} : { sha256: s.image.sha256 }),
-        signal: this.stopController.signal,
-        onProgress: (p) => {
-          // The store throttles to about a second; the log keeps one event per 5 s, plus the last.
-          const now = d.clock.now().getTime();
-          if (!p.done && now - lastProgressAt < 5000) return;
-          lastProgressAt = now;
-          this.record([{ type: 'ImagePullProgressed', data: { source, target: p.target, bytes: p.bytes, total: p.total, percent: p.percent, bytesPerSecond: p.bytesPerSecond } }]);
-        },
-        onRetry: (r) => this.record([{ type: 'ImagePullRetried', data: { source, ...r } }]),
-      });
-      this.record([
-        {
-          type: 'ImageImported',
-          data: { source, target: base.target, path: base.path, bytes: base.bytes, sha256: base.sha256, reused: base.reused },
-        },
-      ]);
-    }
-    const overlay = await d.images.ensureOverlay({
-      base,
-      diskDir: s.diskDir,
-      name: s.vmName,
-      ...(s.diskSizeBytes === undefined ? {} : { sizeBytes: s.diskSizeBytes }),
-    });
-    this.record([
-      overlay.created
-        ? { type: 'DiskCreated', data: { path: overlay.path, backingFile: overlay.backingFile ?? '', backingFormat: overlay.backingFormat ?? '' } }
-        : { type: 'DiskReused', data: { path: overlay.path, backingFile: overlay.backingFile } },
-    ]);
-    if (overlay.resizedFrom !== undefined) {
-      this.record([{ type: 'DiskResized', data: { path: overlay.path, fromBytes: overlay.resizedFrom, toBytes: overlay.virtualSize } }]);
-    }
-    if (base !== null && overlay.behindBase) {
-      // The pet keeps booting on the base it was made from until a rebase is asked for.
-      this.record([
-        {
-          type: 'ImageNewerBaseAvailable',
-          data: { disk: overlay.path, currentBacking: overlay.backingFile ?? '', currentSha256: overlay.backingSha256, newerPath: base.path, newerSha256: base.sha256, target: base.target },
-        },
-      ]);
-      if (s.image.rebase === true) {
-        const r = await d.images.rebaseOverlay({ path: overlay.path, base });
-        this.record([{ type: 'DiskRebased', data: { path: r.path, fromBacking: r.fromBacking, toBacking: r.toBacking, sha256: base.sha256, durationMs: r.durationMs } }]);
-      }
-    }
-
-    const drive = await d.configDrive.build({
-      format: s.configDrive.format,
-      userDataPath: s.configDrive.userDataPath,
-      metaDataPath: s.configDrive.metaDataPath,
-      ...(s.configDrive.networkConfigPath === undefined ? {} : { networkConfigPath: s.configDrive.networkConfigPath }),
-      defaultInstanceId: s.vmName,
-      defaultHostname: s.vmName,
-      outputPath: path.join(s.stateDir, 'configdrive.iso'),
-    });
-    if (drive !== null) {
-      this.record([{ type: 'ConfigDriveBuilt', data: { path: drive.path, format: drive.format, instanceId: drive.instanceId, bytes: drive.bytes } }]);
-    }
-    this.throwIfStopping();
-
-    if (d.network !== null) {
-      this.networkAttached = true; // from here on, teardown must detach even if attach fails halfway
-      this.network = await d.network.attach(s.networkSpec, {
-        log: this.log.child({ name: d.network.name }),
-        warn: (w) => this.record([{ type: 'WarningRaised', data: { ...w } }]),
-        notice: (w) => this.record([{ type: 'WarningRaised', data: { ...w } }]),
-      });
-      this.record([
-        {
-          type: 'NetworkAttached',
-          data: { backend: d.network.name, nics: this.network.nics.map((n) => ({ id: n.id, mac: n.mac, addresses: n.addresses })), detail: this.network.detail },
-        },
-      ]);
-    }
-    const vnc: VncListen | null = !s.vnc.enabled
-      ? null
-      : (this.network?.vnc ?? { kind: 'tcp', host: '0.0.0.0', display: s.vnc.port - 5900 });
-    return {
-      name: s.vmName,
-      uuid: stableUuid(s.vmName),
-      accel: probe.selected,
-      vcpus: s.vcpus,
-      memoryMb: s.memoryMb,
-      disk: { path: overlay.path, format: 'qcow2' },
-      cdrom: drive?.path ?? null,
-      nics: this.network?.nics ?? [],
-      vnc,
-      qmpSocket: path.join(s.stateDir, 'qmp.sock'),
-      extraArgs: s.extraArgs,
-      pidFile: path.join(s.stateDir, 'qemu.pid'),
-    };
-  }
-
-  // ------------------------------------------------------------ run loop
-
-  private async loop(plan: VmLaunchPlan): Promise<SupervisorOutcome> {
-    let attempt = 0;
-    for (;;) {
-      if (this.stopping !== null) return { exitCode: ExitCode.Ok, reason: `stopped by ${this.stopping.by} before qemu started` };
-      attempt += 1;
-      this.record([{ type: 'VmStarting', data: { attempt, accel: plan.accel } }]);
-      const startedAt = this.deps.clock.now().getTime();
-      let vm: VmHandle;
-      try {
-        vm = await this.deps.runtime.launch(plan);
-      } catch (err) {
-        if (attempt === 1) throw err;
-        // A later launch failing counts as a crash, so that the crash-loop limit applies.
-        const exit: VmExitInfo = { code: null, signal: null, reason: 'crashed', stderr: errorMessage(err) };
-        this.record([{ type: 'VmExited', data: { attempt, exit, uptimeMs: 0 } }]);
-        const next = await this.afterExit(exit);
-        if (next !== null) return next;
-        continue;
-      }
-      this.vm = vm;
-      this.guestShutdown = null;
-      this.killedByUs = false;
-      const sub = this.watch(vm);
-      this.deps.onConsole?.(vm);
-      this.record([
-        { type: 'VmStarted', data: { attempt, pid: vm.pid, qmpVersion: vm.qmpVersion, startMs: this.deps.clock.now().getTime() - startedAt, argv: [...vm.argv] } },
-      ]);
-      const early = this.stopRequest();
-      if (early !== null) this.requestStop(early.by); // a signal arrived during launch
-
-      const raw = await vm.exited;
-      sub.unsubscribe();
-      this.vm = null;
-      await this.shutdownInFlight;
-      const exit = this.classify(raw);
-      this.record([{ type: 'VmExited', data: { attempt, exit, uptimeMs: this.deps.clock.now().getTime() - startedAt } }]);
-
-      const stop = this.stopRequest();
-      if (stop !== null) {
-        this.record([{ type: 'VmStopped', data: { reason: `stopped by ${stop.by}` } }]);
-        return { exitCode: ExitCode.Ok, reason: `stopped by ${stop.by}` };
-      }
-      if (this.restartRequested !== null) {
-        const by = this.restartRequested;
-        this.restartRequested = null;
-        this.record([{ type: 'VmRestartScheduled', data: { attempt: attempt + 1, delayMs: 0, reason: `restart requested by ${by}` } }]);
-        continue;
-      }
-      const next = await this.afterExit(exit);
-      if (next !== null) return next;
-    }
-  }
-
-  /** Applies the restart policy. Returns the outcome when the run ends, `null` to launch again. */
-  private async afterExit(exit: VmExitInfo): Promise<SupervisorOutcome | null> {
-    const now = this.deps.clock.now().getTime();
-    const decision = decideRestart(this.settings.restart, exit, this.restartTimes, now);
-    switch (decision.kind) {
-      case 'stop':
-        this.record([{ type: 'VmStopped', data: { reason: decision.reason } }]);
-        return { exitCode: decision.failed ? ExitCode.VmFailed : ExitCode.Ok, reason: decision.reason };
-      case 'crash-loop': {
-        const message = `qemu was restarted ${decision.restarts} times within ${decision.windowSeconds} s and exited again`;
-        this.record([
-          { type: 'VmCrashLoopDetected', data: { restarts: decision.restarts, windowSeconds: decision.windowSeconds } },
-          { type: 'VmFailed', data: { code: 'ERR_VM_CRASH_LOOP', message, hint: 'read the qemu stderr in the VmExited events and the serial log' } },
-        ]);
-        return { exitCode: ExitCode.CrashLoop, reason: message };
-      }
-      case 'restart': {
-        this.restartTimes.push(now);
-        this.record([{ type: 'VmRestartScheduled', data: { attempt: this.state.attempt + 1, delayMs: decision.delayMs, reason: decision.reason } }]);
-        try {
-          await this.deps.clock.sleep(decision.delayMs, this.stopController.signal);
-        } catch {
-          // Stopped during the backoff.
-          this.record([{ type: 'VmStopped', data: { reason: `stopped by ${this.stopping?.by ?? 'request'} during backoff` } }]);
-          return { exitCode: ExitCode.Ok, reason: `stopped by ${this.stopping?.by ?? 'request'}` };
-        }
+  private perform(effect: LifecycleEffect): Promise<void> | null {
+    switch (effect.type) {
+      case 'Prepare':
+        this.prepare();
         return null;
-      }
+      case 'AbortPrepare':
+        this.prepareAbort?.abort(new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping'));
+        return null;
+      case 'Launch':
+        this.launch();
+        return null;
+      case 'SendQmp':
+        return this.qmp(effect.command, effect.timeoutMs);
+      case 'KillQemu':
+        this.vm?.kill(effect.signal);
+        return null;
+      case 'StartTimer':
+        this.startTimer(effect.timer, effect.at);
+        return null;
+      case 'CancelTimer':
+        this.timers.get(effect.timer)?.abort();
+        this.timers.delete(effect.timer);
+        return null;
+      case 'Finish':
+        this.finish(effect.outcome);
+        return null;
       default: {
-        const never: never = decision;
-        return never;
+        const never: never = effect;
+        throw new Error(`unknown effect ${JSON.stringify(never)}`);
       }
     }
   }
 
-  private classify(raw: { code: number | null; signal: string | null; stderrTail: string }): VmExitInfo {
-    const stderr = raw.stderrTail.trim();
-    const base = { code: raw.code, signal: raw.signal, ...(stderr === '' ? {} : { stderr: stderr.slice(-2000) }) };
-    if (this.killedByUs) return { ...base, reason: 'killed' };
-    if (this.stopping !== null || this.restartRequested !== null) return { ...base, reason: 'host-shutdown' };
-    if (this.guestShutdown?.guest === true && raw.code === 0) return { ...base, reason: 'guest-shutdown' };
-    return { ...base, reason: 'crashed' };
+  // ------------------------------------------------------------ effects
+
+  private prepare(): void {
+    const abort = new AbortController();
+    this.prepareAbort = abort;
+    prepareVm(this.settings, this.deps, {
+      record: (events) => this.record(events),
+      onNetworkAttaching: () => (this.network = { attachment: null }),
+      signal: abort.signal,
+      log: this.log,
+      clock: this.deps.clock,
+    }).then(
+      (prepared) => {
+        this.plan = prepared.plan;
+        if (this.network !== null) this.network.attachment = prepared.network;
+        this.dispatch({ type: 'PrepareSucceeded', now: this.now() });
+      },
+      (err: unknown) => this.dispatch({ type: 'PrepareFailed', now: this.now(), error: failureOf(err) }),
+    );
   }
 
-  /** QMP events become domain events at the qemu boundary (QMP reference: SHUTDOWN, STOP, RESUME, RESET, GUEST_PANICKED). */
-  private watch(vm: VmHandle): Subscription {
-    return vm.events.subscribe((e: QmpEventMessage) => {
-      switch (e.event) {
-        case 'SHUTDOWN': {
-          const guest = e.data['guest'] === true;
-          const reason = typeof e.data['reason'] === 'string' ? e.data['reason'] : 'unknown';
-          this.guestShutdown = { guest, reason };
-          this.record([{ type: 'GuestShutdownObserved', data: { guest, reason } }]);
-          return;
-        }
-        case 'STOP':
-          if (this.state.status === 'Running') this.record([{ type: 'VmPaused', data: { by: this.takeBy('STOP'), reason: 'qmp STOP' } }]);
-          return;
-        case 'RESUME':
-          if (this.state.status === 'Paused') this.record([{ type: 'VmResumed', data: { by: this.takeBy('RESUME') } }]);
-          return;
-        case 'RESET':
-          this.record([{ type: 'VmReset', data: { by: e.data['guest'] === true ? 'guest' : this.takeBy('RESET'), guest: e.data['guest'] === true } }]);
-          return;
-        case 'GUEST_PANICKED':
-          this.record([{ type: 'GuestPanicked', data: { action: String(e.data['action'] ?? 'unknown'), info: (e.data['info'] as Record<string, unknown>) ?? {} } }]);
-          return;
-        default:
-          this.log.debug('qmp event', { event: e.event, data: e.data });
-      }
-    });
+  private launch(): void {
+    const plan = this.plan;
+    if (plan === null) {
+      this.dispatch({ type: 'LaunchFailed', now: this.now(), error: { code: 'ERR_INTERNAL', message: 'launch before preparation' } });
+      return;
+    }
+    const startedAt = this.now();
+    this.deps.runtime.launch(plan).then(
+      (vm) => {
+        this.vm = vm;
+        this.dispatch({ type: 'LaunchSucceeded', now: this.now(), pid: vm.pid, qmpVersion: vm.qmpVersion, argv: vm.argv, startMs: this.now() - startedAt });
+        this.vmSubscription = vm.events.subscribe((e) => this.dispatch({ type: 'QmpEventObserved', now: this.now(), event: e.event, data: e.data }));
+        this.deps.onConsole?.(vm);
+        vm.exited.then(
+          (raw) => this.exited(vm, raw),
+          (err: unknown) => this.exited(vm, { code: null, signal: null, stderrTail: errorMessage(err) }),
+        );
+      },
+      (err: unknown) => this.dispatch({ type: 'LaunchFailed', now: this.now(), error: failureOf(err) }),
+    );
   }
 
-  private takeBy(kind: 'STOP' | 'RESUME' | 'RESET'): Requester {
-    const by = this.pendingBy.get(kind);
-    this.pendingBy.delete(kind);
-    return by ?? 'qemu';
+  private exited(vm: VmHandle, raw: { code: number | null; signal: string | null; stderrTail: string }): void {
+    if (this.vm === vm) {
+      this.vmSubscription?.unsubscribe();
+      this.vmSubscription = null;
+      this.vm = null;
+    }
+    this.dispatch({ type: 'QemuExited', now: this.now(), code: raw.code, signal: raw.signal, stderrTail: raw.stderrTail });
   }
 
-  // ------------------------------------------------------------ shutdown
-
-  /**
-   * ACPI power-down, repeated every `powerdownIntervalMs` until the grace
-   * period ends (a guest may miss the first press while it boots), then QMP
-   * `quit`, then SIGKILL.
-   */
-  private async shutdownVm(by: Requester): Promise<void> {
+  /** One QMP call with a deadline; a failure is fed back as a command and rethrown to the caller. */
+  private async qmp(command: LifecycleQmpCommand, timeoutMs: number): Promise<void> {
     const vm = this.vm;
-    if (vm === null) return;
-    const s = this.settings;
-    const { clock } = this.deps;
-    const exited = vm.exited.then(() => true);
-    const wait = async (ms: number): Promise<boolean> => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = await Promise.race([exited, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, ms))))]);
-      clearTimeout(timer);
-      return done;
-    };
-    if (this.state.status === 'Paused' || this.state.status === 'Stopping') {
-      // ACPI needs running vCPUs: a paused guest never sees the button.
-      await vm.execute('cont').catch(() => undefined);
+    if (vm === null) throw new PodvisorError('ERR_VM_NOT_RUNNING', `cannot send ${command}: qemu is not running`);
+    try {
+      await this.withDeadline(vm.execute(command), timeoutMs, () => new PodvisorError('ERR_QMP_TIMEOUT', `QMP command ${command} did not answer within ${timeoutMs} ms`, { hint: 'qemu is stopped or stuck; a stop kills it when its budget runs out' }));
+    } catch (err) {
+      this.log.debug('qmp call failed', { command, err });
+      this.dispatch({ type: 'QmpCallFailed', now: this.now(), command, timedOut: isPodvisorError(err) && err.code === 'ERR_QMP_TIMEOUT', message: errorMessage(err) });
+      throw err;
     }
-    const deadline = clock.now().getTime() + s.shutdownGraceSeconds * 1000;
-    let attempt = 0;
-    while (clock.now().getTime() < deadline) {
-      attempt += 1;
-      this.record([{ type: 'VmPowerdownRequested', data: { by, attempt } }]);
-      await vm.execute('system_powerdown').catch((err: unknown) => this.log.debug('system_powerdown failed', { err }));
-      if (await wait(Math.min(s.powerdownIntervalMs, deadline - clock.now().getTime()))) return;
+  }
+
+  private async withDeadline<T>(work: Promise<T>, ms: number, timeout: () => Error): Promise<T> {
+    const cancel = new AbortController();
+    const expired = this.deps.clock.sleep(ms, cancel.signal).then(
+      () => Promise.reject(timeout()),
+      () => new Promise<never>(() => undefined),
+    );
+    try {
+      return await Promise.race([work, expired]);
+    } finally {
+      cancel.abort();
     }
-    this.forced = true;
-    this.record([{ type: 'VmQuitRequested', data: { by } }]);
-    await vm.execute('quit').catch(() => undefined);
-    if (await wait(s.quitTimeoutMs)) return;
-    this.killedByUs = true;
-    this.record([{ type: 'VmKillRequested', data: { by, signal: 'SIGKILL' } }]);
-    vm.kill('SIGKILL');
-    await exited;
+  }
+
+  private startTimer(timer: LifecycleTimer, at: number): void {
+    this.timers.get(timer)?.abort();
+    const ac = new AbortController();
+    this.timers.set(timer, ac);
+    this.deps.clock.sleep(Math.max(0, at - this.now()), ac.signal).then(
+      () => {
+        if (this.timers.get(timer) !== ac) return;
+        this.timers.delete(timer);
+        this.dispatch({ type: 'DeadlineReached', now: this.now(), timer });
+      },
+      () => undefined,
+    );
+  }
+
+  /** Cancels what is pending, detaches the network within the teardown slice, records the exit. */
+  private finish(outcome: LifecycleOutcome): void {
+    if (this.finishing !== null) return;
+    for (const t of this.timers.values()) t.abort();
+    this.timers.clear();
+    this.prepareAbort?.abort(new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping'));
+    this.finishing = this.teardown().then(() => {
+      const exitCode = this.deps.exitCodeOf(outcome);
+      this.record([{ type: 'SupervisorExited', data: { exitCode, reason: outcome.reason } }]);
+      const result = { ...outcome, exitCode };
+      this.resolveRun(result);
+      return result;
+    });
   }
 
   private async teardown(): Promise<void> {
-    if (this.deps.network !== null && this.networkAttached) {
+    const backend = this.deps.network;
+    if (backend === null || this.network === null) return;
+    const limit = Math.max(this.budget.teardownMs, 1000);
+    try {
+      await this.withDeadline(backend.detach(this.settings.networkSpec), limit, () => new PodvisorError('ERR_NETWORK_DETACH_TIMEOUT', `network teardown (${backend.name}) did not finish within ${limit} ms`));
+      this.record([{ type: 'NetworkDetached', data: { backend: backend.name } }]);
+    } catch (err) {
+      this.record([{ type: 'WarningRaised', data: { code: 'WARN_NETWORK_DETACH', message: `network teardown failed: ${errorMessage(err)}` } }]);
+    }
+  }
+
+  /**
+   * The one way facts are recorded: append, then fold into both projections,
+   * then log. A failed append (a full disk, a broken file) is caught here,
+   * logged to stderr and counted; the decision still stands, so that a stop
+   * can finish. It never throws into a timer or a subscriber.
+   */
+  private record(events: DomainEvent[]): void {
+    let stored: readonly StoredEvent[];
+    try {
+      stored = this.deps.store.append(this.settings.vmName, events);
+    } catch (err) {
+      this.failedAppends += 1;
       try {
-        await this.deps.network.detach(this.settings.networkSpec);
-        this.record([{ type: 'NetworkDetached', data: { backend: this.deps.network.name } }]);
-      } catch (err) {
-        this.record([{ type: 'WarningRaised', data: { code: 'WARN_NETWORK_DETACH', message: `network teardown failed: ${errorMessage(err)}` } }]);
+        this.log.error('event append failed; the lifecycle goes on unrecorded', { types: events.map((e) => e.type), err });
+        this.deps.onRecordFailed?.(err, events);
+      } catch {
+        // Reporting must not take PID 1 down either.
       }
+      const at = new Date(this.now()).toISOString();
+      stored = events.map((e) => ({ ...e, position: this.view.position, at, schemaVersion: EVENT_SCHEMA_VERSIONS[e.type], vm: this.settings.vmName, correlationId: null }) as StoredEvent);
     }
-  }
-
-  private failed(err: unknown): SupervisorOutcome {
-    const e = isPodvisorError(err) ? err : new PodvisorError('ERR_INTERNAL', errorMessage(err), { cause: err });
-    if (e.code === 'ERR_SUPERVISOR_STOPPING') {
-      this.record([{ type: 'VmStopped', data: { reason: `stopped by ${this.stopping?.by ?? 'request'} during preparation` } }]);
-      return { exitCode: ExitCode.Ok, reason: 'stopped during preparation' };
-    }
-    this.log.error('vm failed', { err: e });
-    this.record([{ type: 'VmFailed', data: { code: e.code, message: e.message, ...(e.hint === undefined ? {} : { hint: e.hint }) } }]);
-    const exitCode = e.code === 'ERR_ACCEL_KVM_UNAVAILABLE' ? ExitCode.Accelerator : e.code === 'ERR_INTERNAL' ? ExitCode.Internal : ExitCode.Prepare;
-    return { exitCode, reason: e.message };
-  }
-
-  /** Read through a method: awaits in between can set it, which flow narrowing does not see. */
-  private stopRequest(): { by: Requester } | null {
-    return this.stopping;
-  }
-
-  private throwIfStopping(): void {
-    if (this.stopping !== null) throw new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping');
-  }
-
-  private async qmp(command: string): Promise<void> {
-    const vm = this.vm;
-    if (vm === null) throw new PodvisorError('ERR_VM_NOT_RUNNING', `cannot send ${command}: qemu is not running`);
-    await vm.execute(command);
-  }
-
-  /** Appends, then folds into the projection, then logs. */
-  private record(events: DomainEvent[]): StoredEvent[] {
-    const stored = this.deps.store.append(this.settings.vmName, events);
     for (const e of stored) {
-      this.state = evolveVm(this.state, e);
+      this.view = evolveVm(this.view, e);
+      this.state = this.decider.evolve(this.state, e);
       const fields = { position: e.position, data: e.data };
       if (WARNING_EVENTS.has(e.type)) this.log.warn(e.type, fields);
       else this.log.info(e.type, fields);
     }
-    return stored;
   }
 }
 
-/** A name-derived RFC 4122 v5-style UUID, stable across restarts. */
-export function stableUuid(name: string): string {
-  const h = createHash('sha1').update(`podvisor:${name}`).digest();
-  h[6] = ((h[6] ?? 0) & 0x0f) | 0x50;
-  h[8] = ((h[8] ?? 0) & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+function failureOf(err: unknown): LifecycleFailure {
+  const e = isPodvisorError(err) ? err : new PodvisorError('ERR_INTERNAL', errorMessage(err), { cause: err });
+  return { code: e.code, message: e.message, ...(e.hint === undefined ? {} : { hint: e.hint }) };
 }

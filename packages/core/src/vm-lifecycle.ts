@@ -5,7 +5,7 @@
  * accepts, refuses or treats as already done). Time and requesters come in as
  * data; nothing here does I/O.
  */
-import { PodvisorError } from './errors.js';
+import { actionsAllowedIn, isActionSatisfied, refuseAction } from './lifecycle-decider.js';
 import type { Accelerator, StoredEvent, VmAction, VmExitInfo, DomainEvent, Requester } from './events.js';
 
 export type VmStatus =
@@ -110,6 +110,8 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
     case 'VmStarting':
       return { ...base, status: 'Starting', attempt: e.data.attempt, restarts: Math.max(0, e.data.attempt - 1), accelerator: e.data.accel };
     case 'VmStarted':
+      // A stop that arrived during the launch goes on with this qemu.
+      if (state.status === 'Stopping') return { ...base, status: 'Stopping', pid: e.data.pid, requestedBy: state.requestedBy };
       return { ...base, status: 'Running', pid: e.data.pid, since: stored.at };
     case 'VmPaused':
       return state.status === 'Running' ? { ...base, status: 'Paused', pid: state.pid, since: stored.at } : keep(state, base);
@@ -117,6 +119,7 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
       return state.status === 'Paused' ? { ...base, status: 'Running', pid: state.pid, since: stored.at } : keep(state, base);
     case 'VmActionRequested':
       if (e.data.action === 'stop' || e.data.action === 'restart') {
+        if (state.status === 'Stopping') return { ...base, status: 'Stopping', pid: state.pid, requestedBy: e.data.by };
         return { ...base, status: 'Stopping', pid: pidOf(state), requestedBy: e.data.by };
       }
       return keep(state, base);
@@ -179,49 +182,9 @@ export function projectVm(events: Iterable<StoredEvent>, from: VmState = initial
   return s;
 }
 
-/** The actions each status accepts (STYLE: each state lists the actions it refuses). */
+/** The actions the status accepts (the table lives with the lifecycle decider). */
 export function allowedActions(state: VmState): VmAction[] {
-  switch (state.status) {
-    case 'Running':
-      return ['powerdown', 'reset', 'pause', 'restart', 'stop'];
-    case 'Paused':
-      return ['reset', 'resume', 'restart', 'stop'];
-    case 'Pending':
-    case 'Preparing':
-    case 'Starting':
-    case 'Crashed':
-    case 'BackingOff':
-      return ['stop'];
-    case 'Stopping':
-    case 'Stopped':
-    case 'Failed':
-      return [];
-    default:
-      return assertNeverActions(state);
-  }
-}
-
-function assertNeverActions(_s: never): VmAction[] {
-  return [];
-}
-
-/** Actions that are already satisfied in a status: repeating them is a no-op, not an error. */
-function alreadySatisfied(action: VmAction, state: VmState): boolean {
-  switch (action) {
-    case 'pause':
-      return state.status === 'Paused';
-    case 'resume':
-      return state.status === 'Running';
-    case 'stop':
-      return state.status === 'Stopping' || state.status === 'Stopped' || state.status === 'Failed';
-    case 'powerdown':
-      return state.status === 'Stopping';
-    case 'reset':
-    case 'restart':
-      return false;
-    default:
-      return false;
-  }
+  return actionsAllowedIn(state.status);
 }
 
 export interface RequestVmAction {
@@ -236,13 +199,7 @@ export interface RequestVmAction {
  * `ERR_VM_ACTION_REFUSED` (details: status, allowed) when the status refuses it.
  */
 export function decideVmAction(command: RequestVmAction, state: VmState): DomainEvent[] {
-  if (alreadySatisfied(command.action, state)) return [];
-  const allowed = allowedActions(state);
-  if (!allowed.includes(command.action)) {
-    throw new PodvisorError('ERR_VM_ACTION_REFUSED', `action ${command.action} is not allowed while the VM is ${state.status}`, {
-      hint: allowed.length === 0 ? 'no action is possible in this state' : `allowed now: ${allowed.join(', ')}`,
-      details: { action: command.action, status: state.status, allowed },
-    });
-  }
+  if (isActionSatisfied(command.action, state.status)) return [];
+  if (!actionsAllowedIn(state.status).includes(command.action)) throw refuseAction(command.action, state.status);
   return [{ type: 'VmActionRequested', data: { action: command.action, by: command.by } }];
 }

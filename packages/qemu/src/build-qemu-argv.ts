@@ -7,6 +7,7 @@
  * A plan is validated first, and every problem is reported at once.
  */
 import { PodvisorError, type ConfigProblem, type VmLaunchPlan, type VmNic } from '@podvisor/core';
+import { stableUuid } from './stable-uuid.js';
 
 export interface QemuArgvOptions {
   /** The child fd number of the first passed descriptor. Default 3, as `ProcessRunner` passes `extraFds`. */
@@ -44,7 +45,7 @@ export function buildQemuArgv(plan: VmLaunchPlan, options: QemuArgvOptions = {})
     '-nodefaults',
     '-no-user-config',
     '-name', `guest=${esc(plan.name)},debug-threads=on`,
-    '-uuid', plan.uuid,
+    '-uuid', plan.uuid ?? stableUuid(plan.name),
     '-machine', `q35,accel=${plan.accel}`,
     ...(plan.accel === 'tcg' ? ['-cpu', 'max'] : []),
     '-smp', String(plan.vcpus),
@@ -108,7 +109,7 @@ export function planProblems(plan: VmLaunchPlan): ConfigProblem[] {
     if (!ok) problems.push({ path, value, expected });
   };
   check(typeof plan.name === 'string' && plan.name !== '', 'plan.name', plan.name, 'a non-empty VM name');
-  check(typeof plan.uuid === 'string' && UUID.test(plan.uuid), 'plan.uuid', plan.uuid, 'a UUID (8-4-4-4-12 hex digits)');
+  check(plan.uuid === undefined || (typeof plan.uuid === 'string' && UUID.test(plan.uuid)), 'plan.uuid', plan.uuid, 'a UUID (8-4-4-4-12 hex digits)');
   check(plan.accel === 'kvm' || plan.accel === 'tcg', 'plan.accel', plan.accel, 'kvm | tcg');
   check(Number.isInteger(plan.vcpus) && plan.vcpus >= 1 && plan.vcpus <= 255, 'plan.vcpus', plan.vcpus, 'an integer from 1 to 255');
   check(Number.isInteger(plan.memoryMb) && plan.memoryMb >= 16, 'plan.memoryMb', plan.memoryMb, 'an integer of at least 16 (MiB)');

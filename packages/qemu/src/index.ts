@@ -5,6 +5,7 @@
  */
 export { buildQemuArgv, planProblems } from './build-qemu-argv.js';
 export type { QemuArgv, QemuArgvOptions } from './build-qemu-argv.js';
+export { stableUuid } from './stable-uuid.js';
 export { QmpClient } from './qmp-client.js';
 export type { QmpClientOptions, QmpConnectOptions, QmpConnectionState, QmpGreeting } from './qmp-client.js';
 export { QmpError, QmpConnectError, QmpProtocolError, QmpCommandError, QmpInterruptedError } from './qmp-error.js';

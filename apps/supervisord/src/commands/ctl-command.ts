@@ -13,22 +13,11 @@ import { CONTROL_SOCKET_NAME } from '../http/control-server.js';
 import { SseParser } from '../http/sse-parser.js';
 import { writeAll } from '../process-output.js';
 import { formatEvent } from './events-command.js';
+import { CtlExitCode } from '../exit-codes.js';
 import type { CommandIo } from './run-command.js';
 
-/** Exit codes of `podvisor ctl` and `podvisor console` (docs/api.md). */
-export const CtlExit = {
-  Ok: 0,
-  Internal: 1,
-  Usage: 2,
-  /** Nothing answers at the socket or URL. */
-  Unreachable: 3,
-  /** The VM's current state refuses the action (HTTP 409). */
-  Refused: 4,
-  /** No token, a wrong token, or a token without the role (HTTP 401, 403). */
-  NotAuthorized: 5,
-  /** Any other error answer (bad request, QMP error, timeout). */
-  Failed: 6,
-} as const;
+/** Exit codes of `podvisor ctl` and `podvisor console`: the app's one table. */
+export const CtlExit = CtlExitCode;
 
 export const CONNECTION_HELP = `Connection (the unix socket by default):
   --state-dir DIR     the state dir holding control.sock (default $PODVISOR_STATE_DIR,

@@ -6,10 +6,11 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ExitCode, SqliteEventStore, WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
+import { SqliteEventStore, WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
 import { writeAll } from '../process-output.js';
 import type { CommandIo } from './run-command.js';
 import { reportStartupError } from './run-command.js';
+import { ExitCode } from '../exit-codes.js';
 
 /** Events read and written per step: a long log is printed a page at a time, waiting for a slow reader. */
 const EVENTS_PAGE = 1000;

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   ExecaProcessRunner,
-  ExitCode,
   JsonLogger,
   SqliteEventStore,
   SystemClock,
@@ -30,13 +29,14 @@ import {
   deriveTarget,
   listImageCache,
 } from '@podvisor/image-store';
+import { ImageExitCode } from '../exit-codes.js';
 import type { CommandIo } from './run-command.js';
+
+export { ImageExitCode };
 
 const DEFAULT_IMAGES_DIR = '/var/lib/podvisor/images';
 const DEFAULT_DISK_DIR = '/var/lib/podvisor/disk';
 
-/** Exit codes of `podvisor image` (see docs/cli.md). */
-export const ImageExitCode = { Ok: ExitCode.Ok, Internal: ExitCode.Internal, Usage: ExitCode.Config, Image: ExitCode.Prepare } as const;
 
 const EXIT_CODES = 'Exit codes: 0 ok, 1 internal error, 2 usage error, 3 image error (the message names the URL, path and values).';
 

@@ -1,8 +1,9 @@
 /** `podvisor plugins`: lists the loaded plugins and what each provides. */
-import { ExitCode, parseLogLevel } from '@podvisor/core';
+import { parseLogLevel } from '@podvisor/core';
 import { buildAppContainer } from '../app-container.js';
 import type { CommandIo } from './run-command.js';
 import { reportStartupError } from './run-command.js';
+import { ExitCode } from '../exit-codes.js';
 
 export async function pluginsCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {

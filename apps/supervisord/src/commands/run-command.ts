@@ -12,7 +12,6 @@ import {
   Clock,
   ConfigDriveBuilder,
   ConfigError,
-  ExitCode,
   ImageStore,
   Logger,
   NetworkBackend,
@@ -29,7 +28,9 @@ import { SqliteEventStore } from '@podvisor/core';
 import { QemuRuntimeSettings } from '@podvisor/qemu';
 import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { preflightForRun } from '../preflight/run-preflight.js';
-import { FIELDS } from '../config/config-fields.js';
+import { FIELDS, REMOVED_SETTINGS } from '../config/config-fields.js';
+import { ExitCode, runExitCode } from '../exit-codes.js';
+import { takeOverSignals } from '../pid1/early-signals.js';
 import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
 import { OrphanReaper } from '../pid1/orphan-reaper.js';
@@ -47,9 +48,9 @@ export interface CommandIo {
   env: Readonly<Record<string, string | undefined>>;
 }
 
-/** The configuration flags of `run` (also accepted by `doctor`, which checks the same configuration). */
+/** The configuration flags of `run` (also accepted by `doctor`, which checks the same configuration). Removed flags still parse, so that the configuration check names their replacement. */
 export const RUN_FLAGS = Object.fromEntries(
-  Object.values(FIELDS)
+  [...Object.values(FIELDS), ...REMOVED_SETTINGS]
     .filter((f) => f.flag !== undefined)
     .map((f) => [f.flag as string, { type: 'string' as const }]),
 );
@@ -66,6 +67,10 @@ ${Object.values(FIELDS)
   .map((f) => `  --${`${f.flag} VALUE`.padEnd(19)}${f.doc}${f.env === undefined ? '' : ` [${f.env.join(', ')}]`}`)
   .join('\n')}
   -h, --help           this help
+
+Signals: SIGTERM/SIGINT stop the VM within PODVISOR_STOP_GRACE (ACPI, then QMP quit,
+then SIGKILL); a second one skips to QMP quit; SIGQUIT kills qemu at once; SIGHUP is
+ignored (docs/lifecycle.md).
 
 Exit codes: 0 clean stop, 1 internal error, 2 invalid configuration, 3 preparation
 failed (or the preflight found a missing prerequisite: see podvisor doctor), 4 KVM
@@ -166,9 +171,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       maxRestarts: config.maxRestarts,
       windowSeconds: config.restartWindowSeconds,
     },
-    shutdownGraceSeconds: config.shutdownGrace,
+    stopGraceSeconds: config.stopGrace,
     powerdownIntervalMs: config.powerdownIntervalMs,
-    quitTimeoutMs: config.quitTimeoutMs,
     vnc: { enabled: !config.noVnc, port: 5900 },
     extraArgs: config.extraArgs,
   };
@@ -180,6 +184,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     network,
     clock,
     log,
+    exitCodeOf: runExitCode,
     onConsole: (vm) => relay.attach(vm),
   });
 
@@ -192,14 +197,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     return reportStartupError(err, io);
   }
 
-  // 4. PID 1 duties: signals become a graceful stop.
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log.info('signal received', { signal });
-    // Signals go through the same decider as API actions; a repeated signal is a no-op.
-    supervisor.act('stop', `signal:${signal}`).catch((err: unknown) => log.warn('signal ignored', { signal, err }));
-  };
-  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
-  for (const s of signals) process.on(s, onSignal);
+  // 4. PID 1 duties: signals (also those buffered since the process began) go to the lifecycle decider.
+  const releaseSignals = takeOverSignals((signal) => supervisor.signal(signal));
   // Orphans re-parented to podvisor (as PID 1, or as a subreaper) are waited for.
   const runner = container.get<ProcessRunner>(ProcessRunner);
   const { reaper } = OrphanReaper.load({ ownedPids: () => runner.ownedPids(), log });
@@ -210,7 +209,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   try {
     outcome = await supervisor.run();
   } finally {
-    for (const s of signals) process.off(s, onSignal);
+    releaseSignals();
     // Nothing podvisor started outlives it.
     await runner.stopAll(2000);
     await control.close();

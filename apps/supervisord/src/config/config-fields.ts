@@ -117,10 +117,20 @@ export const FIELDS = {
   backoffMaxMs: { key: 'restart.backoffMaxMs', parse: int(0, 3_600_000), doc: 'largest restart delay' } as FieldSpec<number>,
   maxRestarts: { key: 'restart.maxRestarts', env: ['PODVISOR_MAX_RESTARTS'], parse: int(0, 10_000), doc: 'restarts allowed within the window' } as FieldSpec<number>,
   restartWindowSeconds: { key: 'restart.windowSeconds', parse: int(1, 86_400 * 7), doc: 'crash-loop window' } as FieldSpec<number>,
-  shutdownGrace: { key: 'shutdown.graceSeconds', env: ['PODVISOR_SHUTDOWN_GRACE'], flag: 'shutdown-grace', parse: int(0, 3600), doc: 'seconds of ACPI power-down before escalating' } as FieldSpec<number>,
+  stopGrace: { key: 'shutdown.stopGraceSeconds', env: ['PODVISOR_STOP_GRACE'], flag: 'stop-grace', parse: int(0, 3600), doc: "the whole stop budget in seconds, from the signal to exit (match the pod's terminationGracePeriodSeconds)" } as FieldSpec<number>,
   powerdownIntervalMs: { key: 'shutdown.powerdownIntervalMs', parse: int(100, 60_000), doc: 'interval between ACPI presses' } as FieldSpec<number>,
-  quitTimeoutMs: { key: 'shutdown.quitTimeoutMs', parse: int(100, 600_000), doc: 'wait after QMP quit before SIGKILL' } as FieldSpec<number>,
   logLevel: { key: 'log.level', env: ['PODVISOR_LOG_LEVEL'], flag: 'log-level', parse: oneOf(['debug', 'info', 'warn', 'error'] as const), doc: 'debug | info | warn | error' } as FieldSpec<'debug' | 'info' | 'warn' | 'error'>,
 } as const;
 
 export type FieldName = keyof typeof FIELDS;
+
+/** Settings that were removed: naming one is a configuration problem that names the replacement. */
+export const REMOVED_SETTINGS: ReadonlyArray<{ key: string; env?: string; flag?: string; replacement: string }> = [
+  {
+    key: 'shutdown.graceSeconds',
+    env: 'PODVISOR_SHUTDOWN_GRACE',
+    flag: 'shutdown-grace',
+    replacement: 'PODVISOR_STOP_GRACE (shutdown.stopGraceSeconds, --stop-grace): the whole stop budget, ACPI + quit + teardown, to match terminationGracePeriodSeconds (see docs/lifecycle.md)',
+  },
+  { key: 'shutdown.quitTimeoutMs', replacement: 'PODVISOR_STOP_GRACE (shutdown.stopGraceSeconds): the quit slice is part of the one stop budget (see docs/lifecycle.md)' },
+];

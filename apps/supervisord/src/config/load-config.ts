@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { ConfigError, parseYaml, redactUrl, type ConfigProblem } from '@podvisor/core';
-import { FIELDS, type FieldName, type FieldSpec } from './config-fields.js';
+import { FIELDS, REMOVED_SETTINGS, type FieldName, type FieldSpec } from './config-fields.js';
 
 type Values = { [K in FieldName]: (typeof FIELDS)[K] extends FieldSpec<infer T> ? T : never };
 
@@ -64,9 +64,8 @@ const DEFAULTS: Partial<Values> = {
   backoffMaxMs: 60_000,
   maxRestarts: 5,
   restartWindowSeconds: 600,
-  shutdownGrace: 25,
+  stopGrace: 30,
   powerdownIntervalMs: 1000,
-  quitTimeoutMs: 5000,
   logLevel: 'info',
 };
 
@@ -77,6 +76,16 @@ export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
   const values: Record<string, unknown> = {};
   const origins: Record<string, string> = {};
 
+  for (const r of REMOVED_SETTINGS) {
+    const given: Array<[string, unknown]> = [
+      [`yaml ${r.key}`, getPath(yaml, r.key)],
+      ...(r.env === undefined ? [] : [[`env ${r.env}`, inputs.env[r.env]] as [string, unknown]]),
+      ...(r.flag === undefined ? [] : [[`flag --${r.flag}`, inputs.flags[r.flag]] as [string, unknown]]),
+    ];
+    for (const [where, value] of given) {
+      if (value !== undefined) problems.push({ path: where, value, expected: `no value: this setting was removed; use ${r.replacement}` });
+    }
+  }
   for (const [name, spec] of Object.entries(FIELDS) as Array<[FieldName, FieldSpec<unknown>]>) {
     const candidates: Array<{ raw: unknown; source: 'yaml' | 'env' | 'flag'; label: string }> = [];
     const y = getPath(yaml, spec.key);
@@ -158,7 +167,8 @@ function readYaml(file: { text: string; path: string }, problems: ConfigProblem[
     problems.push({ path: `yaml ${file.path}`, value: data, expected: 'a mapping at the top level' });
     return {};
   }
-  const known = new Set(Object.values(FIELDS).map((f) => f.key));
+  // Removed keys are reported with their replacement, not as unknown.
+  const known = new Set([...Object.values(FIELDS).map((f) => f.key), ...REMOVED_SETTINGS.map((r) => r.key)]);
   const freeForm = new Set(['network.settings']);
   const walk = (obj: Record<string, unknown>, prefix: string): void => {
     for (const [k, v] of Object.entries(obj)) {

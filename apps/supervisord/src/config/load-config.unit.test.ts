@@ -32,7 +32,7 @@ describe('resolveConfig', () => {
       accel: 'auto',
       network: 'nat-bridge',
       restartPolicy: 'on-failure',
-      shutdownGrace: 25,
+      stopGrace: 30,
       diskDir: '/var/lib/podvisor/disk',
       stateDir: '/var/lib/podvisor/disk/.podvisor',
       imagesDir: '/var/lib/podvisor/images',
