@@ -66,6 +66,7 @@ export interface ServeOptions {
 
 export class HttpImageServer {
   readonly requests: ServedRequest[] = [];
+  private readonly requestWaiters: Array<(r: ServedRequest) => void> = [];
   private readonly entries = new Map<string, Entry>();
   private readonly sockets = new Set<Socket>();
   private readonly sentWaiters = new Set<() => void>();
@@ -136,6 +137,13 @@ export class HttpImageServer {
     });
   }
 
+  /** Resolves with the next request that arrives (one already served counts when `includeServed`). */
+  nextRequest(includeServed = false): Promise<ServedRequest> {
+    const served = this.requests.at(-1);
+    if (includeServed && served !== undefined) return Promise.resolve(served);
+    return new Promise((resolve) => this.requestWaiters.push(resolve));
+  }
+
   /** Requests of `path` that were answered with a full 200 body. */
   fullDownloads(p: string): ServedRequest[] {
     return this.requests.filter((r) => r.path === p && r.status === 200);
@@ -161,6 +169,7 @@ export class HttpImageServer {
       behaviour: 'normal',
     };
     this.requests.push(log);
+    for (const w of this.requestWaiters.splice(0)) w(log);
     const e = this.entries.get(p);
     if (e === undefined) {
       log.status = 404;

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { EVENT_SCHEMA_VERSIONS } from '@podvisor/core';
 import { FIELDS } from './config/config-fields.js';
+import { ExitCode } from './exit-codes.js';
 
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -22,5 +23,12 @@ describe('the docs stay true to the code', () => {
   it('docs/events.md describes every event type', () => {
     const doc = readFileSync(`${repo}docs/events.md`, 'utf8');
     expect(Object.keys(EVENT_SCHEMA_VERSIONS).filter((t) => !doc.includes(`| \`${t}\` |`))).toEqual([]);
+  });
+
+  it('docs/cli.md lists every exit code of podvisor run, by number and name, as exit-codes.ts has them', () => {
+    const cli = readFileSync(`${repo}docs/cli.md`, 'utf8');
+    const doc = cli.slice(cli.indexOf('### Exit codes'), cli.indexOf('## podvisor events'));
+    const listed = [...doc.matchAll(/^\| (\d+) \| (\w+) \|/gm)].map((m) => [m[2], Number(m[1])]);
+    expect(listed).toEqual(Object.entries(ExitCode));
   });
 });

@@ -159,6 +159,8 @@ export interface StopFacts {
   presses: number;
   quitAt: number | null;
   killAt: number | null;
+  /** A QMP call of this stop got no answer in time (warned once per stop). */
+  qmpUnresponsive: boolean;
 }
 
 export type LifecycleState =
@@ -289,6 +291,8 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
         return state.status === 'Running' || state.status === 'Paused' ? { ...state, pendingBy: without(state.pendingBy, 'RESET') } : state;
       case 'VmActionRequested':
         return evolveAction(state, e.data.action, e.data.by, timeOf(e));
+      case 'WarningRaised':
+        return state.status === 'Stopping' && e.data.code === 'WARN_QMP_UNRESPONSIVE' ? { ...state, qmpUnresponsive: true } : state;
       case 'VmPowerdownRequested':
         return state.status === 'Stopping' ? { ...state, presses: Math.max(state.presses, e.data.attempt) } : state;
       case 'VmQuitRequested':
@@ -317,7 +321,6 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
       case 'ConfigDriveBuilt':
       case 'NetworkAttached':
       case 'NetworkDetached':
-      case 'WarningRaised':
       case 'AcceleratorFellBack':
       case 'GuestPanicked':
       case 'VmCrashLoopDetected':
@@ -337,7 +340,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
         if (state.status === 'Stopping') return then === 'exit' ? { ...state, then, by } : state;
         const pid = state.status === 'Running' || state.status === 'Paused' ? state.pid : null;
         const waitingFor = pid !== null ? 'qemu' : state.status === 'Starting' ? 'launch' : 'prepare';
-        return { ...runFacts(state), status: 'Stopping', pid, waitingFor, by, then, since: at, presses: 0, quitAt: null, killAt: null };
+        return { ...runFacts(state), status: 'Stopping', pid, waitingFor, by, then, since: at, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
       }
       case 'pause':
       case 'resume':
@@ -445,8 +448,8 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
   function qmpFailed(c: Extract<LifecycleCommand, { type: 'QmpCallFailed' }>, state: LifecycleState): LifecycleDecision {
     const live = state.status === 'Running' || state.status === 'Paused' || (state.status === 'Stopping' && state.pid !== null);
     if (!c.timedOut || !live) return NOTHING;
-    // One warning per stop for the repeated presses; the timers go on regardless of QMP.
-    if (c.command === 'system_powerdown' && state.status === 'Stopping' && state.presses > 1) return NOTHING;
+    // One warning per stop; its timers go on regardless of QMP.
+    if (state.status === 'Stopping' && state.qmpUnresponsive) return NOTHING;
     return {
       events: [{ type: 'WarningRaised', data: { code: 'WARN_QMP_UNRESPONSIVE', message: `qemu did not answer QMP ${c.command} within ${settings.qmpTimeoutMs} ms`, hint: 'a stopped or stuck qemu is killed when the stop budget runs out' } }],
       effects: [],
@@ -543,7 +546,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
     switch (state.status) {
       case 'Running':
       case 'Paused': {
-        const stopping: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then, since: now, presses: 0, quitAt: null, killAt: null };
+        const stopping: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then, since: now, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
         const next = advanceStop(stopping, now);
         // ACPI needs running vCPUs: a paused guest never sees the button.
         return { events: [requested, ...next.events], effects: [...(state.status === 'Paused' ? [qmp('cont')] : []), ...next.effects] };
@@ -661,7 +664,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
     switch (state.status) {
       case 'Running':
       case 'Paused': {
-        const s: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then: 'exit', since: now, presses: 0, quitAt: null, killAt: null };
+        const s: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then: 'exit', since: now, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
         const k = kill(s, by, now);
         return { events: [requested, ...k.events], effects: k.effects };
       }
