@@ -9,3 +9,4 @@ echo "## control";        node bench/control/run.mjs
 echo "## image pull";     bench/pull/run.sh
 echo "## container";      node bench/container/startup.mjs "${CONTAINER_RUNS:-2}"
 echo "## container privileges"; bench/container/privileges.sh
+echo "## lifecycle";      node bench/lifecycle/run.mjs "${LIFECYCLE_RUNS:-3}"

@@ -107,15 +107,17 @@ describe(`SIGTERM ends the run within PODVISOR_STOP_GRACE=${GRACE_SECONDS}, wher
     const p = start({ PODVISOR_STOP_GRACE: '12' });
     await p.waitForStdout(/PODVISOR-GUEST-READY/);
     const ctl = new PodvisorProcess(['ctl', 'restart', '--state-dir', dirs.stateDir], vmEnv(dirs, name));
-    expect((await ctl.exited).code).toBe(0);
-    const restart = await waitForEvent(dirs.stateDir, 'VmActionRequested');
-    expect(restart.data).toEqual({ action: 'restart', by: 'unix' });
+    // SIGTERM as soon as podvisor logs the accepted restart (the guest takes seconds to power off).
+    await p.waitForStderr(/"msg":"VmActionRequested"/);
     const { code, ms } = await terminate(p);
+    expect((await ctl.exited).code).toBe(0);
+    const restart = readEvents(dirs.stateDir).find((e) => e.type === 'VmActionRequested');
+    expect(restart?.data).toEqual({ action: 'restart', by: 'unix-socket' });
     expect(code).toBe(0);
     expect(ms).toBeLessThan(12_000);
-    const tail = readEvents(dirs.stateDir).filter((e) => e.position >= restart.position);
+    const tail = readEvents(dirs.stateDir).filter((e) => e.position >= (restart?.position ?? 0));
     expect(tail.filter((e) => e.type === 'VmActionRequested').map((e) => e.data)).toEqual([
-      { action: 'restart', by: 'unix' },
+      { action: 'restart', by: 'unix-socket' },
       { action: 'stop', by: 'signal:SIGTERM' },
     ]);
     expect(types(tail)).not.toContain('VmStarting');

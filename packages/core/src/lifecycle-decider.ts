@@ -47,14 +47,14 @@ export interface StopBudget {
 }
 
 /**
- * Splits the stop budget: the last fifth (at least 1 s, at most 6 s) is kept
+ * Splits the stop budget: the last fifth (at least 2 s, at most 6 s) is kept
  * for SIGKILL and the teardown, `quit` gets 15 % (at most 4 s), ACPI the rest.
  * 30 s (Kubernetes' default terminationGracePeriodSeconds) gives ACPI 20 s,
  * quit 4 s, SIGKILL wait 3 s and teardown 3 s.
  */
 export function splitStopBudget(graceSeconds: number): StopBudget {
   const totalMs = Math.max(0, Math.round(graceSeconds * 1000));
-  const margin = Math.min(totalMs, Math.min(6000, Math.max(1000, Math.round(totalMs * 0.2))));
+  const margin = Math.min(totalMs, Math.min(6000, Math.max(2000, Math.round(totalMs * 0.2))));
   const quitMs = Math.min(totalMs - margin, Math.min(4000, Math.round(totalMs * 0.15)));
   const acpiMs = totalMs - margin - quitMs;
   const killWaitMs = Math.floor(margin / 2);
