@@ -110,4 +110,19 @@ describe('resolveConfig', () => {
     expect(c.diskSize).toBe(20 * 1024 ** 3);
     expect(c.extraArgs).toEqual(['-device', 'virtio-rng-pci']);
   });
+
+  it('the removed shutdown settings are errors that name PODVISOR_STOP_GRACE, wherever they are given', () => {
+    const found = problems({
+      env: { ...base.env, PODVISOR_SHUTDOWN_GRACE: '25' },
+      flags: { 'shutdown-grace': '25' },
+      yaml: { path: '/etc/podvisor/podvisor.yaml', text: 'shutdown:\n  graceSeconds: 25\n  quitTimeoutMs: 5000\n' },
+    });
+    expect(found.map((f) => f.split(' = ')[0])).toEqual(['yaml shutdown.graceSeconds', 'env PODVISOR_SHUTDOWN_GRACE', 'flag --shutdown-grace', 'yaml shutdown.quitTimeoutMs']);
+    for (const f of found) expect(f).toContain('removed; use PODVISOR_STOP_GRACE');
+  });
+
+  it('PODVISOR_STOP_GRACE sets the whole stop budget', () => {
+    const c = resolveConfig({ ...base, env: { ...base.env, PODVISOR_STOP_GRACE: '45' } });
+    expect([c.stopGrace, c.origins.stopGrace]).toEqual([45, 'env PODVISOR_STOP_GRACE']);
+  });
 });
