@@ -285,7 +285,7 @@ describe('control endpoint: actions and auth', () => {
     await call(unix, 'POST', '/v1/vm/actions', { action: 'stop' });
     const refused = await call(unix, 'POST', '/v1/vm/actions', { action: 'pause' });
     expect(refused.status).toBe(409);
-    expect(refused.json).toMatchObject({ error: { code: 'ERR_VM_ACTION_REFUSED', details: { action: 'pause', status: 'Stopping', allowed: [] } } });
+    expect(refused.json).toMatchObject({ error: { code: 'ERR_VM_ACTION_REFUSED', details: { action: 'pause', status: 'Stopping', allowed: ['stop'] } } });
   });
 });
 
