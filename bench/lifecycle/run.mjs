@@ -33,7 +33,8 @@ const now = () => Number(process.hrtime.bigint()) / 1e6;
 
 /** A child whose stdout/stderr are kept and can be waited on. */
 function run(argv, env) {
-  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdin stays an open pipe: qemu's `-chardev stdio` closes the serial console when its stdin ends.
+  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(child);
   const p = { child, stdout: '', stderr: '', waiters: new Set(), exitedAt: null };
   const wake = () => p.waiters.forEach((w) => w());

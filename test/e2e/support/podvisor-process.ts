@@ -123,7 +123,7 @@ export async function makeVmDirs(prefix: string): Promise<VmDirs> {
 
 /**
  * The environment of one test VM: the test guest, the VM's own dirs, TCG, no
- * network, no VNC, and the control endpoint on an ephemeral loopback port (so
+ * network, no VNC, a 60 s stop budget, and the control endpoint on an ephemeral loopback port (so
  * that runs never collide). A key set to `undefined` in `extra` is left out,
  * which gives podvisor's own default (e.g. `PODVISOR_LISTEN` in a pod).
  */
@@ -141,6 +141,9 @@ export function vmEnv(dirs: VmDirs, name: string, extra: Record<string, string |
     PODVISOR_ACCEL: 'tcg',
     PODVISOR_LISTEN: '127.0.0.1:0',
     NO_VNC: '1',
+    // Tests stop guests that are still booting, under TCG on a shared machine: the default
+    // budget's 20 s ACPI slice can run out before the guest's acpid runs. Tests of the budget set their own.
+    PODVISOR_STOP_GRACE: '60',
     ...extra,
   };
   return Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined));
