@@ -8,7 +8,7 @@
 //  2. qemu killed (SIGKILL from outside) → a new qemu running (its VmStarted),
 //     with restart policy `always` and a zero backoff, so the backoff is excluded.
 //  3. The decider's throughput: decisions per second on a mix of commands.
-// Usage: node bench/lifecycle/run.mjs [iterations]   (needs `make build guest`)
+// Usage: node bench/lifecycle/run.mjs [iterations] [--decider-only]   (needs `make build guest`)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -18,7 +18,9 @@ import { fileURLToPath } from 'node:url';
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const cli = path.join(repo, 'apps/supervisord/dist/bundle/podvisor.cjs');
 const guest = path.join(repo, 'test/guest/.cache/guest.qcow2');
-const iterations = Number(process.argv[2] ?? 3);
+// `--decider-only`: only the third figure (no VM).
+const deciderOnly = process.argv.includes('--decider-only');
+const iterations = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 3);
 const root = mkdtempSync(path.join(tmpdir(), 'pv-bench-lifecycle-'));
 const children = new Set();
 // Removed however the bench ends: done, failed or interrupted; nothing it started outlives it.
@@ -114,7 +116,7 @@ const pvGuest = [];
 const pvBeyond = [];
 const seedTotal = [];
 let qemuArgv = null;
-for (let i = 0; i < iterations; i++) {
+for (let i = 0; i < (deciderOnly ? 0 : iterations); i++) {
   const p = run([process.execPath, cli, 'run'], env());
   await p.until(() => /PODVISOR-GUEST-READY/.test(p.stdout), 'the guest READY marker');
   qemuArgv ??= logged(p, 'spawned').find((l) => l.name === 'qemu')?.argv;
@@ -153,7 +155,7 @@ for (let i = 0; i < iterations; i++) {
 const config = path.join(root, 'restart.yaml');
 writeFileSync(config, 'restart:\n  policy: always\n  backoffInitialMs: 0\n  backoffMaxMs: 0\n  maxRestarts: 1000\n');
 const relaunch = [];
-{
+if (!deciderOnly) {
   const p = run([process.execPath, cli, 'run', '--config', config], env());
   await p.until(() => logged(p, 'VmStarted').length >= 1, 'the first VmStarted');
   for (let i = 0; i < iterations; i++) {
@@ -182,8 +184,9 @@ const step = (c) => {
 };
 step({ type: 'StartRun', now: t, started: { version: 'bench', pid: 1, hostname: 'b', accel: 'tcg', restartPolicy: 'always', network: 'none' } });
 step({ type: 'PrepareSucceeded', now: (t += 1) });
+const cpu0 = process.cpuUsage();
 const t1 = now();
-while (now() - t1 < 1000) {
+while (now() - t1 < 2000) {
   for (let k = 0; k < 100; k++) {
     step({ type: 'LaunchSucceeded', now: (t += 1), pid: 7, qmpVersion: '7.2', argv: [], startMs: 1 });
     step({ type: 'QmpEventObserved', now: (t += 1), event: 'RESUME', data: {} });
@@ -195,15 +198,18 @@ while (now() - t1 < 1000) {
   }
 }
 const perSecond = decisions / ((now() - t1) / 1000);
+const cpu = process.cpuUsage(cpu0);
+const perCpuSecond = decisions / ((cpu.user + cpu.system) / 1e6);
 
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}, ${iterations} runs each`);
 console.log('| | median ms | min ms | max ms |');
 console.log('|---|---|---|---|');
-const row = (label, xs) => console.log(`| ${label} | ${fmt(median(xs))} | ${fmt(Math.min(...xs))} | ${fmt(Math.max(...xs))} |`);
+const row = (label, xs) => xs.length > 0 && console.log(`| ${label} | ${fmt(median(xs))} | ${fmt(Math.min(...xs))} | ${fmt(Math.max(...xs))} |`);
 row('podvisor: SIGTERM → exit', pvTotal);
 row('… of which the guest’s own shutdown (SIGTERM → qemu exited)', pvGuest);
 row('… podvisor beyond the guest’s shutdown', pvBeyond);
 row('seeds (`exec qemu`): SIGTERM → exit (guest killed, no shutdown)', seedTotal);
 row('qemu SIGKILLed → new qemu running (backoff 0)', relaunch);
-console.log(`| ratio: podvisor beyond the guest / seeds' whole stop | ${(median(pvBeyond) / median(seedTotal)).toFixed(2)} | | |`);
-console.log(`| decider: decisions per second (one core) | ${fmt(perSecond)} | | |`);
+if (!deciderOnly) console.log(`| ratio: podvisor beyond the guest / seeds' whole stop | ${(median(pvBeyond) / median(seedTotal)).toFixed(2)} | | |`);
+console.log(`| decider: decisions per wall-clock second | ${fmt(perSecond)} | | |`);
+console.log(`| decider: decisions per CPU second | ${fmt(perCpuSecond)} | | |`);

@@ -307,7 +307,10 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
         return { ...run, status: 'Stopped', reason: e.data.exit.reason, requested: false };
       case 'VmRestartScheduled': {
         const operator = state.status === 'Stopped' && state.requested;
-        return { ...run, status: 'BackingOff', restartAt: timeOf(e) + e.data.delayMs, restartTimes: operator ? run.restartTimes : [...run.restartTimes, timeOf(e)] };
+        // Only restarts inside the crash-loop window count: older ones are dropped, so a long run stays small.
+        const since = timeOf(e) - settings.restart.windowSeconds * 1000;
+        const restartTimes = operator ? run.restartTimes : [...run.restartTimes.filter((t) => t >= since), timeOf(e)];
+        return { ...run, status: 'BackingOff', restartAt: timeOf(e) + e.data.delayMs, restartTimes };
       }
       case 'VmFailed':
         return { ...run, status: 'Failed', code: e.data.code, message: e.data.message };
