@@ -180,7 +180,11 @@ export class Supervisor {
     }
     const decision = this.decider.decide(command, this.state);
     const calls = this.apply(decision);
-    if (action === 'stop' || action === 'restart') return;
+    if (action === 'stop' || action === 'restart') {
+      // The stop goes on whatever QMP answers (its failures were fed back already); never an unhandled rejection.
+      for (const c of calls) c.catch(() => undefined);
+      return;
+    }
     await Promise.all(calls);
   }
 
