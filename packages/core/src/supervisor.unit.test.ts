@@ -1,10 +1,11 @@
+import { Subject, filter, firstValueFrom } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { SystemClock } from './clock.js';
 import { PodvisorError } from './errors.js';
 import type { DomainEvent } from './events.js';
 import { SilentLogger } from './logger.js';
 import { MemoryEventStore } from './memory-event-store.js';
-import type { ConfigDriveBuilder, ImageStore, VmRuntime } from './ports.js';
+import type { ConfigDriveBuilder, ImageStore, Overlay, QmpEventMessage, VmHandle, VmRuntime } from './ports.js';
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
 import { Supervisor, type SupervisorSettings } from './supervisor.js';
 
@@ -59,5 +60,49 @@ describe('Supervisor: the one record path', () => {
     // The projections moved on all the same.
     expect(supervisor.current().status).toBe('Failed');
     expect(supervisor.lifecycle().status).toBe('Failed');
+  });
+});
+
+describe('Supervisor: a qemu that answers no QMP', () => {
+  it('a stop asked through act() escalates to quit and SIGKILL on its timers, ends forced, and leaves no unhandled rejection', async () => {
+    let exit: (e: { code: number | null; signal: string | null; stderrTail: string }) => void = () => undefined;
+    const exited = new Promise<{ code: number | null; signal: string | null; stderrTail: string }>((r) => (exit = r));
+    const vm: VmHandle = {
+      pid: 4242,
+      argv: ['qemu-system-x86_64'],
+      qmpVersion: '7.2.0',
+      serial: null,
+      serialInput: null,
+      events: new Subject<QmpEventMessage>(),
+      // Every QMP call fails at once (a refused or broken monitor).
+      execute: () => Promise.reject(new PodvisorError('ERR_QMP_INTERRUPTED', 'QMP command interrupted: the QMP socket closed')),
+      exited,
+      kill: (signal) => exit({ code: null, signal, stderrTail: '' }),
+    };
+    const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
+    const store = new MemoryEventStore();
+    const supervisor = new Supervisor(
+      { ...settings, accel: 'tcg', stopGraceSeconds: 3 },
+      {
+        store,
+        runtime: {
+          probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
+          launch: () => Promise.resolve(vm),
+        } as unknown as VmRuntime,
+        images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
+        configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
+        network: null,
+        clock: new SystemClock(),
+        log: new SilentLogger(),
+        exitCodeOf: (o) => (o.kind === 'forced' ? 7 : 0),
+      },
+    );
+    const done = supervisor.run();
+    await firstValueFrom(store.follow(0).pipe(filter((e) => e.type === 'VmStarted')));
+    await supervisor.act('stop', 'unix-socket');
+    const outcome = await done;
+    expect(outcome).toMatchObject({ kind: 'forced', exitCode: 7 });
+    const types = store.readAfter(0).map((e) => e.type);
+    expect(types.slice(types.indexOf('VmActionRequested'))).toEqual(['VmActionRequested', 'VmPowerdownRequested', 'VmQuitRequested', 'VmKillRequested', 'VmExited', 'VmStopped', 'SupervisorExited']);
   });
 });
