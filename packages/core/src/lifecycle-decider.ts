@@ -328,6 +328,10 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
       case 'GuestPanicked':
       case 'VmCrashLoopDetected':
       case 'SupervisorExited':
+      // Recorded by the app around a run, never inside one: the preflight's failure ends the process before the
+      // supervisor starts, and ignored settings are reported before SupervisorStarted.
+      case 'PreflightFailed':
+      case 'SettingsIgnored':
         return state;
       default:
         return assertNever(e);

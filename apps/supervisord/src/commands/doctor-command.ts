@@ -6,7 +6,7 @@
  * finding with its fix. Pulls nothing and creates nothing that outlives it.
  */
 import { parseArgs } from 'node:util';
-import { ExitCode } from '@podvisor/core';
+import { ExitCode } from '../exit-codes.js';
 import { formatFindings, worstStatus } from '../preflight/preflight-model.js';
 import { runPreflight } from '../preflight/preflight.js';
 import { DEFAULT_CONFIG_FILE, RUN_FLAGS, reportStartupError, resolveRunSetup, type CommandIo, type RunSetup } from './run-command.js';
