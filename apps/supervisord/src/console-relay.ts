@@ -5,6 +5,9 @@
  * that recent output survives a podvisor restart. It is also the console's
  * fan-out for `podvisor console`: listeners get every chunk, the last 64 KiB
  * stay in memory for a newcomer, and input goes to the running qemu's serial.
+ * The file is a copy: when it cannot be written (a full or read-only volume),
+ * the copy pauses and is retried a while later; the relay to stdout and to the
+ * listeners goes on, and nothing here throws into qemu's output stream.
  */
 import { createWriteStream, renameSync, statSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
@@ -18,11 +21,16 @@ export class ConsoleRelay {
   private ring: Buffer = Buffer.alloc(0);
   private input: NodeJS.WritableStream | null = null;
   private static readonly RING_BYTES = 64 * 1024;
+  /** After a failed write, the file copy pauses this long (ms) before it is tried again. */
+  private static readonly FILE_RETRY_MS = 30_000;
+  private filePausedUntil = 0;
 
   constructor(
     stateDir: string,
     private readonly out: NodeJS.WritableStream,
     private readonly maxBytes = 1024 * 1024,
+    /** Told once per pause of the file copy (e.g. ENOSPC); the daemon logs it to stderr. */
+    private readonly onFileError: (err: Error) => void = () => undefined,
   ) {
     this.filePath = path.join(stateDir, 'console.log');
   }
@@ -87,21 +95,46 @@ export class ConsoleRelay {
   }
 
   private append(chunk: Buffer): void {
-    if (this.file === null) {
-      try {
-        this.written = statSync(this.filePath).size;
-      } catch {
-        this.written = 0;
+    if (Date.now() < this.filePausedUntil) return;
+    try {
+      if (this.file === null) {
+        try {
+          this.written = statSync(this.filePath).size;
+        } catch {
+          this.written = 0;
+        }
+        this.file = this.open();
       }
-      this.file = createWriteStream(this.filePath, { flags: 'a' });
+      if (this.written + chunk.length > this.maxBytes) {
+        this.file.end();
+        this.file = null;
+        renameSync(this.filePath, `${this.filePath}.1`);
+        this.written = 0;
+        this.file = this.open();
+      }
+      this.file.write(chunk);
+      this.written += chunk.length;
+    } catch (err) {
+      this.fileFailed(this.file, err as Error);
     }
-    if (this.written + chunk.length > this.maxBytes) {
-      this.file.end();
-      renameSync(this.filePath, `${this.filePath}.1`);
-      this.file = createWriteStream(this.filePath, { flags: 'a' });
-      this.written = 0;
+  }
+
+  private open(): WriteStream {
+    const file = createWriteStream(this.filePath, { flags: 'a' });
+    // An asynchronous failure (ENOSPC, EROFS, EIO) pauses the copy; without a listener it would kill PID 1.
+    file.on('error', (err) => this.fileFailed(file, err));
+    return file;
+  }
+
+  private fileFailed(file: WriteStream | null, err: Error): void {
+    if (file !== null && file !== this.file) return; // an old stream's late error
+    this.file?.destroy();
+    this.file = null;
+    this.filePausedUntil = Date.now() + ConsoleRelay.FILE_RETRY_MS;
+    try {
+      this.onFileError(err);
+    } catch {
+      // Reporting must not take PID 1 down.
     }
-    this.file.write(chunk);
-    this.written += chunk.length;
   }
 }

@@ -11,8 +11,8 @@
  */
 import { Observable, Subject } from 'rxjs';
 import { SystemClock, type Clock } from './clock.js';
-import { PodvisorError } from './errors.js';
-import type { AppendOptions, EventStore } from './event-store.js';
+import { PodvisorError, errorMessage, isPodvisorError } from './errors.js';
+import type { AppendOptions, EventLogBacklog, EventLogRecovery, EventStore } from './event-store.js';
 import type { DomainEvent, StoredEvent } from './events.js';
 import { UpcasterRegistry } from './upcasters.js';
 
@@ -35,6 +35,10 @@ export interface EventStoreBaseOptions {
   clock?: Clock;
   /** Read-time upcasting and the versions new events are written at. Defaults to the shipped registry. */
   upcasters?: UpcasterRegistry;
+  /** Events `appendOrQueue` keeps in memory while the storage refuses writes. Default 10,000. */
+  maxPendingEvents?: number;
+  /** Delay between retries of pending appends. Default 500 ms. */
+  retryIntervalMs?: number;
 }
 
 /** Rows read per query while replaying a backlog or catching up. */
@@ -50,6 +54,18 @@ export abstract class EventStoreBase implements EventStore {
   private delivering = false;
   private followers = 0;
   private closed = false;
+  // The backlog of `appendOrQueue`: rows the storage refused, oldest first, written in this order.
+  private pending: EncodedEvent[] = [];
+  private pendingSince: number | null = null;
+  private lastError: string | null = null;
+  private dropped = 0;
+  private retry: AbortController | null = null;
+  private readonly maxPending: number;
+  private readonly retryIntervalMs: number;
+  private readonly recoveries = new Subject<EventLogRecovery>();
+  private drainWaiters: Array<() => void> = [];
+  /** Told (in a microtask) each time a backlog has been written. */
+  readonly recovered: Observable<EventLogRecovery> = this.recoveries.asObservable();
 
   /** `name` names the store in error messages, e.g. `event store /state/events.db`. */
   protected constructor(
@@ -58,10 +74,17 @@ export abstract class EventStoreBase implements EventStore {
   ) {
     this.clock = options.clock ?? new SystemClock();
     this.upcasters = options.upcasters ?? new UpcasterRegistry();
+    this.maxPending = options.maxPendingEvents ?? 10_000;
+    this.retryIntervalMs = options.retryIntervalMs ?? 500;
   }
 
-  /** Stores every row the iterable yields, or none if it (or the write) throws; returns their positions in order. */
-  protected abstract writeRows(rows: Iterable<EncodedEvent>): number[];
+  /**
+   * Stores every row, or none if the write throws; returns their positions in
+   * order. `wait` false: give up quickly when another process holds the write
+   * lock (the daemon's event loop must not block); true: wait for it a while.
+   * A storage failure throws `ERR_EVENTSTORE_WRITE`.
+   */
+  protected abstract writeRows(rows: readonly EncodedEvent[], wait: boolean): number[];
   /** Rows with `position > after`, oldest first, at most `limit` (all when undefined). */
   protected abstract readRows(after: number, limit: number | undefined): StoredRow[];
   protected abstract maxPosition(): number;
@@ -76,17 +99,64 @@ export abstract class EventStoreBase implements EventStore {
    * type this podvisor does not know or data that is not JSON; nothing is stored then.
    */
   append(vm: string, events: readonly DomainEvent[], options: AppendOptions = {}): StoredEvent[] {
-    this.assertOpen();
-    if (typeof vm !== 'string' || vm === '') {
-      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `append to ${this.name}: vm must be a non-empty string, got ${JSON.stringify(vm)}`);
+    const rows = this.prepareRows(vm, events, options);
+    if (rows.length === 0) return [];
+    // Order is the log's promise: a backlog goes first, or nothing does.
+    if (this.pending.length > 0 && !this.flush(true)) {
+      throw new PodvisorError('ERR_EVENTSTORE_WRITE', `cannot append to ${this.name}: ${this.pending.length} earlier events are still waiting to be written (${this.lastError ?? 'unknown error'})`);
     }
-    if (events.length === 0) return [];
-    const at = this.stamp(options.at);
-    const encoded: EncodedEvent[] = [];
-    const positions = this.writeRows(this.encode(vm, events, at, options.correlationId ?? null, encoded));
-    const stored = encoded.map((row, i) => this.decode({ position: positions[i] ?? Number.NaN, ...row }));
-    this.committed(stored);
-    return stored;
+    return this.commit(rows, true);
+  }
+
+  /**
+   * Appends like `append`, but a storage failure (a full or read-only volume,
+   * a write lock held by another process) does not throw: the events are kept
+   * in memory, behind any earlier ones, and written in order by a retry every
+   * `retryIntervalMs` (positions are assigned when they are written). Returns
+   * the stored events, or null when they are queued (or dropped beyond
+   * `maxPendingEvents`, counted in `backlog().dropped`). Invalid events still
+   * throw, as for `append`. Never waits for another process's lock.
+   */
+  appendOrQueue(vm: string, events: readonly DomainEvent[], options: AppendOptions = {}): StoredEvent[] | null {
+    const rows = this.prepareRows(vm, events, options);
+    if (rows.length === 0) return [];
+    if (this.pending.length === 0) {
+      try {
+        return this.commit(rows, false);
+      } catch (err) {
+        if (!isPodvisorError(err) || err.code !== 'ERR_EVENTSTORE_WRITE') throw err;
+        this.lastError = errorMessage(err);
+        this.pendingSince = this.clock.now().getTime();
+      }
+    } else if (this.pending.length + rows.length <= this.maxPending) {
+      // Try the backlog with these behind it: when it goes through, they are written too.
+      const before = this.pending.length;
+      this.pending.push(...rows);
+      return this.flush(false) ? this.lastFlushed.slice(before) : null;
+    }
+    if (this.pending.length + rows.length > this.maxPending) {
+      this.dropped += rows.length;
+    } else {
+      this.pending.push(...rows);
+    }
+    this.scheduleRetry();
+    return null;
+  }
+
+  /** What `appendOrQueue` holds in memory because the storage refused it. */
+  backlog(): EventLogBacklog {
+    return {
+      pending: this.pending.length,
+      dropped: this.dropped,
+      since: this.pendingSince === null ? null : new Date(this.pendingSince).toISOString(),
+      lastError: this.pendingSince === null ? null : this.lastError,
+    };
+  }
+
+  /** Resolves once nothing is pending (at once when nothing is); also when the store closes. */
+  drained(): Promise<void> {
+    if (this.pending.length === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
   readAfter(after: number, limit?: number): StoredEvent[] {
@@ -154,10 +224,22 @@ export abstract class EventStoreBase implements EventStore {
   /** Completes every follower, then releases the storage. Idempotent. */
   close(): void {
     if (this.closed) return;
+    // A last chance for the backlog, waiting for a lock this time; what still fails is
+    // left in `backlog()` for the caller to report (the daemon logs the rows to stderr).
+    if (this.pending.length > 0) this.flush(true);
+    this.retry?.abort();
+    this.retry = null;
     this.closed = true;
     this.onFollowing(false);
     this.live.complete();
+    this.recoveries.complete();
+    for (const w of this.drainWaiters.splice(0)) w();
     this.closeStorage();
+  }
+
+  /** The rows still pending (after `close()`: those that could not be written), as stored text. */
+  pendingRows(): readonly EncodedEvent[] {
+    return this.pending;
   }
 
   protected get isClosed(): boolean {
@@ -172,6 +254,69 @@ export abstract class EventStoreBase implements EventStore {
       this.publish(page);
       if (page.length < PAGE) return;
     }
+  }
+
+  private lastFlushed: StoredEvent[] = [];
+
+  private prepareRows(vm: string, events: readonly DomainEvent[], options: AppendOptions): EncodedEvent[] {
+    this.assertOpen();
+    if (typeof vm !== 'string' || vm === '') {
+      throw new PodvisorError('ERR_EVENTSTORE_INVALID_ARGUMENT', `append to ${this.name}: vm must be a non-empty string, got ${JSON.stringify(vm)}`);
+    }
+    if (events.length === 0) return [];
+    return this.encode(vm, events, this.stamp(options.at), options.correlationId ?? null);
+  }
+
+  private commit(rows: readonly EncodedEvent[], wait: boolean): StoredEvent[] {
+    const positions = this.writeRows(rows, wait);
+    const stored = rows.map((row, i) => this.decode({ position: positions[i] ?? Number.NaN, ...row }));
+    this.committed(stored);
+    return stored;
+  }
+
+  /** Writes the whole backlog in one transaction; true when nothing is pending any more. */
+  private flush(wait: boolean): boolean {
+    if (this.pending.length === 0) return true;
+    if (this.closed) return false;
+    const rows = this.pending;
+    try {
+      this.lastFlushed = this.commit(rows, wait);
+    } catch (err) {
+      this.lastError = errorMessage(err);
+      this.scheduleRetry();
+      return false;
+    }
+    const recovery: EventLogRecovery = {
+      events: rows.length,
+      dropped: this.dropped,
+      pendingMs: this.clock.now().getTime() - (this.pendingSince ?? this.clock.now().getTime()),
+      lastError: this.lastError ?? 'unknown error',
+    };
+    this.pending = [];
+    this.pendingSince = null;
+    this.dropped = 0;
+    this.retry?.abort();
+    this.retry = null;
+    for (const w of this.drainWaiters.splice(0)) w();
+    // Later, so that a listener appending (a warning) does not run inside the append that flushed.
+    queueMicrotask(() => {
+      if (!this.closed) this.recoveries.next(recovery);
+    });
+    return true;
+  }
+
+  private scheduleRetry(): void {
+    if (this.retry !== null || this.closed) return;
+    const ac = new AbortController();
+    this.retry = ac;
+    this.clock.sleep(this.retryIntervalMs, ac.signal).then(
+      () => {
+        if (this.retry !== ac) return;
+        this.retry = null;
+        this.flush(false);
+      },
+      () => undefined,
+    );
   }
 
   private committed(stored: readonly StoredEvent[]): void {
@@ -210,9 +355,9 @@ export abstract class EventStoreBase implements EventStore {
     return when.toISOString();
   }
 
-  /** Yields each event encoded, also collecting it into `out`; throws on the first one that cannot be stored. */
-  private *encode(vm: string, events: readonly DomainEvent[], at: string, correlationId: string | null, out: EncodedEvent[]): Generator<EncodedEvent> {
-    for (const e of events) {
+  /** Encodes every event; throws on the first one that cannot be stored (nothing is written then). */
+  private encode(vm: string, events: readonly DomainEvent[], at: string, correlationId: string | null): EncodedEvent[] {
+    return events.map((e) => {
       const schemaVersion = this.upcasters.currentVersion(e.type);
       if (schemaVersion === undefined) {
         throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: unknown event type ${JSON.stringify(e.type)}`, {
@@ -228,10 +373,8 @@ export abstract class EventStoreBase implements EventStore {
       if (typeof data !== 'string') {
         throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: the data of ${e.type} is not a JSON value`);
       }
-      const row: EncodedEvent = { at, type: e.type, schemaVersion, vm, data, correlationId };
-      out.push(row);
-      yield row;
-    }
+      return { at, type: e.type, schemaVersion, vm, data, correlationId };
+    });
   }
 
   private decode(row: StoredRow): StoredEvent {

@@ -34,7 +34,7 @@ export type {
   StoredEvent,
 } from './events.js';
 export { EventStore } from './event-store.js';
-export type { AppendOptions } from './event-store.js';
+export type { AppendOptions, EventLogBacklog, EventLogRecovery } from './event-store.js';
 export { NetworkBackend, ImageSource, ImageStore, ConfigDriveBuilder, VmRuntime } from './ports.js';
 export type {
   NicBackend,

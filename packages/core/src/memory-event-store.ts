@@ -16,10 +16,8 @@ export class MemoryEventStore extends EventStoreBase {
     super('memory event store', options);
   }
 
-  protected writeRows(rows: Iterable<EncodedEvent>): number[] {
-    // Encode everything before storing anything: a throw leaves the log as it was.
-    const batch = [...rows];
-    return batch.map((row) => this.rows.push({ position: this.rows.length + 1, ...row }));
+  protected writeRows(rows: readonly EncodedEvent[]): number[] {
+    return rows.map((row) => this.rows.push({ position: this.rows.length + 1, ...row }));
   }
 
   protected readRows(after: number, limit: number | undefined): StoredRow[] {

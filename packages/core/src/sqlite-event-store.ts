@@ -1,8 +1,11 @@
 /**
  * The event log as a SQLite file (better-sqlite3) in the state dir. The daemon
  * appends; other processes (the `podvisor events` CLI) open the same file and
- * read or follow it while it does. WAL mode lets readers run beside the writer,
- * and `busy_timeout` makes a writer wait for another one instead of failing.
+ * read or follow it while it does. WAL mode lets readers run beside the writer
+ * (a reader, even in a long transaction, takes no write lock). Another writer
+ * (a backup, a second process) can hold the write lock: the daemon's appends
+ * (`appendOrQueue`) wait only a few ms for it, then queue in memory and retry,
+ * as they do on a full or read-only volume (see docs/reliability.md).
  * The schema is versioned by numbered migrations recorded in `user_version`; a
  * file written by a newer podvisor is refused rather than guessed at. Triggers
  * make the `events` table append-only, so no code path can rewrite history.
@@ -20,8 +23,17 @@ export interface SqliteEventStoreOptions extends EventStoreBaseOptions {
   log?: Logger;
   /** How often followers check for other processes' appends. Default 200 ms. */
   pollIntervalMs?: number;
-  /** How long a write waits for another process's write lock before failing. Default 5000 ms. */
+  /**
+   * How long opening (and a plain `append`, e.g. from a CLI) waits for another
+   * process's write lock before failing. Default 5000 ms.
+   */
   busyTimeoutMs?: number;
+  /**
+   * How long `appendOrQueue` (the daemon's appends) waits for another process's
+   * write lock before queueing the events for a retry: better-sqlite3 is
+   * synchronous, so this is how long the event loop stops. Default 5 ms.
+   */
+  queueingBusyTimeoutMs?: number;
 }
 
 /**
@@ -58,6 +70,9 @@ export class SqliteEventStore extends EventStoreBase {
   private readonly selectAfter: Database.Statement<[number, number], StoredRow>;
   private readonly selectMax: Database.Statement<[], { max: number | null }>;
   private poll: NodeJS.Timeout | undefined;
+  private readonly busyTimeoutMs: number;
+  private readonly queueingBusyTimeoutMs: number;
+  private busyTimeoutSet: number;
   private dataVersion = 0;
 
   /**
@@ -71,10 +86,13 @@ export class SqliteEventStore extends EventStoreBase {
     this.path = options.path;
     this.log = (options.log ?? new SilentLogger()).child({ name: 'SqliteEventStore', path: options.path });
     this.pollIntervalMs = options.pollIntervalMs ?? 200;
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.queueingBusyTimeoutMs = options.queueingBusyTimeoutMs ?? 5;
+    this.busyTimeoutSet = this.busyTimeoutMs;
     const started = performance.now();
     let db: Database.Database | undefined;
     try {
-      db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
+      db = new Database(options.path, { timeout: this.busyTimeoutMs });
       const from = migrate(db, options.path);
       this.db = db;
       this.insert = db.prepare('INSERT INTO events (at, type, schema_version, vm, data, correlation_id) VALUES (?, ?, ?, ?, ?, ?)');
@@ -102,8 +120,8 @@ export class SqliteEventStore extends EventStoreBase {
     return new SqliteEventStore(options);
   }
 
-  protected writeRows(rows: Iterable<EncodedEvent>): number[] {
-    const write = this.db.transaction((batch: Iterable<EncodedEvent>) => {
+  protected writeRows(rows: readonly EncodedEvent[], wait: boolean): number[] {
+    const write = this.db.transaction((batch: readonly EncodedEvent[]) => {
       const positions: number[] = [];
       for (const r of batch) {
         positions.push(Number(this.insert.run(r.at, r.type, r.schemaVersion, r.vm, r.data, r.correlationId).lastInsertRowid));
@@ -111,6 +129,11 @@ export class SqliteEventStore extends EventStoreBase {
       return positions;
     });
     try {
+      const timeout = wait ? this.busyTimeoutMs : this.queueingBusyTimeoutMs;
+      if (timeout !== this.busyTimeoutSet) {
+        this.db.pragma(`busy_timeout = ${timeout}`);
+        this.busyTimeoutSet = timeout;
+      }
       // IMMEDIATE takes the write lock up front, so waiting for another writer honours busy_timeout.
       return write.immediate(rows);
     } catch (err) {

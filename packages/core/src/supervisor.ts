@@ -11,7 +11,7 @@
 import type { Subscription } from 'rxjs';
 import type { Clock } from './clock.js';
 import { PodvisorError, errorMessage, isPodvisorError } from './errors.js';
-import type { EventStore } from './event-store.js';
+import type { EventLogRecovery, EventStore } from './event-store.js';
 import { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS } from './events.js';
 import type { AcceleratorChoice, DomainEvent, Requester, StoredEvent, VmAction } from './events.js';
 import {
@@ -114,6 +114,13 @@ export class Supervisor {
     this.state = this.decider.initialState();
     // History survives pod restarts: the projection starts from the whole log.
     for (const e of deps.store.readAfter(0)) this.view = evolveVm(this.view, e);
+    deps.store.recovered.subscribe((r) => {
+      try {
+        this.recovered(r);
+      } catch (err) {
+        this.log.error('reporting the event log recovery failed', { err });
+      }
+    });
   }
 
   /** The projected state (what the API shows). */
@@ -131,7 +138,7 @@ export class Supervisor {
     return this.budget;
   }
 
-  /** Appends that failed in this run (each logged to stderr). */
+  /** Appends in this run that were not written at once (deferred or failed; each logged to stderr). */
   failedAppendCount(): number {
     return this.failedAppends;
   }
@@ -375,15 +382,24 @@ export class Supervisor {
 
   /**
    * The one way facts are recorded: append, then fold into both projections,
-   * then log. A failed append (a full disk, a broken file) is caught here,
-   * logged to stderr and counted; the decision still stands, so that a stop
-   * can finish. It never throws into a timer or a subscriber.
+   * then log. When the log refuses the append (a full, read-only or locked
+   * volume), the store keeps the events in memory and writes them, in order,
+   * when it can (see docs/reliability.md); the decision stands meanwhile, so
+   * both projections fold the decided events at once (the lifecycle must go
+   * on: a stop must finish), while followers of the log (SSE, `podvisor
+   * events -f`) see them only once committed. It never throws into a timer or
+   * a subscriber.
    */
   private record(events: DomainEvent[]): void {
-    let stored: readonly StoredEvent[];
+    let stored: readonly StoredEvent[] | null = null;
     try {
-      stored = this.deps.store.append(this.settings.vmName, events);
+      stored = this.deps.store.appendOrQueue(this.settings.vmName, events);
+      if (stored === null) {
+        this.failedAppends += 1;
+        this.log.warn('event append deferred: kept in memory, written when the event log takes writes again', { types: events.map((e) => e.type), backlog: this.deps.store.backlog() });
+      }
     } catch (err) {
+      // Only a bug gets here (an invalid event, a closed store): the events are not kept.
       this.failedAppends += 1;
       try {
         this.log.error('event append failed; the lifecycle goes on unrecorded', { types: events.map((e) => e.type), err });
@@ -391,6 +407,9 @@ export class Supervisor {
       } catch {
         // Reporting must not take PID 1 down either.
       }
+    }
+    if (stored === null) {
+      // Not committed yet: the projection keeps its last committed position.
       const at = new Date(this.now()).toISOString();
       stored = events.map((e) => ({ ...e, position: this.view.position, at, schemaVersion: EVENT_SCHEMA_VERSIONS[e.type], vm: this.settings.vmName, correlationId: null }) as StoredEvent);
     }
@@ -401,6 +420,21 @@ export class Supervisor {
       if (WARNING_EVENTS.has(e.type)) this.log.warn(e.type, fields);
       else this.log.info(e.type, fields);
     }
+  }
+
+  /** A backlog reached the log: said in the log itself, once it takes writes again. */
+  private recovered(r: EventLogRecovery): void {
+    const lost = r.dropped === 0 ? '' : `; ${r.dropped} events beyond the in-memory bound were dropped`;
+    this.record([
+      {
+        type: 'WarningRaised',
+        data: {
+          code: 'WARN_EVENT_LOG_RECOVERED',
+          message: `the event log refused appends for ${(r.pendingMs / 1000).toFixed(1)} s (${r.lastError}); the ${r.events} events decided meanwhile were written late, in order${lost}`,
+          hint: 'free space on (or unlock) the volume holding the state dir',
+        },
+      },
+    ]);
   }
 }
 

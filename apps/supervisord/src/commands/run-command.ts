@@ -139,11 +139,14 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   if (vncPassword !== undefined) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
   const clock = container.get<Clock>(Clock);
   const store = SqliteEventStore.open({ path: path.join(config.stateDir, 'events.db'), clock, log: log.child({ name: 'SqliteEventStore' }) });
-  const relay = new ConsoleRelay(config.stateDir, io.stdout);
+  const relay = new ConsoleRelay(config.stateDir, io.stdout, undefined, (err) =>
+    log.warn('the console log copy in the state dir cannot be written; paused for 30 s (the console still goes to stdout)', { err }),
+  );
   // Settings only another network backend reads have no effect: say so, naming them and that backend.
+  // Queued like every daemon append: a full or locked volume must not stop the start.
   for (const { usedBy, settings } of registry.settingsOfOthers('network-backend', config.network, io.env)) {
     log.warn('settings ignored', { settings, backend: config.network, usedBy });
-    store.append(config.name, [event('SettingsIgnored', { settings, backend: config.network, usedBy })]);
+    store.appendOrQueue(config.name, [event('SettingsIgnored', { settings, backend: config.network, usedBy })]);
   }
   const settings: SupervisorSettings = {
     version: VERSION,
@@ -216,6 +219,9 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     reaper?.stop();
     relay.close();
     store.close();
+    // What the log still refused at the end goes to stderr whole, so that it is not lost.
+    const unwritten = store.pendingRows();
+    if (unwritten.length > 0) log.error('event log still refuses writes at exit: the unwritten events follow', { backlog: store.backlog(), events: unwritten });
   }
   log.info('podvisor exiting', { exitCode: outcome.exitCode, reason: outcome.reason });
   return outcome.exitCode;

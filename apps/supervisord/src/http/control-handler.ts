@@ -347,7 +347,7 @@ export class ControlHandler {
           this.cachedQmp(vm, 'query-status').then((r) => r.roundTripMs, () => null),
           this.cachedQmp(vm, 'query-blockstats').then((r) => (Array.isArray(r.value) ? (r.value as BlockStatsRow[]) : null), () => null),
         ]);
-    const text = renderMetrics({ state: this.o.target.current(), facts: this.facts, now: this.now(), qmpRoundTripMs: status, blockstats: blocks, requests: this.requests });
+    const text = renderMetrics({ state: this.o.target.current(), facts: this.facts, now: this.now(), qmpRoundTripMs: status, blockstats: blocks, requests: this.requests, eventLog: this.o.store.backlog() });
     c.res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
     c.res.end(text);
   }

@@ -5,7 +5,7 @@
  * time by the caller and passed in. A metric whose source is unavailable (qemu
  * not running, QMP too slow) is left out rather than reported as zero.
  */
-import type { StoredEvent, VmState, VmStatus } from '@podvisor/core';
+import type { EventLogBacklog, StoredEvent, VmState, VmStatus } from '@podvisor/core';
 
 const STATUSES: readonly VmStatus[] = ['Pending', 'Preparing', 'Starting', 'Running', 'Paused', 'Stopping', 'Stopped', 'Crashed', 'BackingOff', 'Failed'];
 
@@ -68,6 +68,8 @@ export interface ScrapeInput {
   blockstats: BlockStatsRow[] | null;
   /** Requests served by the control endpoint, by route and status. */
   requests: ReadonlyMap<string, number>;
+  /** Appends the event log refused, held in memory (see docs/reliability.md). */
+  eventLog?: EventLogBacklog;
 }
 
 const BLOCK_COUNTERS: ReadonlyArray<[string, string, string]> = [
@@ -112,6 +114,10 @@ export function renderMetrics(input: ScrapeInput): string {
     metric(name, 'counter', help, samples);
   }
   metric('podvisor_events_total', 'counter', 'Events in the log, by type', Object.entries(input.facts.eventsByType).map(([type, n]) => [{ vm, type }, n]));
+  if (input.eventLog !== undefined) {
+    metric('podvisor_event_log_pending', 'gauge', 'Events decided but not yet written: the event log refuses writes (full, read-only or locked volume); written in order when it takes them again', [[{ vm }, input.eventLog.pending]]);
+    metric('podvisor_event_log_dropped', 'gauge', 'Events given up in the current backlog, beyond the in-memory bound', [[{ vm }, input.eventLog.dropped]]);
+  }
   metric(
     'podvisor_http_requests_total',
     'counter',
