@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, ReplaySubject, take, toArray } from 'rxjs';
+import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { describeEventStoreContract } from './event-store-contract.js';
 import { event, type StoredEvent } from './events.js';
@@ -162,7 +163,8 @@ describe('SqliteEventStore', () => {
        import { event } from ${JSON.stringify(eventsModule)};
        const store = new SqliteEventStore({ path: ${JSON.stringify(path)} });
        for (let i = 0; !existsSync(${JSON.stringify(stopFile)}); i++) {
-         store.append('other', [event('VmPaused', { by: 'other', reason: String(i) })]);
+         // Locked by the other writer: queued, and written in order once the lock is free.
+         if (store.appendOrQueue('other', [event('VmPaused', { by: 'other', reason: String(i) })]) === null) await store.drained();
        }
        store.close();`,
     );
@@ -175,9 +177,11 @@ describe('SqliteEventStore', () => {
       await firstValueFrom(store.follow(0).pipe(filter((e) => e.vm === 'other')));
       const ours = 300;
       for (let i = 0; i < ours; i++) {
-        store.append('this', [event('VmPaused', { by: 'this', reason: String(i) })]);
+        // The same path as the daemon's: a write lock held by the other process queues, never throws or blocks.
+        store.appendOrQueue('this', [event('VmPaused', { by: 'this', reason: String(i) })]);
         await new Promise(setImmediate);
       }
+      await store.drained();
       await writeFile(stopFile, '');
       expect((await child).exitCode).toBe(0);
       const log = store.readAfter(0);
@@ -196,6 +200,77 @@ describe('SqliteEventStore', () => {
     } finally {
       await writeFile(stopFile, '');
       await child.catch(() => undefined);
+    }
+  });
+
+  it('queues appends while another process holds the write lock, and writes them in order once it lets go', async () => {
+    const store = open(new SqliteEventStore({ path, retryIntervalMs: 20 }));
+    store.append('vm-a', [paused('before')]);
+    const followed = new ReplaySubject<StoredEvent>();
+    const sub = store.follow(0).subscribe(followed);
+    // Another process (a backup, a tool in a long write transaction) takes the write lock and keeps it until told.
+    const script = join(dir, 'locker.mjs');
+    await writeFile(
+      script,
+      `import { createRequire } from 'node:module';
+       const Database = createRequire(${JSON.stringify(import.meta.url)})('better-sqlite3');
+       const db = new Database(${JSON.stringify(path)});
+       db.exec('BEGIN EXCLUSIVE');
+       process.stdout.write('locked\\n');
+       process.stdin.once('data', () => { db.exec('COMMIT'); db.close(); process.stdout.write('released\\n'); });`,
+    );
+    const child = execa(process.execPath, [script], { cwd: dir, stdin: 'pipe', stdout: 'pipe' });
+    try {
+      await new Promise<void>((resolve) => child.stdout?.on('data', (d: Buffer) => d.toString().includes('locked') && resolve()));
+      // Before: each append waited busy_timeout (5 s) on the lock, then threw "database is locked".
+      const results = Array.from({ length: 20 }, (_, i) => store.appendOrQueue('vm-a', [paused(String(i))]));
+      expect(results.every((r) => r === null)).toBe(true);
+      expect(store.backlog()).toMatchObject({ pending: 20, dropped: 0, lastError: expect.stringContaining('locked') });
+      // A plain append keeps the order too: it refuses while the backlog cannot be written.
+      expect(() => new SqliteEventStore({ path, busyTimeoutMs: 10 }).append('vm-a', [paused('x')])).toThrow(expect.objectContaining({ code: 'ERR_EVENTSTORE_WRITE' }));
+      // Nothing reached the followers: the bus carries committed events only.
+      expect(store.readAfter(0).map((e) => e.position)).toEqual([1]);
+      const recovered = firstValueFrom(store.recovered);
+      child.stdin?.write('go\n');
+      await store.drained();
+      await expect(recovered).resolves.toMatchObject({ events: 20, dropped: 0 });
+      const log = store.readAfter(0);
+      expect(log.map((e) => e.position)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+      expect(log.map((e) => (e.data as { reason: string }).reason)).toEqual(['before', ...Array.from({ length: 20 }, (_, i) => String(i))]);
+      await expect(firstValueFrom(followed.pipe(take(21), toArray()))).resolves.toEqual(log);
+      expect(store.backlog()).toEqual({ pending: 0, dropped: 0, since: null, lastError: null });
+      sub.unsubscribe();
+    } finally {
+      child.stdin?.end('go\n');
+      await child.catch(() => undefined);
+    }
+  });
+
+  it('queues appends on a full volume, and writes them in order, once each, when space returns', async () => {
+    const mnt = await mkdtemp(join(tmpdir(), 'podvisor-evfull-'));
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'podvisor-evfull', mnt]);
+    try {
+      const file = join(mnt, 'events.db');
+      const store = new SqliteEventStore({ path: file, retryIntervalMs: 20 });
+      try {
+        store.append('vm-a', [paused('before')]);
+        // Fill the volume to the last byte.
+        await execa('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k'], { reject: false });
+        const big = 'x'.repeat(256 * 1024);
+        const results = Array.from({ length: 5 }, (_, i) => store.appendOrQueue('vm-a', [paused(`${i}:${big}`)]));
+        expect(results.every((r) => r === null)).toBe(true);
+        expect(store.backlog()).toMatchObject({ pending: 5, lastError: expect.stringMatching(/full/) });
+        await rm(join(mnt, 'filler'));
+        await store.drained();
+        const log = store.readAfter(0);
+        expect(log.map((e) => e.position)).toEqual([1, 2, 3, 4, 5, 6]);
+        expect(log.map((e) => (e.data as { reason: string }).reason.split(':')[0])).toEqual(['before', '0', '1', '2', '3', '4']);
+      } finally {
+        store.close();
+      }
+    } finally {
+      await execa('umount', [mnt], { reject: false });
+      await rm(mnt, { recursive: true, force: true });
     }
   });
 });
