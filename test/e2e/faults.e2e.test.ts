@@ -34,7 +34,8 @@ function expectWholeLog(): void {
   expect(log.map((e) => e.position)).toEqual(log.map((_, i) => i + 1));
   const t = types(log);
   for (const type of ['SupervisorStarted', 'VmStarted', ...STOP_TAIL, 'SupervisorExited']) expect(t.filter((x) => x === type)).toHaveLength(1);
-  const tail = t.slice(t.indexOf('VmActionRequested')).filter((x) => x !== 'WarningRaised');
+  expect(t.filter((x) => x === 'VmPowerdownRequested').length).toBeGreaterThanOrEqual(1);
+  const tail = t.slice(t.indexOf('VmActionRequested')).filter((x) => x !== 'WarningRaised' && x !== 'VmPowerdownRequested');
   expect(tail).toEqual([...STOP_TAIL, 'SupervisorExited']);
   expect(log.find((e) => e.type === 'VmExited')?.data).toMatchObject({ exit: { code: 0, reason: 'guest-shutdown' } });
   expect(log.find((e) => e.type === 'SupervisorExited')?.data).toMatchObject({ exitCode: 0 });

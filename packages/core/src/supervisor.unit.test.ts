@@ -2,6 +2,7 @@ import { Subject, filter, firstValueFrom } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { SystemClock } from './clock.js';
 import { PodvisorError } from './errors.js';
+import type { EncodedEvent } from './event-store-base.js';
 import type { DomainEvent } from './events.js';
 import { SilentLogger } from './logger.js';
 import { MemoryEventStore } from './memory-event-store.js';
@@ -9,10 +10,21 @@ import type { ConfigDriveBuilder, ImageStore, Overlay, QmpEventMessage, VmHandle
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
 import { Supervisor, type SupervisorSettings } from './supervisor.js';
 
-/** A store whose disk is full: every append throws (a failure that cannot be caused for real in a unit test). */
+/** Fakes for failures that cannot be caused for real in a unit test (the int and e2e tests fill a real volume). */
+
+/** A store with a bug: appendOrQueue throws (not a storage refusal, which it would queue). */
+class BrokenEventStore extends MemoryEventStore {
+  override appendOrQueue(): never {
+    throw new Error('a bug in the store');
+  }
+}
+
+/** A store on a volume that is full until told otherwise. */
 class FullDiskEventStore extends MemoryEventStore {
-  override append(): never {
-    throw new Error('SQLITE_FULL: database or disk is full');
+  full = true;
+  protected override writeRows(rows: readonly EncodedEvent[]): number[] {
+    if (this.full) throw new PodvisorError('ERR_EVENTSTORE_WRITE', 'cannot append to the test store: SQLITE_FULL: database or disk is full');
+    return super.writeRows(rows);
   }
 }
 
@@ -37,13 +49,46 @@ const settings: SupervisorSettings = {
 };
 
 describe('Supervisor: the one record path', () => {
-  it('a failed append is caught, reported and counted; the run still ends with its outcome and nothing is thrown', async () => {
+  it('an append the log refuses (full disk) is kept and written in order later; the run goes on meanwhile, then says so', async () => {
+    const store = new FullDiskEventStore({ retryIntervalMs: 5 });
+    const runtime = {
+      probeAccelerator: () => Promise.reject(new PodvisorError('ERR_ACCEL_KVM_UNAVAILABLE', 'KVM does not run guest code here')),
+    } as unknown as VmRuntime;
+    const supervisor = new Supervisor(settings, {
+      store,
+      runtime,
+      images: {} as ImageStore,
+      configDrive: {} as ConfigDriveBuilder,
+      network: null,
+      clock: new SystemClock(),
+      log: new SilentLogger(),
+      exitCodeOf: (o) => (o.kind === 'failed' && o.code === 'ERR_ACCEL_KVM_UNAVAILABLE' ? 4 : 1),
+    });
+    const outcome = await supervisor.run();
+    expect(outcome).toMatchObject({ kind: 'failed', code: 'ERR_ACCEL_KVM_UNAVAILABLE', exitCode: 4 });
+    expect(supervisor.failedAppendCount()).toBe(3);
+    expect(supervisor.current().status).toBe('Failed');
+    expect(store.readAfter(0)).toEqual([]);
+    expect(store.backlog()).toMatchObject({ pending: 3, dropped: 0 });
+    // Space returns: the backlog is written in order, then the recovery is recorded.
+    const warning = firstValueFrom(store.follow(0).pipe(filter((e) => e.type === 'WarningRaised')));
+    store.full = false;
+    await expect(warning).resolves.toMatchObject({ position: 4, data: { code: 'WARN_EVENT_LOG_RECOVERED' } });
+    expect(store.readAfter(0).map((e) => [e.position, e.type])).toEqual([
+      [1, 'SupervisorStarted'],
+      [2, 'VmFailed'],
+      [3, 'SupervisorExited'],
+      [4, 'WarningRaised'],
+    ]);
+  });
+
+  it('an append that throws (a bug) is caught, reported and counted; the run still ends with its outcome and nothing is thrown', async () => {
     const failed: string[][] = [];
     const runtime = {
       probeAccelerator: () => Promise.reject(new PodvisorError('ERR_ACCEL_KVM_UNAVAILABLE', 'KVM does not run guest code here')),
     } as unknown as VmRuntime;
     const supervisor = new Supervisor(settings, {
-      store: new FullDiskEventStore(),
+      store: new BrokenEventStore(),
       runtime,
       images: {} as ImageStore,
       configDrive: {} as ConfigDriveBuilder,
