@@ -37,7 +37,9 @@ function expectWholeLog(): void {
   expect(t.filter((x) => x === 'VmPowerdownRequested').length).toBeGreaterThanOrEqual(1);
   const tail = t.slice(t.indexOf('VmActionRequested')).filter((x) => x !== 'WarningRaised' && x !== 'VmPowerdownRequested');
   expect(tail).toEqual([...STOP_TAIL, 'SupervisorExited']);
-  expect(log.find((e) => e.type === 'VmExited')?.data).toMatchObject({ exit: { code: 0, reason: 'guest-shutdown' } });
+  // A clean ACPI shutdown: the guest powered itself off.
+  expect(log.find((e) => e.type === 'GuestShutdownObserved')?.data).toMatchObject({ guest: true, reason: 'guest-shutdown' });
+  expect(log.find((e) => e.type === 'VmExited')?.data).toMatchObject({ exit: { code: 0, reason: 'host-shutdown' } });
   expect(log.find((e) => e.type === 'SupervisorExited')?.data).toMatchObject({ exitCode: 0 });
   expect(log.filter((e) => e.type === 'WarningRaised' && (e.data as { code: string }).code === 'WARN_EVENT_LOG_RECOVERED').length).toBeGreaterThanOrEqual(1);
 }
