@@ -8,7 +8,7 @@ import { SilentLogger } from './logger.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import type { ConfigDriveBuilder, ImageStore, Overlay, QmpEventMessage, VmHandle, VmRuntime } from './ports.js';
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
-import { Supervisor, type SupervisorSettings } from './supervisor.js';
+import { Supervisor, type SupervisorDeps, type SupervisorSettings } from './supervisor.js';
 
 /** Fakes for failures that cannot be caused for real in a unit test (the int and e2e tests fill a real volume). */
 
@@ -48,22 +48,28 @@ const settings: SupervisorSettings = {
   extraArgs: [],
 };
 
+/** A run that fails at once (KVM is unavailable): three events, SupervisorStarted, VmFailed, SupervisorExited. */
+function kvmlessSupervisor(store: MemoryEventStore, onRecordFailed?: SupervisorDeps['onRecordFailed']): Supervisor {
+  const runtime = {
+    probeAccelerator: () => Promise.reject(new PodvisorError('ERR_ACCEL_KVM_UNAVAILABLE', 'KVM does not run guest code here')),
+  } as unknown as VmRuntime;
+  return new Supervisor(settings, {
+    store,
+    runtime,
+    images: {} as ImageStore,
+    configDrive: {} as ConfigDriveBuilder,
+    network: null,
+    clock: new SystemClock(),
+    log: new SilentLogger(),
+    exitCodeOf: (o) => (o.kind === 'failed' && o.code === 'ERR_ACCEL_KVM_UNAVAILABLE' ? 4 : 1),
+    ...(onRecordFailed === undefined ? {} : { onRecordFailed }),
+  });
+}
+
 describe('Supervisor: the one record path', () => {
   it('an append the log refuses (full disk) is kept and written in order later; the run goes on meanwhile, then says so', async () => {
     const store = new FullDiskEventStore({ retryIntervalMs: 5 });
-    const runtime = {
-      probeAccelerator: () => Promise.reject(new PodvisorError('ERR_ACCEL_KVM_UNAVAILABLE', 'KVM does not run guest code here')),
-    } as unknown as VmRuntime;
-    const supervisor = new Supervisor(settings, {
-      store,
-      runtime,
-      images: {} as ImageStore,
-      configDrive: {} as ConfigDriveBuilder,
-      network: null,
-      clock: new SystemClock(),
-      log: new SilentLogger(),
-      exitCodeOf: (o) => (o.kind === 'failed' && o.code === 'ERR_ACCEL_KVM_UNAVAILABLE' ? 4 : 1),
-    });
+    const supervisor = kvmlessSupervisor(store);
     const outcome = await supervisor.run();
     expect(outcome).toMatchObject({ kind: 'failed', code: 'ERR_ACCEL_KVM_UNAVAILABLE', exitCode: 4 });
     expect(supervisor.failedAppendCount()).toBe(3);
@@ -84,20 +90,7 @@ describe('Supervisor: the one record path', () => {
 
   it('an append that throws (a bug) is caught, reported and counted; the run still ends with its outcome and nothing is thrown', async () => {
     const failed: string[][] = [];
-    const runtime = {
-      probeAccelerator: () => Promise.reject(new PodvisorError('ERR_ACCEL_KVM_UNAVAILABLE', 'KVM does not run guest code here')),
-    } as unknown as VmRuntime;
-    const supervisor = new Supervisor(settings, {
-      store: new BrokenEventStore(),
-      runtime,
-      images: {} as ImageStore,
-      configDrive: {} as ConfigDriveBuilder,
-      network: null,
-      clock: new SystemClock(),
-      log: new SilentLogger(),
-      exitCodeOf: (o) => (o.kind === 'failed' && o.code === 'ERR_ACCEL_KVM_UNAVAILABLE' ? 4 : 1),
-      onRecordFailed: (_err, events: readonly DomainEvent[]) => failed.push(events.map((e) => e.type)),
-    });
+    const supervisor = kvmlessSupervisor(new BrokenEventStore(), (_err, events: readonly DomainEvent[]) => failed.push(events.map((e) => e.type)));
     const outcome = await supervisor.run();
     expect(outcome).toMatchObject({ kind: 'failed', code: 'ERR_ACCEL_KVM_UNAVAILABLE', exitCode: 4 });
     expect(failed).toEqual([['SupervisorStarted'], ['VmFailed'], ['SupervisorExited']]);
