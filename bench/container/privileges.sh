@@ -5,7 +5,7 @@
 # network attached, or the error it stopped with) and how `podman stop`
 # ended (exit code; 137 means the stop timeout ran out). The stop comes right
 # after the attach, while the guest still boots and cannot answer ACPI yet, so
-# a running VM takes the whole PODVISOR_SHUTDOWN_GRACE (25 s) and then QMP
+# a running VM takes the whole ACPI slice of PODVISOR_STOP_GRACE and then QMP
 # quit (exit 7: a forced shutdown). The base is a local file.
 #   usage: bench/container/privileges.sh      (as root; prints a Markdown table)
 set -euo pipefail
