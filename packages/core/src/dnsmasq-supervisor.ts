@@ -24,6 +24,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
+import { SystemClock, type Clock } from './clock.js';
 import { PodvisorError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { BinaryNeed, CapabilityNeed, NetworkHooks } from './ports.js';
@@ -87,6 +88,8 @@ export interface DnsmasqSupervisorOptions {
   readyTimeoutMs?: number;
   /** podvisor's effective capabilities, which decide `dnsmasqUserArgs`. Default: read from /proc/self/status. */
   capabilities?: bigint;
+  /** Reads the time and sleeps: the readiness poll and the restart backoff. Default: the system clock. */
+  clock?: Clock;
 }
 
 const POLL_MS = 20;
@@ -95,13 +98,17 @@ export class DnsmasqSupervisor {
   private child: ChildHandle | undefined;
   private stopped = false;
   private restartsInARow = 0;
-  private timer: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
+  /** Aborts the restart backoff's sleep when the supervision stops. */
+  private backoff: AbortController | undefined;
   private pending: Promise<void> = Promise.resolve();
   private userLogged = false;
   private readonly ownerToken = randomUUID();
 
-  constructor(private readonly o: DnsmasqSupervisorOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly o: DnsmasqSupervisorOptions) {
+    this.clock = o.clock ?? new SystemClock();
+  }
 
   /** The running dnsmasq's pid, if any. */
   get pid(): number | undefined {
@@ -129,8 +136,7 @@ export class DnsmasqSupervisor {
    */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    this.wake?.();
+    this.backoff?.abort();
     await this.pending;
     const child = this.child;
     this.child = undefined;
@@ -160,7 +166,7 @@ export class DnsmasqSupervisor {
       throw new PodvisorError(this.o.errorCode, `cannot start dnsmasq: ${(err as Error).message}`, { cause: err });
     });
     this.child = child;
-    const deadline = Date.now() + (this.o.readyTimeoutMs ?? 5000);
+    const deadline = this.clock.now().getTime() + (this.o.readyTimeoutMs ?? 5000);
     for (;;) {
       if (!child.running) {
         const exit = await child.exited;
@@ -171,21 +177,21 @@ export class DnsmasqSupervisor {
         );
       }
       if ((await readPid(this.o.pidFile)) !== undefined) return child;
-      if (Date.now() > deadline) {
+      if (this.clock.now().getTime() > deadline) {
         if ((await terminateChild(child, 1000)) === 'survived') this.o.log.error('a dnsmasq that did not start could not be stopped', { pid: child.pid, hint: UNKILLABLE_HINT });
         throw new PodvisorError(this.o.errorCode, `dnsmasq did not write ${this.o.pidFile} within ${this.o.readyTimeoutMs ?? 5000} ms: ${child.stderrTail().trim()}`, {
           details: { argv: child.argv },
         });
       }
-      await delay(POLL_MS);
+      await this.clock.sleep(POLL_MS);
     }
   }
 
   private watch(child: ChildHandle): void {
-    const startedAt = Date.now();
+    const startedAt = this.clock.now().getTime();
     void child.exited.then((exit) => {
       if (this.stopped || this.child !== child) return;
-      this.pending = this.onExit(exit, Date.now() - startedAt, child.pid);
+      this.pending = this.onExit(exit, this.clock.now().getTime() - startedAt, child.pid);
     });
   }
 
@@ -205,12 +211,10 @@ export class DnsmasqSupervisor {
     const wait = Math.min((this.o.backoffMs ?? 200) * 2 ** this.restartsInARow, this.o.maxBackoffMs ?? 5000);
     this.restartsInARow += 1;
     this.o.log.warn('dnsmasq exited, restarting', { pid, exit: how, inMs: wait, restart: this.restartsInARow });
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-      this.timer = setTimeout(resolve, wait);
-    });
-    this.timer = undefined;
-    this.wake = undefined;
+    this.backoff = new AbortController();
+    // An abort (stop) ends the wait early; what follows checks `stopped`.
+    await this.clock.sleep(wait, this.backoff.signal).catch(() => undefined);
+    this.backoff = undefined;
     if (this.stopped || !(await this.stillOwner(pid, how))) return;
     try {
       const next = await this.launch();
@@ -256,16 +260,16 @@ export function dnsmasqOwnerFile(pidFile: string): string {
  * started with that same pid file. Removes the pid file. Returns the pid it
  * stopped, if any. Never throws for "already gone".
  */
-export async function stopStrayDnsmasq(pidFile: string, log: Logger): Promise<number | undefined> {
+export async function stopStrayDnsmasq(pidFile: string, log: Logger, clock: Clock = new SystemClock()): Promise<number | undefined> {
   await rm(dnsmasqOwnerFile(pidFile), { force: true });
   const pid = await readPid(pidFile);
   let stopped: number | undefined;
   if (pid !== undefined && (await isOurDnsmasq(pid, pidFile))) {
     log.info('stopping a dnsmasq left by an earlier run', { pid, pidFile });
     signal(pid, 'SIGTERM');
-    if (!(await waitGone(pid, 2000))) {
+    if (!(await waitGone(pid, 2000, clock))) {
       signal(pid, 'SIGKILL');
-      if (!(await waitGone(pid, 2000))) log.error('a dnsmasq left by an earlier run could not be stopped; left running', { pid, pidFile, hint: UNKILLABLE_HINT });
+      if (!(await waitGone(pid, 2000, clock))) log.error('a dnsmasq left by an earlier run could not be stopped; left running', { pid, pidFile, hint: UNKILLABLE_HINT });
     }
     stopped = pid;
   }
@@ -292,8 +296,8 @@ async function isOurDnsmasq(pid: number, pidFile: string): Promise<boolean> {
 }
 
 /** True once the process is gone or a zombie (its parent has not reaped it yet). */
-async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+async function waitGone(pid: number, timeoutMs: number, clock: Clock): Promise<boolean> {
+  const deadline = clock.now().getTime() + timeoutMs;
   for (;;) {
     let state: string | undefined;
     try {
@@ -304,8 +308,8 @@ async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
       return true;
     }
     if (state === 'Z' || state === 'X') return true;
-    if (Date.now() > deadline) return false;
-    await delay(POLL_MS);
+    if (clock.now().getTime() > deadline) return false;
+    await clock.sleep(POLL_MS);
   }
 }
 
@@ -315,8 +319,4 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   } catch {
     // Already gone.
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -19,8 +19,10 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inject, injectable } from 'inversify';
+import { inject, injectable, optional } from 'inversify';
 import {
+  Clock,
+  SystemClock,
   ConfigError,
   Logger,
   PodvisorError,
@@ -111,6 +113,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   constructor(
     @inject(ProcessRunner) private readonly runner: ProcessRunner,
     @inject(Logger) log: Logger,
+    @inject(Clock) @optional() private readonly clock: Clock = new SystemClock(),
   ) {
     this.log = log.child({ name: 'MacvtapNetworkBackend' });
   }
@@ -200,6 +203,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
       if (args !== undefined) {
         const dhcp = new DnsmasqSupervisor({
           runner: this.runner,
+          clock: this.clock,
           log: this.log,
           hooks,
           args,
@@ -247,7 +251,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
     const dhcp = this.dhcp;
     this.dhcp = undefined;
     if (dhcp !== undefined) await attempt('stop dnsmasq', () => dhcp.stop());
-    await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log));
+    await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log, this.clock));
     for (const fd of this.fds.splice(0)) {
       try {
         closeSync(fd);

@@ -13,8 +13,10 @@
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inject, injectable } from 'inversify';
+import { inject, injectable, optional } from 'inversify';
 import {
+  Clock,
+  SystemClock,
   ConfigError,
   Logger,
   PodvisorError,
@@ -91,6 +93,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
   constructor(
     @inject(ProcessRunner) private readonly runner: ProcessRunner,
     @inject(Logger) log: Logger,
+    @inject(Clock) @optional() private readonly clock: Clock = new SystemClock(),
   ) {
     this.log = log.child({ name: 'NatBridgeNetworkBackend' });
   }
@@ -195,6 +198,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       });
       const supervisor = new DnsmasqSupervisor({
         runner: this.runner,
+        clock: this.clock,
         log: this.log,
         hooks,
         args,
@@ -255,7 +259,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     const supervisor = this.supervisor;
     this.supervisor = undefined;
     if (supervisor !== undefined) await attempt('stop dnsmasq', () => supervisor.stop());
-    await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log));
+    await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log, this.clock));
     if (parts.table) await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
     if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
     const previous = await readFile(paths.ipForwardFile, 'utf8').then(
