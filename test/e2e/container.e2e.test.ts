@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
-import { CAPABILITY_BITS, hasCapabilities, parseEffectiveCapabilities, type CapabilityName } from '@podvisor/core';
+import { capabilityBit, hasCapabilities, parseEffectiveCapabilities } from '@podvisor/core';
 import { HttpImageServer } from '../support/http-image-server.js';
 import { PODVISOR_IMAGE, PodmanLogs, REPO_ROOT, declaredCapabilities, podFromStatefulSet, podman, type KubeObject } from '../support/podman.js';
 import { scanSpawnedBinaries } from '../support/spawned-binaries.js';
@@ -182,7 +182,7 @@ describe('the nat-bridge StatefulSet under podman kube play', () => {
 
       // Exactly the overlay's capabilities, not privileged, /proc/sys read-only.
       const caps = parseEffectiveCapabilities((await podman(['exec', first.container, 'cat', '/proc/1/status'])).stdout);
-      const expected = declared.reduce((m, c) => m | (1n << BigInt(CAPABILITY_BITS[c as CapabilityName])), 0n);
+      const expected = declared.reduce((m, c) => m | (1n << BigInt(capabilityBit(c))), 0n);
       expect(caps?.toString(16)).toBe(expected.toString(16));
       expect(hasCapabilities(caps ?? 0n, ['CAP_KILL'])).toBe(false);
       expect((await podman(['inspect', first.container, '--format', '{{.HostConfig.Privileged}}'])).stdout.trim()).toBe('false');

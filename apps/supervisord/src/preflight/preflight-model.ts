@@ -7,9 +7,8 @@
  * before anything is pulled. No I/O here: the probes live in
  * `preflight-probes.ts`.
  */
-import { debianPackageOf, type AcceleratorChoice, type Prerequisites } from '@podvisor/core';
+import { capabilityName, debianPackageOf, type AcceleratorChoice, type Prerequisites, type ProcessCapabilities } from '@podvisor/core';
 import { formatBytes } from '../commands/image-command.js';
-import { capabilityName, type ProcessCapabilities } from './capabilities.js';
 
 export type PreflightStatus = 'ok' | 'warn' | 'fail';
 

@@ -9,8 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync, readFileSync, statSync, statfsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { errorMessage, resolveExecutable } from '@podvisor/core';
-import { parseStatusCapabilities } from './capabilities.js';
+import { errorMessage, parseStatusCapabilities, resolveExecutable } from '@podvisor/core';
 import type { AcceleratorProbe, DeviceProbe, PreflightFacts, SysctlProbe, VolumeProbe } from './preflight-model.js';
 
 export interface ProbeOptions {
