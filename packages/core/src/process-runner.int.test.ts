@@ -101,7 +101,10 @@ describe('ExecaProcessRunner', () => {
        import { SilentLogger } from ${JSON.stringify(path.join(dist, 'logger.js'))};
        const c = await new ExecaProcessRunner(new SilentLogger()).spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sleep', '300'], { name: 'sleep' });
        process.stdout.write(c.pid + '\\n');
-       await new Promise((r) => setTimeout(r, 100));
+       // Wait on the state, not a time: setpriv has become nobody once /proc shows uid 65534.
+       const { readFileSync } = await import('node:fs');
+       const uid = () => readFileSync('/proc/' + c.pid + '/status', 'utf8').split('\\n').find((l) => l.startsWith('Uid:'))?.split(/[ \\t]+/)[1];
+       while (uid() !== '65534') await new Promise((r) => setImmediate(r));
        const outcome = await terminateChild(c, 300, 300);
        process.stdout.write(JSON.stringify({ outcome, running: c.running }) + '\\n');
        process.exit(0);`,
