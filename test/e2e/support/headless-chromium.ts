@@ -86,7 +86,9 @@ export class HeadlessChromium {
     this.ws.close();
     this.proc.kill('SIGKILL');
     await new Promise((resolve) => (this.proc.exitCode !== null || this.proc.signalCode !== null ? resolve(null) : this.proc.once('exit', resolve)));
-    await rm(this.profile, { recursive: true, force: true });
+    // Chromium's helper processes can still be writing into the profile for a moment after the browser died
+    // (seen: ENOTEMPTY); node's rm retries those errors.
+    await rm(this.profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   }
 
   private send(method: string, params: Record<string, unknown>, sessionId?: string): Promise<Record<string, unknown>> {
