@@ -26,6 +26,7 @@ COPY packages/image-store/package.json packages/image-store/
 COPY packages/configdrive/package.json packages/configdrive/
 COPY packages/net-nat-bridge/package.json packages/net-nat-bridge/
 COPY packages/net-macvtap/package.json packages/net-macvtap/
+COPY packages/net-l2-segment/package.json packages/net-l2-segment/
 COPY apps/supervisord/package.json apps/supervisord/
 COPY test/package.json test/
 RUN npm install --no-audit --no-fund
@@ -53,13 +54,13 @@ COPY deploy/image/podvisor deploy/image/podvisor-entrypoint /out/usr/local/bin/
 
 FROM ${BASE}
 # Debian packages only: Node, qemu and qemu-img, dnsmasq, nftables and iproute2
-# for the network backends, genisoimage for the config drive, util-linux for
+# for the network backends, wireguard-go and wireguard-tools for l2-segment, genisoimage for the config drive, util-linux for
 # setpriv (children die with podvisor), procps for sysctl, passt, and the CA
 # certificates for https image sources. test/e2e/container.e2e.test.ts checks
 # that every binary the code can spawn is here.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      nodejs qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage util-linux procps passt ca-certificates >/dev/null \
+      nodejs qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage util-linux procps passt wireguard-go wireguard-tools ca-certificates >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
 COPY --from=build /out/ /
 EXPOSE 5800 5900

@@ -8,7 +8,8 @@ SHELL := /bin/bash
 APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage \
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
   curl socat chromium \
-  podman buildah runc catatonit containernetworking-plugins iptables debootstrap
+  podman buildah runc catatonit containernetworking-plugins iptables debootstrap \
+  wireguard-go wireguard-tools tcpdump
 STAMPS := .stamps
 # The container image (Dockerfile) and the base it is built FROM (scripts/image-base.sh).
 IMAGE := localhost/podvisor:latest

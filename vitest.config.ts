@@ -13,6 +13,7 @@ const alias = {
   '@podvisor/configdrive': pkg('./packages/configdrive/src/index.ts'),
   '@podvisor/net-nat-bridge': pkg('./packages/net-nat-bridge/src/index.ts'),
   '@podvisor/net-macvtap': pkg('./packages/net-macvtap/src/index.ts'),
+  '@podvisor/net-l2-segment': pkg('./packages/net-l2-segment/src/index.ts'),
   '@podvisor/supervisord': pkg('./apps/supervisord/src/index.ts'),
 };
 

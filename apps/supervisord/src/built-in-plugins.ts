@@ -8,4 +8,5 @@ export const BUILT_IN_PLUGINS: Readonly<Record<string, () => Promise<unknown>>> 
   '@podvisor/configdrive': () => import('@podvisor/configdrive'),
   '@podvisor/net-nat-bridge': () => import('@podvisor/net-nat-bridge'),
   '@podvisor/net-macvtap': () => import('@podvisor/net-macvtap'),
+  '@podvisor/net-l2-segment': () => import('@podvisor/net-l2-segment'),
 };

@@ -133,14 +133,16 @@ export class PluginRegistry {
 
   /**
    * The settings (environment variables set in `env`) that belong to other
-   * providers of `kind` than the `selected` one, by provider name; a setting
-   * that the selected one reads too is not listed.
+   * providers of `kind` than the `selected` one(s) (the primary network
+   * backend and the stacked ones), by provider name; a setting that a
+   * selected one reads too is not listed.
    */
-  settingsOfOthers(kind: PluginKind, selected: string, env: Readonly<Record<string, string | undefined>>): { usedBy: string; settings: string[] }[] {
+  settingsOfOthers(kind: PluginKind, selected: string | readonly string[], env: Readonly<Record<string, string | undefined>>): { usedBy: string; settings: string[] }[] {
+    const chosen = new Set(typeof selected === 'string' ? [selected] : selected);
     const provisions = [...this.plugins.values()].flatMap((p) => p.manifest.provides.filter((x) => x.kind === kind));
-    const own = new Set(provisions.find((x) => x.name === selected)?.settings ?? []);
+    const own = new Set(provisions.filter((x) => chosen.has(x.name)).flatMap((x) => x.settings ?? []));
     return provisions
-      .filter((x) => x.name !== selected)
+      .filter((x) => !chosen.has(x.name))
       .map((x) => ({ usedBy: x.name, settings: (x.settings ?? []).filter((s) => env[s] !== undefined && !own.has(s)) }))
       .filter((x) => x.settings.length > 0);
   }

@@ -77,6 +77,8 @@ export interface VmNic {
   backend: NicBackend;
   /** The addresses the guest will have on this NIC (CIDR), for events and `/v1/vm`. */
   addresses: string[];
+  /** The MTU the guest's driver starts with (virtio-net `host_mtu`, VIRTIO_NET_F_MTU); unset: the guest's default (1500). */
+  mtu?: number;
 }
 
 /** Where qemu's VNC server should listen, decided by the network design. */
@@ -124,6 +126,12 @@ export interface PluginWarning {
  */
 export interface NetworkBackend {
   readonly name: string;
+  /**
+   * True when the backend only adds NICs of its own next to a primary
+   * backend's and touches nothing the primary owns, so that it may be named
+   * in `PODVISOR_NETWORK_EXTRA`. Its NIC ids must not be `net0`.
+   */
+  readonly stackable?: boolean;
   /** Pure checks of `spec.env` / `spec.settings`; returns every problem found. */
   validate(spec: NetworkAttachSpec): ConfigProblem[];
   /** Sets up the host side. Throws a `PodvisorError` and leaves nothing behind on failure. */

@@ -71,6 +71,8 @@ export interface SupervisorDeps {
   configDrive: ConfigDriveBuilder;
   /** `null` for the `none` network. */
   network: NetworkBackend | null;
+  /** Stacked backends (`PODVISOR_NETWORK_EXTRA`), each with its own spec; attached after `network`, in order, and detached before it, in reverse. */
+  extraNetworks?: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }>;
   clock: Clock;
   log: Logger;
   /** The app's exit-code table: recorded in `SupervisorExited`. */
@@ -369,14 +371,17 @@ export class Supervisor {
   }
 
   private async teardown(): Promise<void> {
-    const backend = this.deps.network;
-    if (backend === null || this.network === null) return;
+    if (this.network === null) return;
+    const backends = [...(this.deps.extraNetworks ?? [])].reverse();
+    if (this.deps.network !== null) backends.push({ backend: this.deps.network, spec: this.settings.networkSpec });
     const limit = Math.max(this.budget.teardownMs, 1000);
-    try {
-      await this.withDeadline(backend.detach(this.settings.networkSpec), limit, () => new PodvisorError('ERR_NETWORK_DETACH_TIMEOUT', `network teardown (${backend.name}) did not finish within ${limit} ms`));
-      this.record([{ type: 'NetworkDetached', data: { backend: backend.name } }]);
-    } catch (err) {
-      this.record([{ type: 'WarningRaised', data: { code: 'WARN_NETWORK_DETACH', message: `network teardown failed: ${errorMessage(err)}` } }]);
+    for (const { backend, spec } of backends) {
+      try {
+        await this.withDeadline(backend.detach(spec), limit, () => new PodvisorError('ERR_NETWORK_DETACH_TIMEOUT', `network teardown (${backend.name}) did not finish within ${limit} ms`));
+        this.record([{ type: 'NetworkDetached', data: { backend: backend.name } }]);
+      } catch (err) {
+        this.record([{ type: 'WarningRaised', data: { code: 'WARN_NETWORK_DETACH', message: `network teardown (${backend.name}) failed: ${errorMessage(err)}` } }]);
+      }
     }
   }
 

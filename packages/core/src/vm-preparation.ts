@@ -11,7 +11,7 @@ import type { Clock } from './clock.js';
 import { PodvisorError, redactUrl } from './errors.js';
 import type { DomainEvent } from './events.js';
 import type { Logger } from './logger.js';
-import type { NetworkAttachment, VmLaunchPlan, VncListen } from './ports.js';
+import type { NetworkAttachSpec, NetworkAttachment, NetworkBackend, VmLaunchPlan, VmNic, VncListen } from './ports.js';
 import type { SupervisorDeps, SupervisorSettings } from './supervisor.js';
 
 export interface VmPreparationHooks {
@@ -107,19 +107,31 @@ export async function prepareVm(s: SupervisorSettings, d: SupervisorDeps, h: VmP
   throwIfAborted(h.signal);
 
   let network: NetworkAttachment | null = null;
-  if (d.network !== null) {
-    h.onNetworkAttaching();
-    network = await d.network.attach(s.networkSpec, {
-      log: h.log.child({ name: d.network.name }),
+  const nics: VmNic[] = [];
+  const extras = d.extraNetworks ?? [];
+  if (d.network !== null || extras.length > 0) h.onNetworkAttaching();
+  const attach = async (backend: NetworkBackend, spec: NetworkAttachSpec): Promise<NetworkAttachment> => {
+    const attached = await backend.attach(spec, {
+      log: h.log.child({ name: backend.name }),
       warn: (w) => record([{ type: 'WarningRaised', data: { ...w } }]),
       notice: (w) => record([{ type: 'WarningRaised', data: { ...w } }]),
     });
     record([
       {
         type: 'NetworkAttached',
-        data: { backend: d.network.name, nics: network.nics.map((n) => ({ id: n.id, mac: n.mac, addresses: n.addresses })), detail: network.detail },
+        data: { backend: backend.name, nics: attached.nics.map((n) => ({ id: n.id, mac: n.mac, addresses: n.addresses })), detail: attached.detail },
       },
     ]);
+    return attached;
+  };
+  if (d.network !== null) {
+    network = await attach(d.network, s.networkSpec);
+    nics.push(...network.nics);
+  }
+  // Stacked backends add their NICs after the primary's, in the order configured.
+  for (const extra of extras) {
+    throwIfAborted(h.signal);
+    nics.push(...(await attach(extra.backend, extra.spec)).nics);
   }
   const vnc: VncListen | null = !s.vnc.enabled ? null : (network?.vnc ?? { kind: 'tcp', host: '0.0.0.0', display: s.vnc.port - 5900 });
   return {
@@ -131,7 +143,7 @@ export async function prepareVm(s: SupervisorSettings, d: SupervisorDeps, h: VmP
       memoryMb: s.memoryMb,
       disk: { path: overlay.path, format: 'qcow2' },
       cdrom: drive?.path ?? null,
-      nics: network?.nics ?? [],
+      nics,
       vnc,
       qmpSocket: path.join(s.stateDir, 'qmp.sock'),
       extraArgs: s.extraArgs,

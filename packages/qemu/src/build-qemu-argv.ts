@@ -67,7 +67,7 @@ export function buildQemuArgv(plan: VmLaunchPlan, options: QemuArgvOptions = {})
   const firstFd = options.firstPassedFd ?? 3;
   const passFd = (fd: number): number => passFds.push(fd) - 1 + firstFd;
   for (const nic of plan.nics) {
-    argv.push('-netdev', netdev(nic, passFd), '-device', `virtio-net-pci,netdev=${nic.id},mac=${nic.mac},id=${nic.id}-dev`);
+    argv.push('-netdev', netdev(nic, passFd), '-device', `virtio-net-pci,netdev=${nic.id},mac=${nic.mac},id=${nic.id}-dev${nic.mtu === undefined ? '' : `,host_mtu=${nic.mtu}`}`);
   }
   if (plan.vnc === null) argv.push('-display', 'none');
   else {
@@ -122,6 +122,8 @@ export function planProblems(plan: VmLaunchPlan): ConfigProblem[] {
     check(typeof nic.id === 'string' && QEMU_ID.test(nic.id) && !ids.has(nic.id), `${at}.id`, nic.id, 'a unique qemu id (a letter, then letters, digits, - . _)');
     ids.add(nic.id);
     check(typeof nic.mac === 'string' && MAC.test(nic.mac), `${at}.mac`, nic.mac, 'a MAC address like 52:54:00:12:34:56');
+    // virtio 1.1, 5.1.4: the device MTU is 68 to 65535.
+    check(nic.mtu === undefined || (Number.isInteger(nic.mtu) && nic.mtu >= 68 && nic.mtu <= 65535), `${at}.mtu`, nic.mtu, 'an MTU from 68 to 65535');
     const b = nic.backend;
     if (b?.kind === 'tap') check(typeof b.ifname === 'string' && b.ifname !== '' && b.ifname.length <= 15, `${at}.backend.ifname`, b.ifname, 'an interface name of 1 to 15 characters');
     else if (b?.kind === 'tap-fd') {

@@ -59,7 +59,7 @@ describe('buildQemuArgv', () => {
         { id: 'net0', mac: '52:54:00:00:00:01', backend: { kind: 'tap', ifname: 'tap0' }, addresses: [] },
         { id: 'net1', mac: '52:54:00:00:00:02', backend: { kind: 'tap-fd', fd: 17, vhostFd: 18 }, addresses: [] },
         { id: 'net2', mac: '52:54:00:00:00:03', backend: { kind: 'tap-fd', fd: 21 }, addresses: [] },
-        { id: 'net3', mac: '52:54:00:00:00:04', backend: { kind: 'user' }, addresses: [] },
+        { id: 'net3', mac: '52:54:00:00:00:04', backend: { kind: 'user' }, addresses: [], mtu: 1370 },
       ],
       vnc: { kind: 'tcp', host: '0.0.0.0', display: 0 },
       extraArgs: ['-cpu', 'EPYC', '-device', 'virtio-rng-pci'],
@@ -86,7 +86,7 @@ describe('buildQemuArgv', () => {
       '-netdev', 'tap,id=net2,fd=5',
       '-device', 'virtio-net-pci,netdev=net2,mac=52:54:00:00:00:03,id=net2-dev',
       '-netdev', 'user,id=net3',
-      '-device', 'virtio-net-pci,netdev=net3,mac=52:54:00:00:00:04,id=net3-dev',
+      '-device', 'virtio-net-pci,netdev=net3,mac=52:54:00:00:00:04,id=net3-dev,host_mtu=1370',
       '-vnc', '0.0.0.0:0',
       '-device', 'VGA',
       ...tail,
@@ -131,7 +131,7 @@ describe('buildQemuArgv', () => {
         memoryMb: 8,
         nics: [
           { id: 'net0', mac: 'zz', backend: { kind: 'tap-fd', fd: -1 }, addresses: [] },
-          { id: 'net0', mac: '52:54:00:00:00:02', backend: { kind: 'user' }, addresses: [] },
+          { id: 'net0', mac: '52:54:00:00:00:02', backend: { kind: 'user' }, addresses: [], mtu: 20 },
         ],
         qmpSocket: `/${'x'.repeat(120)}`,
       });
@@ -140,7 +140,7 @@ describe('buildQemuArgv', () => {
     }
     expect(caught?.code).toBe('ERR_QEMU_PLAN_INVALID');
     const fields = (caught?.details?.problems as Array<{ path: string }>).map((p) => p.path);
-    expect(fields).toEqual(['plan.uuid', 'plan.vcpus', 'plan.memoryMb', 'plan.nics[0].mac', 'plan.nics[0].backend.fd', 'plan.nics[1].id', 'plan.qmpSocket']);
+    expect(fields).toEqual(['plan.uuid', 'plan.vcpus', 'plan.memoryMb', 'plan.nics[0].mac', 'plan.nics[0].backend.fd', 'plan.nics[1].id', 'plan.nics[1].mtu', 'plan.qmpSocket']);
     expect(caught?.message).toContain('plan.vcpus: got 0, expected an integer from 1 to 255');
     expect(caught?.message).toContain('plan.memoryMb: got 8');
   });

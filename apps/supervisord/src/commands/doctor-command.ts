@@ -16,7 +16,7 @@ export const DOCTOR_HELP = `Usage: podvisor doctor [--json] [run's flags]
 Checks, before anything is pulled, that this container can run the VM that
 'podvisor run' with the same flags, environment and YAML (--config, default
 ${DEFAULT_CONFIG_FILE} if it exists) would run:
-  - the capabilities the chosen network backend needs (CapEff and CapBnd);
+  - the capabilities the chosen network backends need (CapEff and CapBnd);
   - the devices it needs (/dev/net/tun; /dev/vhost-net, optional);
   - sysctls (net.ipv4.ip_forward: already 1, or /proc/sys writable);
   - the images, disk and state volumes: writable, with free space for the image;
@@ -52,8 +52,8 @@ export async function doctorCommand(argv: readonly string[], io: CommandIo): Pro
   } catch (err) {
     return reportStartupError(err, io);
   }
-  const { config, app, network, networkSpec } = setup;
-  const report = await runPreflight({ config, container: app.container, network, networkSpec, probeAccelerator: true });
+  const { config, app, network, networkSpec, extraNetworks } = setup;
+  const report = await runPreflight({ config, container: app.container, network, networkSpec, extraNetworks, probeAccelerator: true });
   const status = worstStatus(report.findings);
   if (json === true) {
     io.stdout.write(`${JSON.stringify({ status, network: config.network, accel: config.accel, durationMs: report.durationMs, findings: report.findings })}\n`);

@@ -97,7 +97,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   } catch (err) {
     return reportStartupError(err, io);
   }
-  const { config, app, network, networkSpec, vncConfigured, tokens } = setup;
+  const { config, app, network, networkSpec, extraNetworks, vncConfigured, tokens } = setup;
   const { container, registry } = app;
   const log = container.get<Logger>(Logger);
 
@@ -144,7 +144,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   );
   // Settings only another network backend reads have no effect: say so, naming them and that backend.
   // Queued like every daemon append: a full or locked volume must not stop the start.
-  for (const { usedBy, settings } of registry.settingsOfOthers('network-backend', config.network, io.env)) {
+  for (const { usedBy, settings } of registry.settingsOfOthers('network-backend', [config.network, ...Object.keys(config.networkExtra)], io.env)) {
     log.warn('settings ignored', { settings, backend: config.network, usedBy });
     store.appendOrQueue(config.name, [event('SettingsIgnored', { settings, backend: config.network, usedBy })]);
   }
@@ -185,6 +185,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     images: container.get<ImageStore>(ImageStore),
     configDrive: container.get<ConfigDriveBuilder>(ConfigDriveBuilder),
     network,
+    extraNetworks,
     clock,
     log,
     exitCodeOf: runExitCode,
@@ -234,6 +235,8 @@ export interface RunSetup {
   /** The chosen network backend; null for `none`. */
   network: NetworkBackend | null;
   networkSpec: NetworkAttachSpec;
+  /** The stacked backends (`PODVISOR_NETWORK_EXTRA`), in order, each with its spec (its own settings section). */
+  extraNetworks: Array<{ backend: NetworkBackend; spec: NetworkAttachSpec }>;
   /** The operator's VNC password, `generate` (made in the state dir once things may be created), or none. */
   vncConfigured: string | 'generate' | undefined;
   tokens: ControlTokens | undefined;
@@ -291,6 +294,22 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
       problems.push(...network.validate(networkSpec));
     }
   }
+  const extraNetworks: RunSetup['extraNetworks'] = [];
+  for (const [name, settings] of Object.entries(config.networkExtra)) {
+    const path = config.origins.networkExtra;
+    if (name === config.network || registry.provider('network-backend', name) === undefined) {
+      problems.push({ path, value: name, expected: `a stackable network backend other than the primary ${config.network} (${registry.names('network-backend').filter((n) => n !== config.network).join(', ')}, or a plugin's, named in PODVISOR_PLUGINS)` });
+      continue;
+    }
+    const backend = container.getNamed<NetworkBackend>(NetworkBackend, name);
+    if (backend.stackable !== true) {
+      problems.push({ path, value: name, expected: `a backend that adds a NIC next to the primary one; ${name} takes over the pod network itself (use it as PODVISOR_NETWORK)` });
+      continue;
+    }
+    const spec = { ...networkSpec, settings };
+    extraNetworks.push({ backend, spec });
+    problems.push(...backend.validate(spec));
+  }
   // The VNC password (the operator's, else generated in the state dir) reaches qemu over QMP, set by the qemu runtime.
   const vncConfigured = configuredVncPassword({ ...config, origins: { vncPasswordFile: config.origins.vncPasswordFile } }, problems);
   // The control endpoint's tokens are configuration too: checked before anything is created.
@@ -304,7 +323,7 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return { config, app, network, networkSpec, vncConfigured, tokens };
+  return { config, app, network, networkSpec, extraNetworks, vncConfigured, tokens };
 }
 
 function readConfigFile(explicit: string | undefined): { text: string; path: string } | null {

@@ -81,6 +81,20 @@ const size: Parse<number | undefined> = (raw) => {
 const mapping: Parse<Record<string, unknown>> = (raw) =>
   typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? { ok: raw as Record<string, unknown> } : { expected: 'a mapping' };
 
+/**
+ * Stacked network backends: a list of names (`l2-segment`, or `a,b` in the
+ * environment), or in YAML a mapping of each name to its own settings.
+ * Kept in the order given, which is the order of their NICs.
+ */
+const extraNetworks: Parse<Record<string, Record<string, unknown>>> = (raw, source) => {
+  const list = stringList(raw, source);
+  if ('ok' in list) return { ok: Object.fromEntries(list.ok.map((n) => [n, {}])) };
+  if (typeof raw === 'object' && raw !== null && Object.values(raw).every((v) => v === null || (typeof v === 'object' && !Array.isArray(v)))) {
+    return { ok: Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, (v ?? {}) as Record<string, unknown>])) };
+  }
+  return { expected: 'a list of network backend names, or a mapping of each name to its settings' };
+};
+
 export const FIELDS = {
   name: { key: 'vm.name', env: ['PODVISOR_VM_NAME'], flag: 'name', parse: str, doc: "the VM's name (default: the pod's hostname)" } as FieldSpec<string>,
   vcpus: { key: 'vm.vcpus', env: ['IMG_VCPU'], flag: 'vcpus', parse: int(1, 255), doc: 'vCPUs (Berth: IMG_VCPU)' } as FieldSpec<number>,
@@ -105,6 +119,7 @@ export const FIELDS = {
   configDriveFormat: { key: 'configDrive.format', env: ['PODVISOR_CONFIGDRIVE'], parse: oneOf<ConfigDriveFormat>(['config-2', 'nocloud']), doc: 'config-2 | nocloud' } as FieldSpec<ConfigDriveFormat>,
   network: { key: 'network.backend', env: ['PODVISOR_NETWORK'], flag: 'network', parse: str, doc: 'nat-bridge | macvtap | none | a plugin' } as FieldSpec<string>,
   networkSettings: { key: 'network.settings', parse: mapping, doc: "the backend's own settings" } as FieldSpec<Record<string, unknown>>,
+  networkExtra: { key: 'network.extra', env: ['PODVISOR_NETWORK_EXTRA'], flag: 'network-extra', parse: extraNetworks, doc: 'more network backends that each add a NIC next to the primary one (e.g. l2-segment)' } as FieldSpec<Record<string, Record<string, unknown>>>,
   plugins: { key: 'plugins', env: ['PODVISOR_PLUGINS'], parse: stringList, doc: 'extra plugin modules (package names or paths)' } as FieldSpec<string[]>,
   noVnc: { key: 'vnc.disabled', env: ['NO_VNC'], parse: flagBool, doc: 'no VNC; 5900 is forwarded to the VM' } as FieldSpec<boolean>,
   vncPasswordFile: { key: 'vnc.passwordFile', env: ['PODVISOR_VNC_PASSWORD_FILE'], parse: optionalStr, doc: 'VNC password file' } as FieldSpec<string | undefined>,

@@ -52,6 +52,7 @@ const DEFAULTS: Partial<Values> = {
   configDriveFormat: 'config-2',
   network: 'nat-bridge',
   networkSettings: {},
+  networkExtra: {},
   plugins: [],
   noVnc: false,
   vncPasswordFile: undefined,

@@ -36,12 +36,17 @@ export const PREFLIGHT_MIN_FREE_BYTES = { images: 1024 ** 3, disk: 256 * 1024 **
 
 /**
  * The prerequisites each adapter of this container declares, plus the
- * network backend's (when there is one). Resolving an adapter builds its
+ * network backends' (the primary, when there is one, and the stacked ones). Resolving an adapter builds its
  * singleton, and `run` binds settings (the VNC password) only after the
  * preflight: the container is restored afterwards, so the adapters built
  * here are dropped and `run` builds them with their final settings.
  */
-export function configuredPrerequisites(container: Container, network: NetworkBackend | null, spec: NetworkAttachSpec): ComponentPrerequisites[] {
+export function configuredPrerequisites(
+  container: Container,
+  network: NetworkBackend | null,
+  spec: NetworkAttachSpec,
+  extraNetworks: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }> = [],
+): ComponentPrerequisites[] {
   container.snapshot();
   let declared: [string, Prerequisites | undefined][];
   try {
@@ -51,6 +56,7 @@ export function configuredPrerequisites(container: Container, network: NetworkBa
       ['image store', container.get<ImageStore>(ImageStore).prerequisites?.()],
       ['config drive', container.get<ConfigDriveBuilder>(ConfigDriveBuilder).prerequisites?.()],
       ...(network === null ? [] : [[network.name, network.prerequisites?.(spec)] as [string, Prerequisites | undefined]]),
+      ...extraNetworks.map((e) => [e.backend.name, e.backend.prerequisites?.(e.spec)] as [string, Prerequisites | undefined]),
     ];
   } finally {
     container.restore();
@@ -95,6 +101,8 @@ export interface PreflightRequest {
   container: Container;
   network: NetworkBackend | null;
   networkSpec: NetworkAttachSpec;
+  /** The stacked network backends, whose prerequisites are checked too. */
+  extraNetworks?: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }>;
   /** Run the bounded KVM probe (doctor). `run` leaves the accelerator to the supervisor, which probes it before any pull. */
   probeAccelerator: boolean;
 }
@@ -110,7 +118,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   const started = performance.now();
   const { config, container } = request;
   const needs: PreflightNeeds = {
-    components: configuredPrerequisites(container, request.network, request.networkSpec),
+    components: configuredPrerequisites(container, request.network, request.networkSpec, request.extraNetworks),
     volumes: volumeNeeds(config),
     accelerator: request.probeAccelerator ? config.accel : null,
   };

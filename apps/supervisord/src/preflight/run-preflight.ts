@@ -21,9 +21,9 @@ import { runPreflight } from './preflight.js';
  * findings are recorded only then, never into another instance's log.
  */
 export async function preflightForRun(setup: RunSetup, io: CommandIo, holdVolume: () => boolean): Promise<number | null> {
-  const { config, app, network, networkSpec } = setup;
+  const { config, app, network, networkSpec, extraNetworks } = setup;
   const log = app.container.get<Logger>(Logger).child({ name: 'preflight' });
-  const report = await runPreflight({ config, container: app.container, network, networkSpec, probeAccelerator: false });
+  const report = await runPreflight({ config, container: app.container, network, networkSpec, extraNetworks, probeAccelerator: false });
   const failed = report.findings.filter((f) => f.status === 'fail');
   const warnings = report.findings.filter((f) => f.status === 'warn');
   for (const w of warnings) log.warn('preflight warning', { id: w.id, finding: w.finding, fix: w.fix });
