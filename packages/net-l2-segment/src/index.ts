@@ -32,11 +32,12 @@ export {
   buildSegmentDnsmasqArgs,
   buildSegmentRuleset,
   buildSegmentTeardown,
+  segmentLinkScript,
   segmentMac,
   wireguardConfig,
   wireguardInterfaceName,
 } from './segment-plan.js';
-export type { WireguardPeerConfig, SegmentRulesetParams, SegmentDnsmasqParams } from './segment-plan.js';
+export type { WireguardPeerConfig, SegmentRulesetParams, SegmentDnsmasqParams, SegmentLinkParams } from './segment-plan.js';
 export { WireguardDevice, wireguardOrder } from './wireguard-device.js';
 export type { WireguardImplementation } from './wireguard-device.js';
 

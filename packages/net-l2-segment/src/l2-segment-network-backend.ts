@@ -43,6 +43,7 @@ import {
   buildSegmentDnsmasqArgs,
   buildSegmentRuleset,
   buildSegmentTeardown,
+  segmentLinkScript,
   netmaskOf,
   segmentMac,
   wireguardConfig,
@@ -58,6 +59,8 @@ export const L2_SEGMENT_PREREQUISITES: Prerequisites = {
     { name: 'bridge', why: 'adds the VXLAN flood entries, one per peer (iproute2)' },
     { name: 'nft', why: 'applies the guard that keeps VXLAN inside WireGuard, and the DHCP filter' },
     { name: 'wg', why: 'configures WireGuard peers and keys (Debian: wireguard-tools)' },
+    { name: 'sh', why: 'pipes the WireGuard configuration into wg, so that the private key is never written to a file' },
+    { name: 'cat', why: 'the pipe into wg (see sh)' },
     {
       name: 'wireguard-go',
       why: 'WireGuard in user space, used when the kernel has no WireGuard (Debian: wireguard-go); without either the segment cannot start',
@@ -167,23 +170,17 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
       const tunnelPrefix = (parseIpv4Cidr(map.tunnelNetwork) as { prefix: number }).prefix;
       const peers = await this.peerConfigs(source, hooks);
       const config = wireguardConfig(source.privateKey, map.port, peers);
-      await this.step(spec, 'ERR_L2_WIREGUARD', `configure ${wgName} (key, port ${map.port}, ${peers.length} peers)`, () => this.runner.run('wg', ['syncconf', wgName, '/dev/stdin'], { input: config }));
-      await this.ip(spec, 'ERR_L2_WIREGUARD', ['addr', 'add', `${self.tunnelIp}/${tunnelPrefix}`, 'dev', wgName]);
-      await this.ip(spec, 'ERR_L2_WIREGUARD', ['link', 'set', 'dev', wgName, 'mtu', String(mtu.wireguard), 'up']);
-      await this.ip(spec, 'ERR_L2_BRIDGE', ['link', 'add', 'name', bridge, 'address', segmentMac(`${spec.vmName}/bridge`), 'mtu', String(mtu.segment), 'type', 'bridge']);
-      await this.ip(spec, 'ERR_L2_VXLAN', ['link', 'add', 'name', vxlan, 'mtu', String(mtu.segment), 'type', 'vxlan', 'id', String(map.segment), 'local', self.tunnelIp, 'dstport', String(L2_VXLAN_PORT)]);
-      await this.ip(spec, 'ERR_L2_VXLAN', ['link', 'set', 'dev', vxlan, 'master', bridge, 'up']);
-      await this.ip(spec, 'ERR_L2_TAP', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-      await this.ip(spec, 'ERR_L2_TAP', ['link', 'set', 'dev', tap, 'mtu', String(mtu.segment), 'master', bridge, 'up']);
-      await this.ip(spec, 'ERR_L2_BRIDGE', ['link', 'set', 'dev', bridge, 'up']);
+      await this.step(spec, 'ERR_L2_WIREGUARD', `configure ${wgName} (key, port ${map.port}, ${peers.length} peers)`, () => this.syncWireguard(wgName, config));
+      const serves = self.address !== undefined && map.dhcpServer !== undefined;
+      // One ip process for every link (ip stops at the first line that fails and names it).
+      const links = segmentLinkScript({ wireguard: wgName, wireguardMtu: mtu.wireguard, segmentMtu: mtu.segment, tunnelCidr: `${self.tunnelIp}/${tunnelPrefix}`, segment: map.segment, tunnelIp: self.tunnelIp, bridgeMac: segmentMac(`${spec.vmName}/bridge`), dhcpServer: serves ? map.dhcpServer : undefined });
+      await this.step(spec, 'ERR_L2_LINKS', `create the segment links (${wgName} up, ${bridge}, ${vxlan} with id ${map.segment}, ${tap})`, () => this.runner.run('ip', ['-batch', '-'], { input: links }));
       const flood = new Set<string>();
       await this.syncFlood(flood, peers.map((p) => p.tunnelIp));
 
       const mac = segmentMac(spec.vmName);
       let dnsmasq: DnsmasqSupervisor | undefined;
-      if (self.address !== undefined && map.dhcpServer !== undefined) {
-        // The server's /32 only: the pod gets no route into the segment.
-        await this.ip(spec, 'ERR_L2_BRIDGE', ['addr', 'add', `${map.dhcpServer}/32`, 'dev', bridge]);
+      if (serves && self.address !== undefined) {
         const args = buildSegmentDnsmasqArgs({
           bridge,
           address: self.address,
@@ -250,13 +247,15 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     };
     if (dnsmasq !== undefined) await attempt('stop dnsmasq', () => dnsmasq.stop());
     await attempt(`stop the dnsmasq of ${paths.dnsmasqPid}`, () => stopStrayDnsmasq(paths.dnsmasqPid, this.log, this.clock));
-    for (const link of [L2_SEGMENT_LINKS.tap, L2_SEGMENT_LINKS.vxlan, L2_SEGMENT_LINKS.bridge]) {
-      await attempt(`delete ${link}`, async () => {
-        const out = await this.runner.run('ip', ['link', 'del', 'dev', link], { check: false });
-        if (out.exitCode !== 0 && !/Cannot find device|does not exist/.test(out.stderr)) throw new Error(out.stderr.trim());
-      });
-    }
-    await attempt('delete the WireGuard interface', () => wireguard.destroy());
+    const names = [L2_SEGMENT_LINKS.tap, L2_SEGMENT_LINKS.vxlan, L2_SEGMENT_LINKS.bridge, wireguard.name];
+    await attempt(`delete ${names.join(', ')}`, async () => {
+      const out = await this.runner.run('ip', ['-force', '-batch', '-'], { input: names.map((n) => `link del dev ${n}\n`).join(''), check: false });
+      // A link that is not there is deleted already.
+      const real = out.stderr.split('\n').filter((l) => l.trim() !== '' && !/Cannot find device|^Command failed/.test(l.trim()));
+      if (real.length > 0) throw new Error(real.join(' '));
+    });
+    // wireguard-go ends with its interface; a leftover one is found through its pid file.
+    await attempt('stop wireguard-go', () => wireguard.destroy({ linkDeleted: true }));
     // Last: until the VXLAN device is gone, the guard keeps its packets off every other interface.
     await attempt('delete the nftables tables podvisor_l2', () => this.runner.run('nft', ['-f', '-'], { input: buildSegmentTeardown() }));
     if (failures.length > 0) {
@@ -408,7 +407,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     const config = wireguardConfig(source.privateKey, source.map.port, peers);
     const changedMembers = source !== r.source;
     if (config !== r.appliedConfig) {
-      await this.runner.run('wg', ['syncconf', r.wgName, '/dev/stdin'], { input: config });
+      await this.syncWireguard(r.wgName, config);
       r.appliedConfig = config;
     }
     r.appliedPeers = peers;
@@ -430,9 +429,17 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     await r.wireguard.destroy();
     await r.wireguard.create('userspace');
     const prefix = (parseIpv4Cidr(r.source.map.tunnelNetwork) as { prefix: number }).prefix;
-    await this.runner.run('wg', ['syncconf', r.wgName, '/dev/stdin'], { input: r.appliedConfig });
-    await this.runner.run('ip', ['addr', 'add', `${r.source.self.tunnelIp}/${prefix}`, 'dev', r.wgName]);
-    await this.runner.run('ip', ['link', 'set', 'dev', r.wgName, 'mtu', String(r.wgMtu), 'up']);
+    await this.syncWireguard(r.wgName, r.appliedConfig);
+    await this.runner.run('ip', ['-batch', '-'], { input: `addr add ${r.source.self.tunnelIp}/${prefix} dev ${r.wgName}\nlink set dev ${r.wgName} mtu ${r.wgMtu} up\n` });
+  }
+
+  /**
+   * `wg syncconf` from a pipe: the configuration holds the private key, so it
+   * is never written to a file. wg opens its argument with fopen, which
+   * refuses the socket Node gives a child as stdin, hence `cat |`.
+   */
+  private async syncWireguard(wgName: string, config: string): Promise<void> {
+    await this.runner.run('sh', ['-c', 'cat | exec wg syncconf "$0" /dev/stdin', wgName], { input: config });
   }
 
   /** The MTU of the pod interface: the named one, or the one carrying the IPv4 default route. */
@@ -447,10 +454,6 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     const mtu = links[0]?.mtu;
     if (mtu === undefined) throw new PodvisorError('ERR_L2_POD_INTERFACE', `l2-segment: cannot read the MTU of the pod interface ${name}`);
     return mtu;
-  }
-
-  private async ip(spec: NetworkAttachSpec, code: string, args: string[]): Promise<void> {
-    await this.step(spec, code, `ip ${args.join(' ')}`, () => this.runner.run('ip', args, { ...(spec.signal === undefined ? {} : { signal: spec.signal }) }));
   }
 
   private step<T>(spec: NetworkAttachSpec, code: string, what: string, fn: () => Promise<T>): Promise<T> {

@@ -109,6 +109,37 @@ export function buildSegmentTeardown(): string {
   return [`table inet ${L2_NFT_TABLE}`, `delete table inet ${L2_NFT_TABLE}`, `table bridge ${L2_NFT_TABLE}`, `delete table bridge ${L2_NFT_TABLE}`, ''].join('\n');
 }
 
+export interface SegmentLinkParams {
+  wireguard: string;
+  wireguardMtu: number;
+  segmentMtu: number;
+  /** This member's tunnel address with the tunnel network's prefix. */
+  tunnelCidr: string;
+  tunnelIp: string;
+  segment: number;
+  bridgeMac: string;
+  /** The DHCP server's address, put on the bridge as a /32 (the pod gets no route into the segment). */
+  dhcpServer: string | undefined;
+}
+
+/** The `ip -batch` script that addresses WireGuard and builds bridge, VXLAN and tap. */
+export function segmentLinkScript(p: SegmentLinkParams): string {
+  const { bridge, vxlan, tap } = L2_SEGMENT_LINKS;
+  const m = p.segmentMtu;
+  return [
+    `addr add ${p.tunnelCidr} dev ${p.wireguard}`,
+    `link set dev ${p.wireguard} mtu ${p.wireguardMtu} up`,
+    `link add name ${bridge} address ${p.bridgeMac} mtu ${m} type bridge`,
+    `link add name ${vxlan} mtu ${m} type vxlan id ${p.segment} local ${p.tunnelIp} dstport ${L2_VXLAN_PORT}`,
+    `link set dev ${vxlan} master ${bridge} up`,
+    `tuntap add dev ${tap} mode tap`,
+    `link set dev ${tap} mtu ${m} master ${bridge} up`,
+    `link set dev ${bridge} up`,
+    ...(p.dhcpServer === undefined ? [] : [`addr add ${p.dhcpServer}/32 dev ${bridge}`]),
+    '',
+  ].join('\n');
+}
+
 export interface SegmentDnsmasqParams {
   bridge: string;
   /** The VM's segment address, `10.77.0.11/24`. */

@@ -36,6 +36,10 @@ export class WireguardDevice {
 
   constructor(private readonly o: WireguardDeviceOptions) {}
 
+  get name(): string {
+    return this.o.name;
+  }
+
   /** The running wireguard-go, when the interface lives in user space. */
   get userspaceChild(): ChildHandle | undefined {
     return this.child;
@@ -84,12 +88,12 @@ export class WireguardDevice {
   }
 
   /**
-   * Deletes the interface (wireguard-go exits when its interface goes) and
-   * stops this run's wireguard-go, or an earlier run's found through the pid
+   * Deletes the interface unless the caller did (wireguard-go exits when its
+   * interface goes) and stops this run's wireguard-go, or an earlier run's found through the pid
    * file. Never throws for "already gone".
    */
-  async destroy(): Promise<void> {
-    await this.o.runner.run('ip', ['link', 'del', 'dev', this.o.name], { check: false }).catch(() => undefined);
+  async destroy(options: { linkDeleted?: boolean } = {}): Promise<void> {
+    if (options.linkDeleted !== true) await this.o.runner.run('ip', ['link', 'del', 'dev', this.o.name], { check: false }).catch(() => undefined);
     const child = this.child;
     this.child = undefined;
     if (child !== undefined) await terminateChild(child, 2000);
