@@ -23,4 +23,10 @@ describe('settings that belong to another network backend', () => {
   it('nothing when only the selected backend settings are set', async () => {
     expect((await builtIns()).settingsOfOthers('network-backend', 'nat-bridge', { VM_IP: '192.168.254.2', NO_VNC: '1' })).toEqual([]);
   });
+
+  it('the settings of a stacked backend are its own: l2-segment stacked on nat-bridge ignores neither, and names them under nat-bridge alone', async () => {
+    const env = { VM_IP: '192.168.254.2', PODVISOR_L2_PEERS: '/cm/peers.yaml' };
+    expect((await builtIns()).settingsOfOthers('network-backend', ['nat-bridge', 'l2-segment'], env)).toEqual([]);
+    expect((await builtIns()).settingsOfOthers('network-backend', 'nat-bridge', env)).toEqual([{ usedBy: 'l2-segment', settings: ['PODVISOR_L2_PEERS'] }]);
+  });
 });

@@ -6,7 +6,7 @@ import type { EncodedEvent } from './event-store-base.js';
 import type { DomainEvent } from './events.js';
 import { SilentLogger } from './logger.js';
 import { MemoryEventStore } from './memory-event-store.js';
-import type { ConfigDriveBuilder, ImageStore, Overlay, QmpEventMessage, VmHandle, VmRuntime } from './ports.js';
+import type { ConfigDriveBuilder, ImageStore, NetworkBackend, Overlay, QmpEventMessage, VmHandle, VmLaunchPlan, VmRuntime } from './ports.js';
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
 import { Supervisor, type SupervisorDeps, type SupervisorSettings } from './supervisor.js';
 
@@ -142,5 +142,51 @@ describe('Supervisor: a qemu that answers no QMP', () => {
     expect(outcome).toMatchObject({ kind: 'forced', exitCode: 7 });
     const types = store.readAfter(0).map((e) => e.type);
     expect(types.slice(types.indexOf('VmActionRequested'))).toEqual(['VmActionRequested', 'VmPowerdownRequested', 'VmQuitRequested', 'VmKillRequested', 'VmExited', 'VmStopped', 'SupervisorExited']);
+  });
+});
+
+describe('Supervisor: stacked network backends (PODVISOR_NETWORK_EXTRA)', () => {
+  it('attaches the primary then each stacked backend, hands qemu their NICs in that order, and detaches in reverse', async () => {
+    const calls: string[] = [];
+    const backend = (name: string, nicId: string): NetworkBackend => ({
+      name,
+      validate: () => [],
+      attach: (spec) => {
+        calls.push(`attach ${name} ${JSON.stringify(spec.settings)}`);
+        return Promise.resolve({ nics: [{ id: nicId, mac: '52:54:00:00:00:01', backend: { kind: 'tap', ifname: `${nicId}tap` }, addresses: [] }], detail: {} });
+      },
+      detach: () => {
+        calls.push(`detach ${name}`);
+        return Promise.resolve();
+      },
+    });
+    let nics: string[] = [];
+    const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
+    const store = new MemoryEventStore();
+    const supervisor = new Supervisor(
+      { ...settings, accel: 'tcg', restart: { ...DEFAULT_RESTART_SETTINGS, policy: 'never' } },
+      {
+        store,
+        runtime: {
+          probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
+          launch: (plan: VmLaunchPlan) => {
+            nics = plan.nics.map((n) => n.id);
+            return Promise.reject(new PodvisorError('ERR_QEMU_START', 'qemu did not start'));
+          },
+        } as unknown as VmRuntime,
+        images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
+        configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
+        network: backend('nat-bridge', 'net0'),
+        extraNetworks: [{ backend: backend('l2-segment', 'l2seg0'), spec: { ...settings.networkSpec, settings: { reloadMs: 500 } } }],
+        clock: new SystemClock(),
+        log: new SilentLogger(),
+        exitCodeOf: () => 3,
+      },
+    );
+    await supervisor.run();
+    expect(nics).toEqual(['net0', 'l2seg0']);
+    expect(calls).toEqual(['attach nat-bridge {}', 'attach l2-segment {"reloadMs":500}', 'detach l2-segment', 'detach nat-bridge']);
+    const network = store.readAfter(0).filter((e) => e.type === 'NetworkAttached' || e.type === 'NetworkDetached').map((e) => `${e.type} ${(e.data as { backend: string }).backend}`);
+    expect(network).toEqual(['NetworkAttached nat-bridge', 'NetworkAttached l2-segment', 'NetworkDetached l2-segment', 'NetworkDetached nat-bridge']);
   });
 });

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { inject, injectable, optional } from 'inversify';
 import {
   Clock,
+  ConfigError,
   DNSMASQ_PREREQUISITES,
   DnsmasqSupervisor,
   Logger,
@@ -148,7 +149,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
    */
   async attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment> {
     const { settings, problems } = resolveL2SegmentSettings(spec);
-    if (settings === undefined) throw new PodvisorError('ERR_L2_SETTINGS', `l2-segment: invalid settings: ${problems.map((p) => `${p.path}: ${JSON.stringify(p.value)}, expected ${p.expected}`).join('; ')}`);
+    if (settings === undefined) throw new ConfigError(problems);
     const started = performance.now();
     await this.detach(spec);
     const source = await this.readSource(spec, settings);

@@ -125,4 +125,11 @@ describe('resolveConfig', () => {
     const c = resolveConfig({ ...base, env: { ...base.env, PODVISOR_STOP_GRACE: '45' } });
     expect([c.stopGrace, c.origins.stopGrace]).toEqual([45, 'env PODVISOR_STOP_GRACE']);
   });
+
+  it('reads stacked network backends as a list (environment) or a mapping of each to its settings (YAML), in order', () => {
+    expect(resolveConfig({ ...base, env: { ...base.env, PODVISOR_NETWORK_EXTRA: 'l2-segment' } }).networkExtra).toEqual({ 'l2-segment': {} });
+    const yaml = { text: 'network:\n  extra:\n    l2-segment:\n      reloadMs: 500\n', path: '/etc/podvisor/podvisor.yaml' };
+    expect(resolveConfig({ ...base, yaml }).networkExtra).toEqual({ 'l2-segment': { reloadMs: 500 } });
+    expect(problems({ yaml: { text: 'network:\n  extra: 3\n', path: 'p.yaml' } })).toEqual(['yaml network.extra = 3 (a list of network backend names, or a mapping of each name to its settings)']);
+  });
 });
