@@ -10,3 +10,4 @@ echo "## image pull";     bench/pull/run.sh
 echo "## container";      node bench/container/startup.mjs "${CONTAINER_RUNS:-2}"
 echo "## container privileges"; bench/container/privileges.sh
 echo "## lifecycle";      node bench/lifecycle/run.mjs "${LIFECYCLE_RUNS:-3}"
+echo "## l2 segment";     node bench/l2-segment/run.mjs "${L2_SEGMENT_ROUNDS:-3}"

@@ -22,7 +22,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { segmentMac, wireguardInterfaceName } from '@podvisor/net-l2-segment';
-import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, vmEnv, type VmDirs } from './support/podvisor-process.js';
+import { PodvisorProcess, REPO, collectEvents, keepArtifacts, makeVmDirs, readEvents, requireBuilt, vmEnv, type VmDirs } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
 const TAG = randomBytes(3).toString('hex');
@@ -267,5 +267,88 @@ describe('l2-segment: VMs on three nodes, VXLAN inside WireGuard (real binary, T
     // The control: the same transfer, seen inside the tunnel, is VXLAN in the clear.
     expect(readFileSync(insidePcap).includes(PAGE_TEXT)).toBe(true);
   }, 200_000);
-});
 
+  it('C, on another segment id, reaches neither A nor B, nor they C; SIGTERM leaves its pod as it was', async (ctx) => {
+    ctx.onTestFailed(() => keep('other-segment'));
+    const { a, b, c } = members;
+    // C knows A and B (their keys and endpoints) but on segment 99; A and B know nothing of C.
+    await writePeerMap(c, 99, ['a', 'b', 'c']);
+    start(c);
+    await booted(c, 1);
+    expect(c.process?.stdout).toMatch(new RegExp(`^PODVISOR-GUEST-NIC eth1 ${segmentMac(c.name)} 10\\.77\\.0\\.13/24\\r?$`, 'm'));
+    const toA = fetchVia(c, '10.77.0.11');
+    expect(toA).toMatch(/^fetch: exit=[1-9]/m);
+    expect(toA).not.toContain('lladdr');
+    expect(toA).not.toContain(PAGE_TEXT);
+    const fromB = fetchVia(b, '10.77.0.13');
+    expect(fromB).toMatch(/^fetch: exit=[1-9]/m);
+    expect(fromB).not.toContain(PAGE_TEXT);
+    c.process?.signal('SIGTERM');
+    expect((await (c.process as PodvisorProcess).exited).code).toBe(0);
+    expect(podView(c)).toEqual(PRISTINE);
+    // A is untouched: still its first boot, still reaching B.
+    expect(vmStarts(a)).toBe(1);
+  }, 400_000);
+
+  it('a wrong key on C is refused with an error naming the member, nothing is created, and nothing from C crosses the underlay', async (ctx) => {
+    ctx.onTestFailed(() => keep('wrong-key'));
+    const { c } = members;
+    await writePeerMap(c, 42, ['a', 'b', 'c']);
+    await writeKey(c, sh('wg', ['genkey']).trim());
+    const pcap = path.join(c.dirs.root, 'wrong-key.pcap');
+    const underlay = await capture(UNDERLAY, 'ul0', pcap);
+    const p = start(c);
+    const exit = await p.exited;
+    await underlay.stop();
+    expect(exit.code).toBe(3);
+    expect(p.stderr).toContain('ERR_L2_KEY');
+    expect(p.stderr).toContain(`is not member ${c.name}'s`);
+    expect(p.stderr).toContain(path.join(c.dirs.root, 'private-key'));
+    expect(p.stderr).not.toContain(c.privateKey);
+    expect(p.stdout).not.toContain('PODVISOR-GUEST-READY');
+    expect(podView(c)).toEqual(PRISTINE);
+    expect(summary(pcap).filter((l) => l.includes(c.podIp))).toEqual([]);
+  }, 200_000);
+
+  it('a peer added to the map joins without restarting A or B: C reaches A and B reaches C', async (ctx) => {
+    ctx.onTestFailed(() => keep('peer-added'));
+    const { a, b, c } = members;
+    await writeKey(c, c.privateKey);
+    await writePeerMap(c, 42, ['a', 'b', 'c']);
+    await writePeerMap(a, 42, ['a', 'b', 'c']);
+    await writePeerMap(b, 42, ['a', 'b', 'c']);
+    const reloaded = (e: { type: string; data: unknown }): boolean => e.type === 'WarningRaised' && (e.data as { code: string }).code === 'NOTICE_L2_PEERS_RELOADED';
+    for (const m of [a, b]) {
+      const [notice] = await collectEvents(m.dirs.stateDir, reloaded, 1, 60_000);
+      expect((notice?.data as { message: string }).message).toContain(`added ${c.name}`);
+    }
+    start(c);
+    await booted(c, 2);
+    expect(await fetchUntilOk(c, '10.77.0.11')).toContain(`nic: eth1 ${segmentMac(a.name)} ${a.address}`);
+    expect(await fetchUntilOk(b, '10.77.0.13')).toContain(`nic: eth1 ${segmentMac(c.name)} ${c.address}`);
+    expect([vmStarts(a), vmStarts(b)]).toEqual([1, 1]);
+  }, 400_000);
+
+  it('kill -9 of podvisor on A, then a restart: the segment converges and B reaches A again without restarting B', async (ctx) => {
+    ctx.onTestFailed(() => keep('kill-9'));
+    const { a, b } = members;
+    a.process?.signal('SIGKILL');
+    await a.process?.exited;
+    start(a);
+    await booted(a, 2);
+    const report = await fetchUntilOk(b, '10.77.0.11');
+    expect(report).toMatch(/^fetch: exit=0 /m);
+    expect(report).toContain('boot-count: 2');
+    expect(vmStarts(b)).toBe(1);
+    // One set of segment links in A's pod, not two.
+    expect(podView(a).links.filter((l) => l.startsWith('pvl2') || l.startsWith('pvwg')).sort()).toEqual(['pvl2br0', 'pvl2tap0', 'pvl2vx0', wireguardInterfaceName(a.name)].sort());
+  }, 400_000);
+
+  it('SIGTERM on every node: each podvisor exits 0 and leaves its pod as pod.sh made it', async (ctx) => {
+    ctx.onTestFailed(() => keep('sigterm'));
+    const all = Object.values(members);
+    for (const m of all) m.process?.signal('SIGTERM');
+    for (const m of all) expect((await (m.process as PodvisorProcess).exited).code).toBe(0);
+    for (const m of all) expect(podView(m)).toEqual(PRISTINE);
+  }, 200_000);
+});
