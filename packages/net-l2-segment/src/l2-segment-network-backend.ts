@@ -15,7 +15,8 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { mkdir, readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject, injectable, optional } from 'inversify';
 import {
@@ -83,8 +84,8 @@ export const L2_SEGMENT_PREREQUISITES: Prerequisites = {
 };
 
 /** The files the backend keeps in the state dir. */
-export function l2SegmentStatePaths(stateDir: string): { dnsmasqPid: string; dnsmasqLeases: string; wireguardPid: string } {
-  return { dnsmasqPid: join(stateDir, 'l2-dnsmasq.pid'), dnsmasqLeases: join(stateDir, 'l2-dnsmasq.leases'), wireguardPid: join(stateDir, 'l2-wireguard-go.pid') };
+export function l2SegmentStatePaths(stateDir: string): { dnsmasqPid: string; dnsmasqLeases: string; wireguardPid: string; owner: string } {
+  return { dnsmasqPid: join(stateDir, 'l2-dnsmasq.pid'), dnsmasqLeases: join(stateDir, 'l2-dnsmasq.leases'), wireguardPid: join(stateDir, 'l2-wireguard-go.pid'), owner: join(stateDir, 'l2-segment.owner') };
 }
 
 /** What one reading of the two mounted files gave. */
@@ -112,6 +113,8 @@ interface Running {
   flood: Set<string>;
   stop: AbortController;
   loop: Promise<void>;
+  /** Written to the owner file at attach: a reload loop whose token is gone (a newer run took over) stands down. */
+  ownerToken: string;
 }
 
 @injectable()
@@ -159,7 +162,11 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     const { bridge, vxlan, tap } = L2_SEGMENT_LINKS;
     const wireguard = new WireguardDevice({ runner: this.runner, log: this.log, clock: this.clock, name: wgName, pidFile: paths.wireguardPid, ...(spec.signal === undefined ? {} : { signal: spec.signal }) });
     try {
-      await this.step(spec, 'ERR_L2_STATE_DIR', `create the state dir ${spec.stateDir}`, () => mkdir(spec.stateDir, { recursive: true }));
+      const ownerToken = randomUUID();
+      await this.step(spec, 'ERR_L2_STATE_DIR', `create the state dir ${spec.stateDir}`, async () => {
+        await mkdir(spec.stateDir, { recursive: true });
+        await writeFile(paths.owner, `${ownerToken}\n`);
+      });
       const podMtu = await this.step(spec, 'ERR_L2_POD_INTERFACE', 'read the pod interface MTU', () => this.podMtu(settings));
       const mtu = segmentMtus(podMtu);
       if (mtu.segment < 576) throw new PodvisorError('ERR_L2_MTU', `l2-segment: the pod interface MTU ${podMtu} leaves ${mtu.segment} bytes for the segment, less than IPv4's 576`);
@@ -195,7 +202,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
         await this.step(spec, 'ERR_L2_DNSMASQ', `start dnsmasq on ${bridge}`, () => dnsmasq!.start());
       }
       const stop = new AbortController();
-      const running: Running = { spec, settings, hooks, source, wireguard, wgName, wgMtu: mtu.wireguard, dnsmasq, appliedConfig: config, appliedPeers: peers, flood, stop, loop: Promise.resolve() };
+      const running: Running = { spec, settings, hooks, source, wireguard, wgName, wgMtu: mtu.wireguard, dnsmasq, appliedConfig: config, appliedPeers: peers, flood, stop, loop: Promise.resolve(), ownerToken };
       running.loop = this.reloadLoop(running);
       this.running = running;
       const detail = {
@@ -237,6 +244,8 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
 
   private async teardown(spec: NetworkAttachSpec, wireguard: WireguardDevice, dnsmasq?: DnsmasqSupervisor): Promise<void> {
     const paths = l2SegmentStatePaths(spec.stateDir);
+    // First: the reload loop of an earlier instance still running (a run that never detached) stands down.
+    await rm(paths.owner, { force: true });
     const failures: string[] = [];
     const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
       try {
@@ -385,6 +394,12 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
   }
 
   private async reloadOnce(r: Running): Promise<void> {
+    const owner = await readFile(l2SegmentStatePaths(r.spec.stateDir).owner, 'utf8').catch(() => '');
+    if (owner.trim() !== r.ownerToken) {
+      this.log.info('the segment was taken over or torn down by another run; this reload loop stops', { stateDir: r.spec.stateDir });
+      r.stop.abort();
+      return;
+    }
     const child = r.wireguard.userspaceChild;
     if (r.wireguard.implementation === 'userspace' && child !== undefined && !child.running) {
       const exit = await child.exited;
