@@ -6,8 +6,10 @@
 // Calico-style pod (test/support/pod.sh) running the shipped podvisor with
 // nat-bridge + l2-segment and the test guest under TCG. The guest on A
 // measures, with its fetch CGI (busybox wget, timed from /proc/uptime):
-//   throughput: a 4 MiB body from B's blob CGI;  latency: B's page (one small
-//   HTTP request, connection included).
+//   throughput: a 4 MiB body from B's blob CGI;  latency: 10 pings (busybox
+//   ping's average), and B's page (one small HTTP request, connection included).
+// On the pod path the pings are answered by B's pod, not B's VM (nat-bridge
+// forwards TCP and UDP only).
 // Paths, alternated in each round:
 //   segment   A's guest -> B's segment address (VXLAN in WireGuard, wireguard-go here);
 //   plain     the same bridge and guest NIC, the VXLAN device swapped for one
@@ -117,6 +119,14 @@ function fetchSeconds(target, urlPath) {
   return Number(m[2]);
 }
 
+/** A's guest pings TARGET 10 times; returns the average round trip in ms, or throws. */
+function pingMs(target) {
+  const out = ns(a.node, 'curl', '-sS', '--max-time', '60', `http://${a.podIp}/cgi-bin/ping.cgi?${target}`);
+  const m = /round-trip min\/avg\/max = [\d.]+\/([\d.]+)\//.exec(out);
+  if (m === null) throw new Error(`ping of ${target} failed: ${out.slice(0, 300)}`);
+  return Number(m[1]);
+}
+
 function vxlanLines(n, plain) {
   const peer = n === a ? b : a;
   return plain
@@ -132,7 +142,7 @@ function swap(plain) {
 }
 
 const targets = { segment: b.address.split('/')[0], plain: b.address.split('/')[0], pod: b.podIp };
-const results = { segment: { tput: [], lat: [] }, plain: { tput: [], lat: [] }, pod: { tput: [], lat: [] } };
+const results = { segment: { tput: [], lat: [], ping: [] }, plain: { tput: [], lat: [], ping: [] }, pod: { tput: [], lat: [], ping: [] } };
 // Warm-up: ARP, WireGuard handshake, NAT state.
 fetchSeconds(targets.segment, '');
 fetchSeconds(targets.pod, '');
@@ -142,17 +152,18 @@ for (let r = 0; r < rounds; r++) {
     if (path_ === 'plain') fetchSeconds(targets.plain, '');
     results[path_].tput.push((MIB * 8) / fetchSeconds(targets[path_], `cgi-bin/blob.cgi?${MIB}`));
     results[path_].lat.push(fetchSeconds(targets[path_], '') * 1000);
+    results[path_].ping.push(pingMs(targets[path_]));
     if (path_ === 'plain') swap(false);
   }
 }
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-const row = (k) => ({ path: k, mbitPerS: median(results[k].tput).toFixed(1), pageMs: median(results[k].lat).toFixed(0), tput: results[k].tput.map((x) => x.toFixed(1)), lat: results[k].lat.map((x) => x.toFixed(0)) });
+const row = (k) => ({ path: k, mbitPerS: median(results[k].tput).toFixed(1), pageMs: median(results[k].lat).toFixed(0), pingMs: median(results[k].ping).toFixed(2), tput: results[k].tput.map((x) => x.toFixed(1)), lat: results[k].lat.map((x) => x.toFixed(0)) });
 const rows = ['segment', 'plain', 'pod'].map(row);
 console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, TCG guests, wireguard-go; ${rounds} rounds of ${MIB} MiB and one page each`);
-console.log('| path | throughput Mbit/s (median) | page ms (median) | all throughputs | all page times |');
-console.log('|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.path} | ${r.mbitPerS} | ${r.pageMs} | ${r.tput.join(', ')} | ${r.lat.join(', ')} |`);
+console.log('| path | throughput Mbit/s (median) | ping ms (median of the rounds\' averages) | page ms (median) | all throughputs | all page times |');
+console.log('|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.path} | ${r.mbitPerS} | ${r.pingMs} | ${r.pageMs} | ${r.tput.join(', ')} | ${r.lat.join(', ')} |`);
 const s = median(results.segment.tput);
-console.log(`ratios: segment/plain throughput ${(s / median(results.plain.tput)).toFixed(2)}, segment/pod ${(s / median(results.pod.tput)).toFixed(2)}; page time segment/plain ${(median(results.segment.lat) / median(results.plain.lat)).toFixed(2)}, segment/pod ${(median(results.segment.lat) / median(results.pod.lat)).toFixed(2)}`);
+console.log(`ratios: segment/plain throughput ${(s / median(results.plain.tput)).toFixed(2)}, segment/pod ${(s / median(results.pod.tput)).toFixed(2)}; page time segment/plain ${(median(results.segment.lat) / median(results.plain.lat)).toFixed(2)}, segment/pod ${(median(results.segment.lat) / median(results.pod.lat)).toFixed(2)}; ping segment/plain ${(median(results.segment.ping) / median(results.plain.ping)).toFixed(2)}, segment/pod ${(median(results.segment.ping) / median(results.pod.ping)).toFixed(2)}`);
 for (const p of procs) p.child.kill('SIGTERM');
 await Promise.all(procs.map((p) => new Promise((r) => (p.child.exitCode !== null ? r() : p.child.once('close', r)))));

@@ -106,7 +106,8 @@ export function evolveVm(state: VmState, stored: StoredEvent): VmState {
     case 'DiskReused':
       return { ...base, status: 'Preparing', disk: { path: e.data.path, backingFile: e.data.backingFile } };
     case 'NetworkAttached':
-      return { ...keep(state, base), addresses: e.data.nics.flatMap((n) => n.addresses) };
+      // One event per backend of the run (the primary, then the stacked ones): their addresses add up.
+      return { ...keep(state, base), addresses: [...state.addresses, ...e.data.nics.flatMap((n) => n.addresses)] };
     case 'VmStarting':
       return { ...base, status: 'Starting', attempt: e.data.attempt, restarts: Math.max(0, e.data.attempt - 1), accelerator: e.data.accel };
     case 'VmStarted':

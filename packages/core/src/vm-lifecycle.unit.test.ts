@@ -130,3 +130,11 @@ describe('VM actions', () => {
     given(started, starting).when('stop', 'signal:SIGINT').then([{ type: 'VmActionRequested', data: { action: 'stop', by: 'signal:SIGINT' } }]);
   });
 });
+
+describe('projectVm: addresses of stacked network backends', () => {
+  it('adds up the addresses of every NetworkAttached of a run, and starts over with the next run', () => {
+    const attached = (backend: string, address: string): DomainEvent => ({ type: 'NetworkAttached', data: { backend, nics: [{ id: backend, mac: '52:54:00:00:00:01', addresses: [address] }], detail: {} } });
+    expect(given(started, attached('nat-bridge', '192.168.254.2/30'), attached('l2-segment', '10.77.0.11/24')).state.addresses).toEqual(['192.168.254.2/30', '10.77.0.11/24']);
+    expect(given(started, attached('nat-bridge', '192.168.254.2/30'), started, attached('nat-bridge', '192.168.254.2/30')).state.addresses).toEqual(['192.168.254.2/30']);
+  });
+});
