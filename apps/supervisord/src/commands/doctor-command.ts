@@ -59,7 +59,7 @@ export async function doctorCommand(argv: readonly string[], io: CommandIo): Pro
     io.stdout.write(`${JSON.stringify({ status, network: config.network, accel: config.accel, durationMs: report.durationMs, findings: report.findings })}\n`);
   } else {
     const counts = (['fail', 'warn', 'ok'] as const).map((s) => `${report.findings.filter((f) => f.status === s).length} ${s}`).join(', ');
-    io.stdout.write(`podvisor doctor: network ${config.network}, accelerator ${config.accel}, VM ${config.name}\n\n${formatFindings(report.findings)}\n${status === 'fail' ? 'FAILED' : 'passed'}: ${counts}\n`);
+    io.stdout.write(`podvisor doctor: network ${[config.network, ...Object.keys(config.networkExtra)].join(' + ')}, accelerator ${config.accel}, VM ${config.name}\n\n${formatFindings(report.findings)}\n${status === 'fail' ? 'FAILED' : 'passed'}: ${counts}\n`);
   }
   return status === 'fail' ? ExitCode.Prepare : ExitCode.Ok;
 }
