@@ -58,7 +58,7 @@ describe('third-party plugins in the shipped binary', () => {
     const list = await run(['plugins', '--json'], { PODVISOR_PLUGINS: plugin });
     expect((await list.exited).code).toBe(0);
     const plugins = JSON.parse(list.stdout) as Array<{ name: string; from: string; provides: Array<{ kind: string; name: string }> }>;
-    expect(plugins.map((p) => p.name)).toEqual(['configdrive', '@podvisor/net-nat-bridge', '@podvisor/net-macvtap', 'example-net']);
+    expect(plugins.map((p) => p.name)).toEqual(['configdrive', '@podvisor/net-nat-bridge', '@podvisor/net-macvtap', '@podvisor/net-l2-segment', 'example-net']);
     expect(plugins.at(-1)).toMatchObject({ from: plugin, provides: [{ kind: 'network-backend', name: 'example' }] });
 
     const p = await run(['run'], vmEnv(dirs, name, { PODVISOR_PLUGINS: plugin, PODVISOR_NETWORK: 'example', EXAMPLE_NET_MODE: 'bad' }));
@@ -69,7 +69,7 @@ describe('third-party plugins in the shipped binary', () => {
   it('an unknown backend names the ones available; a missing or duplicate plugin is refused, naming it', async () => {
     const unknown = await run(['run'], vmEnv(dirs, name, { PODVISOR_NETWORK: 'example' }));
     expect((await unknown.exited).code).toBe(2);
-    expect(unknown.stderr).toContain('env PODVISOR_NETWORK: got "example", expected one of none, macvtap, nat-bridge');
+    expect(unknown.stderr).toContain('env PODVISOR_NETWORK: got "example", expected one of none, l2-segment, macvtap, nat-bridge');
 
     const missing = path.join(dirs.root, 'nope.mjs');
     const notFound = await run(['plugins'], { PODVISOR_PLUGINS: missing });
