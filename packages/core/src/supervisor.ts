@@ -102,6 +102,8 @@ export class Supervisor {
   /** Commands that arrive before `run()` (an early signal), replayed after the run's first event. */
   private early: LifecycleCommand[] | null = [];
   private finishing: Promise<SupervisorOutcome> | null = null;
+  /** When the stop that ends podvisor was asked for (a signal or `stop`): the stop budget counts from here. */
+  private exitRequestedAt: number | null = null;
   private resolveRun: (o: SupervisorOutcome) => void = () => undefined;
   private failedAppends = 0;
 
@@ -374,7 +376,11 @@ export class Supervisor {
     if (this.network === null) return;
     const backends = [...(this.deps.extraNetworks ?? [])].reverse();
     if (this.deps.network !== null) backends.push({ backend: this.deps.network, spec: this.settings.networkSpec });
-    const limit = Math.max(this.budget.teardownMs, 1000);
+    // The teardown slice, or what is left of the whole stop budget when the
+    // earlier slices ended early (a guest that powered off at once leaves most
+    // of it): the budget is the time from the signal to the exit.
+    const left = this.exitRequestedAt === null ? 0 : this.exitRequestedAt + this.budget.totalMs - this.now();
+    const limit = Math.max(this.budget.teardownMs, left, 1000);
     for (const { backend, spec } of backends) {
       try {
         await this.withDeadline(backend.detach(spec), limit, () => new PodvisorError('ERR_NETWORK_DETACH_TIMEOUT', `network teardown (${backend.name}) did not finish within ${limit} ms`));
@@ -421,6 +427,7 @@ export class Supervisor {
     for (const e of stored) {
       this.view = evolveVm(this.view, e);
       this.state = this.decider.evolve(this.state, e);
+      if (this.state.status === 'Stopping' && this.state.then === 'exit') this.exitRequestedAt ??= this.state.since;
       const fields = { position: e.position, data: e.data };
       if (WARNING_EVENTS.has(e.type)) this.log.warn(e.type, fields);
       else this.log.info(e.type, fields);

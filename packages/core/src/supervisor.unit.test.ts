@@ -1,6 +1,6 @@
 import { Subject, filter, firstValueFrom } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { SystemClock } from './clock.js';
+import { type Clock, SystemClock } from './clock.js';
 import { PodvisorError } from './errors.js';
 import type { EncodedEvent } from './event-store-base.js';
 import type { DomainEvent } from './events.js';
@@ -188,5 +188,116 @@ describe('Supervisor: stacked network backends (PODVISOR_NETWORK_EXTRA)', () => 
     expect(calls).toEqual(['attach nat-bridge {}', 'attach l2-segment {"reloadMs":500}', 'detach l2-segment', 'detach nat-bridge']);
     const network = store.readAfter(0).filter((e) => e.type === 'NetworkAttached' || e.type === 'NetworkDetached').map((e) => `${e.type} ${(e.data as { backend: string }).backend}`);
     expect(network).toEqual(['NetworkAttached nat-bridge', 'NetworkAttached l2-segment', 'NetworkDetached l2-segment', 'NetworkDetached nat-bridge']);
+  });
+});
+
+/** A clock that moves only when the test says so: the stop budget's slices without waiting for them. */
+class ManualClock implements Clock {
+  private t = Date.parse('2026-01-01T00:00:00Z');
+  private sleepers: Array<{ at: number; resolve: () => void }> = [];
+  now(): Date {
+    return new Date(this.t);
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const sleeper = { at: this.t + ms, resolve };
+      this.sleepers.push(sleeper);
+      signal?.addEventListener('abort', () => {
+        this.sleepers = this.sleepers.filter((s) => s !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+  advance(ms: number): void {
+    this.t += ms;
+    const due = this.sleepers.filter((s) => s.at <= this.t);
+    this.sleepers = this.sleepers.filter((s) => s.at > this.t);
+    for (const s of due) s.resolve();
+  }
+}
+
+describe('Supervisor: the teardown gets what is left of the stop budget', () => {
+  /** A guest that powers off at the first ACPI press, and a network whose detach ends when the test says so. */
+  function quickGuestSlowNetwork(stopGraceSeconds: number) {
+    const clock = new ManualClock();
+    let exit: (e: { code: number | null; signal: string | null; stderrTail: string }) => void = () => undefined;
+    const exited = new Promise<{ code: number | null; signal: string | null; stderrTail: string }>((r) => (exit = r));
+    const vm: VmHandle = {
+      pid: 4242,
+      argv: ['qemu-system-x86_64'],
+      qmpVersion: '7.2.0',
+      serial: null,
+      serialInput: null,
+      events: new Subject<QmpEventMessage>(),
+      execute: (command) => {
+        if (command === 'system_powerdown') queueMicrotask(() => exit({ code: 0, signal: null, stderrTail: '' }));
+        return Promise.resolve({});
+      },
+      exited,
+      kill: (signal) => exit({ code: null, signal, stderrTail: '' }),
+    };
+    let finishDetach: () => void = () => undefined;
+    let detachStarted: () => void = () => undefined;
+    const detaching = new Promise<void>((r) => (detachStarted = r));
+    const network: NetworkBackend = {
+      name: 'slow-net',
+      validate: () => [],
+      attach: () => Promise.resolve({ nics: [], detail: {} }),
+      detach: () => {
+        detachStarted();
+        return new Promise<void>((r) => (finishDetach = r));
+      },
+    };
+    const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
+    const store = new MemoryEventStore({ clock });
+    const supervisor = new Supervisor(
+      { ...settings, accel: 'tcg', stopGraceSeconds },
+      {
+        store,
+        runtime: {
+          probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
+          launch: () => Promise.resolve(vm),
+        } as unknown as VmRuntime,
+        images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
+        configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
+        network,
+        clock,
+        log: new SilentLogger(),
+        exitCodeOf: () => 0,
+      },
+    );
+    return { clock, store, supervisor, detaching, finishDetach: () => finishDetach() };
+  }
+
+  it('a guest that stopped at once leaves the teardown more than its own slice: a detach slower than the slice still completes', async () => {
+    const t = quickGuestSlowNetwork(30);
+    expect(t.supervisor.stopBudget().teardownMs).toBe(3000);
+    const done = t.supervisor.run();
+    await firstValueFrom(t.store.follow(0).pipe(filter((e) => e.type === 'VmStarted')));
+    t.supervisor.signal('SIGTERM');
+    await t.detaching;
+    // 20 s later: far past the 3 s slice, inside the 30 s budget.
+    t.clock.advance(20_000);
+    // Every deadline that 20 s ended has fired by now (a macrotask runs after all their microtasks).
+    await new Promise((r) => setImmediate(r));
+    t.finishDetach();
+    await expect(done).resolves.toMatchObject({ exitCode: 0 });
+    const types = t.store.readAfter(0).map((e) => e.type);
+    expect(types).toContain('NetworkDetached');
+    expect(types).not.toContain('WarningRaised');
+  });
+
+  it('a detach that outlives the whole budget is given up with a warning, and podvisor still exits', async () => {
+    const t = quickGuestSlowNetwork(30);
+    const done = t.supervisor.run();
+    await firstValueFrom(t.store.follow(0).pipe(filter((e) => e.type === 'VmStarted')));
+    t.supervisor.signal('SIGTERM');
+    await t.detaching;
+    t.clock.advance(30_000);
+    await expect(done).resolves.toMatchObject({ exitCode: 0 });
+    const events = t.store.readAfter(0);
+    expect(events.map((e) => e.type)).not.toContain('NetworkDetached');
+    expect(events.find((e) => e.type === 'WarningRaised')?.data).toMatchObject({ code: 'WARN_NETWORK_DETACH', message: expect.stringContaining('slow-net') });
   });
 });
