@@ -68,6 +68,8 @@ export interface PodFromStatefulSet {
   configMaps: Record<string, string>;
   /** Environment values to set (replacing the manifest's) on the first container. */
   env: Record<string, string>;
+  /** The first container's image, instead of the manifest's. */
+  image?: string;
 }
 
 /**
@@ -90,7 +92,7 @@ export function podFromStatefulSet(sts: KubeObject, o: PodFromStatefulSet): Kube
     const { startupProbe: _s, livenessProbe: _l, readinessProbe: _r, ports: _p, ...rest } = c;
     if (i !== 0) return rest;
     const envList = ((c['env'] ?? []) as { name: string; value?: string }[]).filter((e) => !(e.name in o.env));
-    return { ...rest, env: [...envList, ...Object.entries(o.env).map(([name, value]) => ({ name, value }))] };
+    return { ...rest, ...(o.image === undefined ? {} : { image: o.image }), env: [...envList, ...Object.entries(o.env).map(([name, value]) => ({ name, value }))] };
   });
   return {
     apiVersion: 'v1',
