@@ -8,6 +8,7 @@
 // TCG. Also: the image size, and the resident memory of podvisor (node) and of
 // qemu inside the container with the guest running.
 //   usage: node bench/container/startup.mjs [RUNS]     (as root; make build guest image first)
+//   PODVISOR_TEST_IMAGE=TAG runs another tag than the manifest's localhost/podvisor:latest.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ const id = `pvbc${randomBytes(3).toString('hex')}`;
 const net = `${id}-net`;
 const work = mkdtempSync(path.join(tmpdir(), `${id}-`));
 const podmanJson = (args) => JSON.parse(execFileSync('podman', args, { env, encoding: 'utf8' }));
+const image = process.env.PODVISOR_TEST_IMAGE ?? 'localhost/podvisor:latest';
 const podman = (...args) => execFileSync('podman', args, { env, encoding: 'utf8' }).trim();
 
 /** Polls `url` until it answers 200 (the way a readiness probe does); returns ms since `t0`. */
@@ -48,6 +50,7 @@ function podTemplate(name, hostname) {
   const cm = objects.find((o) => o.kind === 'ConfigMap');
   const spec = structuredClone(sts.spec.template.spec);
   const c = spec.containers[0];
+  c.image = image;
   delete c.startupProbe;
   delete c.livenessProbe;
   delete c.readinessProbe;
@@ -109,7 +112,7 @@ async function host(n) {
 
 try {
   podman('network', 'create', net);
-  const size = podmanJson(['image', 'inspect', 'localhost/podvisor:latest'])[0].Size;
+  const size = podmanJson(['image', 'inspect', image])[0].Size;
   const rows = [];
   for (let i = 1; i <= runs; i++) {
     const h = await host(i);
@@ -117,7 +120,7 @@ try {
     rows.push({ i, h, c });
     console.log(`| ${i} | ${Math.round(h.ready)} | ${Math.round(h.page)} | ${Math.round(c.ready)} | ${Math.round(c.page)} | ${c.mem.podvisor.toFixed(1)} | ${c.mem.qemu.toFixed(1)} |`);
   }
-  console.log(`image localhost/podvisor:latest: ${(size / 1024 / 1024).toFixed(0)} MiB (podman image inspect .Size)`);
+  console.log(`image ${image}: ${(size / 1024 / 1024).toFixed(0)} MiB (podman image inspect .Size)`);
 } finally {
   execFileSync('sh', ['-c', `podman pod rm -f $(podman pod ls -q --filter name=^${id}-) >/dev/null 2>&1; podman volume rm -f $(podman volume ls -q --filter name=^${id}-) >/dev/null 2>&1; podman network rm -f ${net} >/dev/null 2>&1; true`], { env });
   rmSync(work, { recursive: true, force: true });

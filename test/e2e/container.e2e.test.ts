@@ -11,11 +11,18 @@
  * capabilities, not privileged, /proc/sys read-only; `podman pod stop` ->
  * ACPI power-off and exit 0 before the grace period ends (teardown bounded
  * without CAP_KILL, CAP_SETUID, CAP_SETGID: dnsmasq keeps podvisor's user);
- * a second kube play on the same volumes boots the same pet disk.
+ * a second kube play on the same volumes boots the same pet disk. With a
+ * documented capability and device taken out of the manifest, doctor names
+ * both in the logs and the container exits 3 before any pull. The macvtap
+ * overlay runs in a container joined to a Calico-style pod namespace made by
+ * test/support/pod.sh (`podman run --network ns:...`: podman 4.3's kube play
+ * cannot join a namespace path) with exactly the overlay's capabilities plus
+ * the one device-cgroup rule its `privileged: true` stands in for.
  * Everything is named with a unique prefix and removed, even on failure.
  */
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,6 +33,7 @@ import { capabilityBit, hasCapabilities, parseEffectiveCapabilities } from '@pod
 import { HttpImageServer } from '../support/http-image-server.js';
 import { PODVISOR_IMAGE, PodmanLogs, REPO_ROOT, declaredCapabilities, podFromStatefulSet, podman, type KubeObject } from '../support/podman.js';
 import { scanSpawnedBinaries } from '../support/spawned-binaries.js';
+import { createPod as createPodNs, destroyPod, guestPageFromNode, macOf, podView } from './support/pod-namespace.js';
 import { ARTIFACTS, GUEST, readEvents, requireBuilt, types } from './support/podvisor-process.js';
 
 const ID = `pvct${randomBytes(3).toString('hex')}`;
@@ -66,6 +74,7 @@ async function play(objects: KubeObject[], podName: string, extraEnv: Record<str
     claims: { disk: VOLUMES.disk, 'podvisor-images': VOLUMES.images },
     configMaps: { [cm.metadata.name]: cmName },
     env: { IMG_SOURCE: server?.url('/guest.qcow2') ?? '', PODVISOR_ACCEL: 'tcg', ...extraEnv },
+    image: PODVISOR_IMAGE,
   });
   await writeFile(path.join(work, `${podName}.yaml`), stringify(pod));
   await writeFile(path.join(work, `${podName}-cm.yaml`), stringify(configMap));
@@ -214,3 +223,122 @@ describe('the nat-bridge StatefulSet under podman kube play', () => {
     }
   }, 420_000);
 });
+
+describe('a documented privilege removed from the nat-bridge StatefulSet', () => {
+  it('without NET_BIND_SERVICE and /dev/net/tun: doctor names both in the logs, and the container exits 3 before any pull', async () => {
+    try {
+      const objects = render('nat-bridge');
+      const sts = structuredClone(one(objects, 'StatefulSet'));
+      const spec = (sts.spec?.['template'] as { spec: { containers: Record<string, unknown>[]; volumes: { name: string }[] } }).spec;
+      const container = spec.containers[0] as { securityContext: { capabilities: { add: string[] } }; volumeMounts: { name: string }[] };
+      container.securityContext.capabilities.add = container.securityContext.capabilities.add.filter((c) => c !== 'NET_BIND_SERVICE');
+      container.volumeMounts = container.volumeMounts.filter((m) => m.name !== 'dev-net-tun');
+      spec.volumes = spec.volumes.filter((v) => v.name !== 'dev-net-tun');
+      const requestsBefore = server?.requests.length ?? 0;
+      const { container: name, logs } = await play([sts, ...objects.filter((o) => o.kind !== 'StatefulSet')], `${ID}-c`);
+      const exit = await podman(['wait', name], { timeoutMs: 60_000 });
+      expect(exit.stdout.trim()).toBe('3');
+      await logs.waitFor(() => (logs.ended ? true : null), 'the end of the logs', 30_000);
+      expect(logs.stderr).toContain('ERR_PREFLIGHT_FAILED');
+      expect(logs.stderr).toContain("add NET_BIND_SERVICE to the container's securityContext.capabilities.add");
+      expect(logs.stderr).toContain('/dev/net/tun');
+      // Before any pull: the image server saw no request from this pod.
+      expect(server?.requests.length ?? 0).toBe(requestsBefore);
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  }, 180_000);
+});
+
+describe('the macvtap StatefulSet in a container joined to a Calico-style pod namespace', () => {
+  it('runs with exactly the overlay\'s capabilities plus the macvtap device-cgroup rule: the VM answers on the pod IP with the pod MAC, and a stop gives the pod back', async () => {
+    const pod = `${ID}-mvt`;
+    const name = `${ID}-mvt-vm`;
+    const volumes = [`${ID}-mvt-disk`, `${ID}-mvt-images`];
+    try {
+      const objects = render('macvtap');
+      const sts = one(objects, 'StatefulSet');
+      const template = (sts.spec?.['template'] as { spec: { terminationGracePeriodSeconds: number; containers: ContainerSpec[] } }).spec;
+      const vm = template.containers[0] as ContainerSpec;
+      const declared = declaredCapabilities(sts);
+      expect(declared.sort()).toEqual(['CAP_MKNOD', 'CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE']);
+      // privileged stands in for the one thing a pod spec cannot name: the device-cgroup rule below.
+      expect(vm.securityContext?.privileged).toBe(true);
+      const major = macvtapMajor(pod);
+
+      await writeFile(path.join(work, 'mvt-resolv.conf'), 'nameserver 10.96.0.10\nsearch default.svc.cluster.local\n');
+      createPodNs(pod, ['eth0=10.91.3.7/32'], path.join(work, 'mvt-resolv.conf'));
+      const before = podView(pod);
+      const mac = macOf(pod, 'eth0');
+      const env = Object.fromEntries(vm.env.map((e) => [e.name, e.value]));
+      Object.assign(env, { IMG_SOURCE: '/srv/guest.qcow2', PODVISOR_ACCEL: 'tcg' });
+      delete env['PODVISOR_USERDATA'];
+      delete env['PODVISOR_METADATA'];
+      await podman([
+        'run', '-d', '--name', name, '--hostname', HOSTNAME,
+        '--network', `ns:/run/netns/${pod}`,
+        '--cap-drop', 'ALL', '--cap-add', declared.map((c) => c.replace(/^CAP_/, '')).join(','),
+        '--device-cgroup-rule', `c ${major}:* rwm`,
+        '--security-opt', 'no-new-privileges',
+        '--memory', vm.resources?.limits?.memory?.replace(/Mi$/, 'm') ?? '',
+        '-v', `${volumes[0]}:/var/lib/podvisor/disk`, '-v', `${volumes[1]}:/var/lib/podvisor/images`,
+        '-v', `${GUEST}:/srv/guest.qcow2:ro`,
+        ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
+        PODVISOR_IMAGE,
+      ]);
+      const logs = new PodmanLogs(name);
+      followers.push(logs);
+      await logs.waitForStdout(/PODVISOR-GUEST-READY boot-count=1 /);
+      expect(logs.stdout).toContain(`PODVISOR-GUEST-NIC eth0 ${mac} 10.91.3.7/32`);
+      const page = await guestPageFromNode(pod, '10.91.3.7');
+      expect(page).toContain(`nic: eth0 ${mac} 10.91.3.7/32`);
+      expect((await podman(['exec', name, 'podvisor', 'ctl', 'status'])).stdout).toContain('Running');
+
+      // Exactly the overlay's capabilities, not privileged; no tap node is left in /dev.
+      const caps = parseEffectiveCapabilities((await podman(['exec', name, 'cat', '/proc/1/status'])).stdout);
+      expect(caps?.toString(16)).toBe(declared.reduce((m, c) => m | (1n << BigInt(capabilityBit(c))), 0n).toString(16));
+      expect((await podman(['inspect', name, '--format', '{{.HostConfig.Privileged}}'])).stdout.trim()).toBe('false');
+      expect((await podman(['exec', name, 'ls', '/dev'])).stdout).not.toContain('podvisor-tap-');
+
+      await podman(['stop', '-t', String(template.terminationGracePeriodSeconds), name], { timeoutMs: (template.terminationGracePeriodSeconds + 30) * 1000 });
+      expect((await podman(['inspect', name, '--format', '{{.State.ExitCode}}'])).stdout.trim()).toBe('0');
+      expect(podView(pod)).toEqual(before);
+    } catch (err) {
+      failed = true;
+      const logs = await podman(['logs', name], { check: false });
+      await mkdir(ARTIFACTS, { recursive: true });
+      await writeFile(path.join(ARTIFACTS, `${name}.log`), `${logs.stdout}\n--- stderr ---\n${logs.stderr}`).catch(() => undefined);
+      throw err;
+    } finally {
+      await podman(['rm', '-f', '-t', '0', name], { check: false });
+      for (const v of volumes) await podman(['volume', 'rm', '-f', v], { check: false });
+      destroyPod(pod);
+    }
+  }, 300_000);
+});
+
+interface ContainerSpec {
+  env: { name: string; value: string }[];
+  resources?: { limits?: { memory?: string } };
+  securityContext?: { privileged?: boolean };
+}
+
+/**
+ * The macvtap character devices' major: the kernel chooses it when macvtap
+ * loads. A macvtap made and deleted in the pod's node namespace loads it
+ * first when no line names it yet.
+ */
+function macvtapMajor(pod: string): number {
+  const find = (): number | undefined => {
+    const m = /^\s*(\d+) macvtap$/m.exec(readFileSync('/proc/devices', 'utf8'));
+    return m === null ? undefined : Number(m[1]);
+  };
+  const known = find();
+  if (known !== undefined) return known;
+  const ns = `${pod}-probe`;
+  execFileSync('sh', ['-c', `ip netns add ${ns} && ip -n ${ns} link add pvprobe0 type veth peer name pvprobe1 && ip -n ${ns} link add link pvprobe0 name pvprobe2 type macvtap; ip netns del ${ns}`]);
+  const loaded = find();
+  if (loaded === undefined) throw new Error('no "macvtap" line in /proc/devices after making a macvtap: the kernel lacks macvtap');
+  return loaded;
+}

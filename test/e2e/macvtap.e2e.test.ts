@@ -11,9 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
-
-const POD_SH = path.join(REPO, 'test/support/pod.sh');
+import { createPod as createPodNs, curlFromNode, destroyPod, guestPageFromNode, macOf, podView } from './support/pod-namespace.js';
+import { GUEST, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 let dirs: VmDirs;
 let name: string;
@@ -21,38 +20,8 @@ let pod: string;
 let running: PodvisorProcess[] = [];
 let helpers: ChildProcess[] = [];
 
-/** Creates the pod (its node namespace is `<pod>-node`) and returns pod.sh's facts. */
 function createPod(...ifs: string[]): Record<string, string> {
-  const out = execFileSync(POD_SH, ['create', pod, ...ifs.flatMap((i) => ['--if', i]), '--resolv', path.join(dirs.root, 'resolv.conf')], { encoding: 'utf8' });
-  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-}
-
-/** The pod's interfaces (name, MAC, IPv4 addresses, link kind) and routes, for before/after comparisons. */
-function podView(): { links: string[]; routes: string[] } {
-  const links = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-d', 'addr', 'show'], { encoding: 'utf8' })) as {
-    ifname: string;
-    address: string;
-    linkinfo?: { info_kind?: string };
-    addr_info: { family: string; local: string; prefixlen: number }[];
-  }[];
-  const routes = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-4', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as unknown[];
-  return {
-    links: links.map((l) => `${l.ifname} ${l.address} ${l.linkinfo?.info_kind ?? '-'} ${l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).join(',')}`),
-    routes: routes.map((r) => JSON.stringify(r)).sort(),
-  };
-}
-
-function macOf(ifname: string): string {
-  return (JSON.parse(execFileSync('ip', ['-n', pod, '-j', 'link', 'show', 'dev', ifname], { encoding: 'utf8' })) as { address: string }[])[0]?.address ?? '';
-}
-
-/** curl from the node namespace; returns the body, or '' when it fails. */
-function curlFromNode(url: string): string {
-  try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '5', url], { encoding: 'utf8' });
-  } catch {
-    return '';
-  }
+  return createPodNs(pod, ifs, path.join(dirs.root, 'resolv.conf'));
 }
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
@@ -65,16 +34,6 @@ function start(extra: Record<string, string> = {}): PodvisorProcess {
   const p = new PodvisorProcess(['run'], env(extra), { wrapper: ['ip', 'netns', 'exec', pod] });
   running.push(p);
   return p;
-}
-
-/** The guest's page, fetched from the node namespace (waits for an answer, bounded). */
-async function guestPage(ip: string): Promise<string> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const body = curlFromNode(`http://${ip}/`);
-    if (body.includes('podvisor-test-guest') || Date.now() > deadline) return body;
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 function guestNics(p: PodvisorProcess): string[] {
@@ -104,15 +63,15 @@ beforeEach(async (ctx) => {
 afterEach(async () => {
   for (const p of running) await p.killed();
   for (const h of helpers) if (h.exitCode === null && h.signalCode === null) h.kill('SIGKILL');
-  execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
+  destroyPod(pod);
   await dirs.cleanup();
 });
 
 describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
   it('AUTO_ATTACH=yes: both pod IPs answer with the guest page, on NICs with the pod MACs; the Calico /32 reaches the node; SIGTERM gives the pod back', async () => {
     const facts = createPod('eth0=10.71.3.7/32', 'eth1=10.72.4.2/24');
-    const before = podView();
-    const [mac0, mac1] = [macOf('eth0'), macOf('eth1')];
+    const before = podView(pod);
+    const [mac0, mac1] = [macOf(pod, 'eth0'), macOf(pod, 'eth1')];
     // A server in the node namespace that the VM must reach through 169.254.1.1.
     const www = path.join(dirs.root, 'www');
     await mkdir(www);
@@ -128,8 +87,8 @@ describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
     const p = start();
     await p.waitForStdout(/PODVISOR-GUEST-READY/, 120_000);
     expect(guestNics(p)).toEqual([`eth0 ${mac0} 10.71.3.7/32`, `eth1 ${mac1} 10.72.4.2/24`]);
-    const page0 = await guestPage('10.71.3.7');
-    const page1 = await guestPage('10.72.4.2');
+    const page0 = await guestPageFromNode(pod, '10.71.3.7');
+    const page1 = await guestPageFromNode(pod, '10.72.4.2');
     for (const page of [page0, page1]) {
       expect(page).toContain('podvisor-test-guest');
       expect(page).toContain(`nic: eth0 ${mac0} 10.71.3.7/32`);
@@ -143,68 +102,68 @@ describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
     expect(attached?.data).toMatchObject({ backend: 'macvtap', nics: [{ id: 'net0', mac: mac0, addresses: ['10.71.3.7/32'] }, { id: 'net1', mac: mac1, addresses: ['10.72.4.2/24'] }] });
 
     await stop(p);
-    expect(podView()).toEqual(before);
+    expect(podView(pod)).toEqual(before);
     expect(readEvents(dirs.stateDir).map((e) => e.type)).toContain('NetworkDetached');
   });
 
   it('AUTO_ATTACH=no ATTACH_IFACES=eth1: only eth1 goes to the VM, and eth0 keeps serving the pod', async () => {
     createPod('eth0=10.73.3.7/32', 'eth1=10.74.4.2/24');
-    const before = podView();
-    const mac1 = macOf('eth1');
+    const before = podView(pod);
+    const mac1 = macOf(pod, 'eth1');
     const p = start({ AUTO_ATTACH: 'no', ATTACH_IFACES: 'eth1' });
     await p.waitForStdout(/PODVISOR-GUEST-READY/, 120_000);
     expect(guestNics(p)).toEqual([`eth0 ${mac1} 10.74.4.2/24`]);
-    expect(await guestPage('10.74.4.2')).toContain(`nic: eth0 ${mac1} 10.74.4.2/24`);
+    expect(await guestPageFromNode(pod, '10.74.4.2')).toContain(`nic: eth0 ${mac1} 10.74.4.2/24`);
     // The pod still answers on eth0's address: podvisor's own control endpoint.
-    expect(curlFromNode('http://10.73.3.7:5800/healthz')).not.toBe('');
-    expect(podView().links.find((l) => l.startsWith('eth0 '))).toBe(before.links.find((l) => l.startsWith('eth0 ')));
+    expect(curlFromNode(pod, 'http://10.73.3.7:5800/healthz')).not.toBe('');
+    expect(podView(pod).links.find((l) => l.startsWith('eth0 '))).toBe(before.links.find((l) => l.startsWith('eth0 ')));
     await stop(p);
-    expect(podView()).toEqual(before);
+    expect(podView(pod)).toEqual(before);
   });
 
   it('SELECTED_NETWORK names the second address of an interface: the VM gets that one', async () => {
     createPod('eth0=10.75.1.2/24,10.76.1.2/24');
-    const before = podView();
-    const mac0 = macOf('eth0');
+    const before = podView(pod);
+    const mac0 = macOf(pod, 'eth0');
     const p = start({ SELECTED_NETWORK: '10.76.1.2/24' });
     await p.waitForStdout(/PODVISOR-GUEST-READY/, 120_000);
     expect(guestNics(p)).toEqual([`eth0 ${mac0} 10.76.1.2/24`]);
-    expect(await guestPage('10.76.1.2')).toContain(`nic: eth0 ${mac0} 10.76.1.2/24`);
+    expect(await guestPageFromNode(pod, '10.76.1.2')).toContain(`nic: eth0 ${mac0} 10.76.1.2/24`);
     await stop(p);
-    expect(podView()).toEqual(before);
+    expect(podView(pod)).toEqual(before);
   });
 
   it('kill -9 of the container, then a restart, converges: the VM is back on the pod IP, and SIGTERM restores the pod', async () => {
     createPod('eth0=10.77.3.7/32', 'eth1=10.78.4.2/24');
-    const before = podView();
+    const before = podView(pod);
     const first = start();
     await first.waitForStdout(/PODVISOR-GUEST-READY boot-count=1/, 120_000);
     // The container dies at once: podvisor and everything it started (qemu, dnsmasq); the pod's namespace stays.
     const pids = execFileSync('ip', ['netns', 'pids', pod], { encoding: 'utf8' }).split('\n').filter((s) => s !== '');
     execFileSync('kill', ['-KILL', ...pids]);
     await first.exited;
-    expect(podView()).not.toEqual(before);
+    expect(podView(pod)).not.toEqual(before);
 
     const second = start();
     // The pet disk kept what the guest flushed before the kill.
     await second.waitForStdout(/PODVISOR-GUEST-READY boot-count=2/, 120_000);
-    expect(await guestPage('10.77.3.7')).toContain('nic: eth0');
-    expect(await guestPage('10.78.4.2')).toContain('nic: eth1');
-    const links = podView().links;
+    expect(await guestPageFromNode(pod, '10.77.3.7')).toContain('nic: eth0');
+    expect(await guestPageFromNode(pod, '10.78.4.2')).toContain('nic: eth1');
+    const links = podView(pod).links;
     expect(links.filter((l) => / macvtap /.test(l))).toHaveLength(2);
     await stop(second);
-    expect(podView()).toEqual(before);
+    expect(podView(pod)).toEqual(before);
   });
 
   it('ATTACH_IFACES=nope0 is a clear error naming the interface and the pod interfaces, and nothing changes', async () => {
     createPod('eth0=10.79.3.7/32', 'eth1=10.80.4.2/24');
-    const before = podView();
+    const before = podView(pod);
     const p = start({ ATTACH_IFACES: 'nope0' });
     const exit = await p.exited;
     expect(exit.code).not.toBe(0);
     const failed = await waitForEvent(dirs.stateDir, 'VmFailed', { timeoutMs: 10_000 });
     expect(failed.data).toMatchObject({ code: 'ERR_CONFIG_INVALID' });
     expect((failed.data as { message: string }).message).toContain('env ATTACH_IFACES: got "nope0", expected an interface of this pod: eth0, eth1');
-    expect(podView()).toEqual(before);
+    expect(podView(pod)).toEqual(before);
   });
 });

@@ -9,15 +9,16 @@
  * wait on /readyz themselves, as a kubelet would), and podman 4.3 publishes a
  * containerPort on the host's own port (the pod IP is what is tested).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { ChildOutput } from './child-output.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CONTAINERS_CONF = path.join(REPO_ROOT, 'deploy/podman/containers.conf');
-/** What `make image` builds. */
-export const PODVISOR_IMAGE = 'localhost/podvisor:latest';
+/** What `make image` builds; PODVISOR_TEST_IMAGE names another tag (`make image IMAGE=...`), e.g. for a second checkout on the same machine. */
+export const PODVISOR_IMAGE = process.env['PODVISOR_TEST_IMAGE'] ?? 'localhost/podvisor:latest';
 
 const env = { ...process.env, CONTAINERS_CONF };
 
@@ -36,54 +37,13 @@ export async function podman(args: readonly string[], options: { check?: boolean
 }
 
 /** Follows `podman logs -f` of a container: stdout is the serial console, stderr the JSON logs. */
-export class PodmanLogs {
-  stdout = '';
-  stderr = '';
-  private readonly child: ChildProcess;
-  private readonly waiters = new Set<() => void>();
-  private closed = false;
-
+export class PodmanLogs extends ChildOutput {
   constructor(container: string) {
-    this.child = spawn('podman', ['logs', '-f', container], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.stdout += d;
-      this.wake();
-    });
-    this.child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      this.stderr += d;
-      this.wake();
-    });
-    this.child.once('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
-
-  /** The first match of `re` in stdout; rejects when the logs end first or after `timeoutMs`. */
-  waitForStdout(re: RegExp, timeoutMs = 180_000): Promise<RegExpMatchArray> {
-    return new Promise((resolve, reject) => {
-      const poll = (): void => {
-        const m = this.stdout.match(re);
-        if (m !== null) finish(() => resolve(m));
-        else if (this.closed) finish(() => reject(new Error(`the container's logs ended before stdout matched ${re}; stderr tail: ${this.stderr.slice(-2000)}`)));
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`no match for ${re} within ${timeoutMs} ms; stderr tail: ${this.stderr.slice(-2000)}`))), timeoutMs);
-      const finish = (fn: () => void): void => {
-        clearTimeout(timer);
-        this.waiters.delete(poll);
-        fn();
-      };
-      this.waiters.add(poll);
-      poll();
-    });
+    super(spawn('podman', ['logs', '-f', container], { env, stdio: ['ignore', 'pipe', 'pipe'] }), "the container's logs", 180_000);
   }
 
   stop(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
   }
 }
 
@@ -108,6 +68,8 @@ export interface PodFromStatefulSet {
   configMaps: Record<string, string>;
   /** Environment values to set (replacing the manifest's) on the first container. */
   env: Record<string, string>;
+  /** The first container's image, instead of the manifest's. */
+  image?: string;
 }
 
 /**
@@ -130,7 +92,7 @@ export function podFromStatefulSet(sts: KubeObject, o: PodFromStatefulSet): Kube
     const { startupProbe: _s, livenessProbe: _l, readinessProbe: _r, ports: _p, ...rest } = c;
     if (i !== 0) return rest;
     const envList = ((c['env'] ?? []) as { name: string; value?: string }[]).filter((e) => !(e.name in o.env));
-    return { ...rest, env: [...envList, ...Object.entries(o.env).map(([name, value]) => ({ name, value }))] };
+    return { ...rest, ...(o.image === undefined ? {} : { image: o.image }), env: [...envList, ...Object.entries(o.env).map(([name, value]) => ({ name, value }))] };
   });
   return {
     apiVersion: 'v1',

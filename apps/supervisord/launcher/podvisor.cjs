@@ -34,6 +34,9 @@ try {
   cachedData = undefined;
 }
 const script = new vm.Script(wrap(source), { filename: app, cachedData });
+// Only its length is needed later: the buffer itself (~1.3 MB) is not kept for the daemon's lifetime.
+const cachedLength = cachedData === undefined ? undefined : cachedData.length;
+cachedData = undefined;
 // Code run by vm.Script cannot import() (Node 20 has no stable hook for it), so
 // this file, an ordinary module, imports third-party plugins for the bundle.
 globalThis[Symbol.for('podvisor.import')] = (specifier) => import(specifier);
@@ -44,7 +47,7 @@ process.once('exit', () => {
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
     const data = script.createCachedData();
-    if (cachedData !== undefined && !script.cachedDataRejected && data.length < cachedData.length * 1.1) return;
+    if (cachedLength !== undefined && !script.cachedDataRejected && data.length < cachedLength * 1.1) return;
     fs.writeFileSync(tmp, data);
     fs.renameSync(tmp, cacheFile);
   } catch {

@@ -7,9 +7,12 @@
  * listening on a sibling macvlan (the lower device's own stack cannot reach
  * the VM; a sibling can), and the pod keeps a derived, non-conflicting
  * address on that sibling. qemu receives each macvtap's `/dev/tapN` as an
- * open file descriptor, through a private device node made with `mknod` when
- * the container's /dev lacks the right one, plus `/dev/vhost-net` when it
- * opens. Before touching anything, attach records the pod's interfaces
+ * open file descriptor, plus `/dev/vhost-net` when it opens. A container's
+ * /dev has no udev, so when it lacks the right `/dev/tapN` the backend makes
+ * a private node with `mknod` in a fresh directory under /dev (a tmpfs that
+ * runc mounts without `nodev`; volumes are mounted `nodev`), opens it and
+ * removes it at once: the open fd is all qemu needs, and no node outlives
+ * the open. Before touching anything, attach records the pod's interfaces
  * (MACs, addresses, routes) in the state dir; detach puts them back from that
  * record, so it also undoes a crashed run. Every host change goes through the
  * injected `ProcessRunner` (`ip`, `mknod`, `cat` of sysfs, `dnsmasq`), in
@@ -17,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject, injectable, optional } from 'inversify';
 import {
@@ -62,15 +65,20 @@ export interface MacvtapRestoreRecord {
 }
 
 /** The files the backend keeps in the state dir. */
-export function macvtapStatePaths(stateDir: string): { record: string; pidFile: string; leaseFile: string; devDir: string; vncSocket: string } {
+export function macvtapStatePaths(stateDir: string): { record: string; pidFile: string; leaseFile: string; vncSocket: string } {
   return {
     record: join(stateDir, 'macvtap-restore.json'),
     pidFile: join(stateDir, 'macvtap-dnsmasq.pid'),
     leaseFile: join(stateDir, 'macvtap-dnsmasq.leases'),
-    devDir: join(stateDir, 'macvtap-dev'),
     vncSocket: join(stateDir, 'vnc.sock'),
   };
 }
+
+/**
+ * Where private tap nodes are made: a container's /dev is a tmpfs without
+ * `nodev` (a volume is mounted `nodev`, where a node cannot be opened).
+ */
+export const MACVTAP_NODE_PARENT = '/dev';
 
 /** The device that gives qemu vhost-net acceleration. */
 export const VHOST_NET_DEVICE = '/dev/vhost-net';
@@ -78,12 +86,14 @@ export const VHOST_NET_DEVICE = '/dev/vhost-net';
 /**
  * What the backend needs from the host (checked by `podvisor doctor` before
  * anything is pulled). The macvtap character devices themselves appear only
- * once the links exist, so their cgroup access is found at attach.
+ * once the links exist, with a major number the kernel chose, so their
+ * device-cgroup access is found at attach (ERR_MACVTAP_TAP_DEVICE names the
+ * rule to grant).
  */
 export const MACVTAP_PREREQUISITES: Prerequisites = {
   binaries: [
     { name: 'ip', why: 'creates the macvtap and macvlan links, moves addresses and routes' },
-    { name: 'mknod', why: 'makes a private /dev/tapN node when /dev has no right one' },
+    { name: 'mknod', why: 'makes a private tap node when /dev has no right /dev/tapN' },
     { name: 'cat', why: "reads the macvtap's device numbers from sysfs" },
     ...DNSMASQ_PREREQUISITES.binaries,
   ],
@@ -136,7 +146,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
    * state dir, and for each attached one: gives it a random MAC, creates
    * macvtap `pvmvt<ifindex>` (its original MAC) and macvlan `pvmvl<ifindex>`
    * (the derived address), moves the VM's address off it, and opens its tap
-   * device (`mknod` under the state dir when needed). Starts one dnsmasq.
+   * device (a private node under /dev when needed). Starts one dnsmasq.
    * Throws `ERR_MACVTAP_<STEP>` naming the interface or command; on failure
    * it has put everything back.
    */
@@ -171,7 +181,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
       const dhcpNics: MacvtapDhcpNic[] = [];
       const details: Record<string, unknown>[] = [];
       for (const plan of planned.plans) {
-        const { tapPath, fd } = await this.attachOne(spec, plan, paths.devDir);
+        const { tapPath, fd } = await this.attachOne(spec, plan);
         const vhostFd = vhost ? this.open(VHOST_NET_DEVICE) : undefined;
         const vmCidr = plan.vmAddress === undefined ? [] : [`${plan.vmAddress.ip}/${plan.vmAddress.prefix}`];
         nics.push({ id: plan.id, mac: plan.pod.mac, backend: { kind: 'tap-fd', fd, ...(vhostFd === undefined ? {} : { vhostFd }) }, addresses: vmCidr });
@@ -282,7 +292,6 @@ export class MacvtapNetworkBackend implements NetworkBackend {
       });
     }
     if (failures.length === before) await rm(paths.record, { force: true });
-    await rm(paths.devDir, { recursive: true, force: true });
     if (record !== undefined) this.log.info('pod interfaces restored', { interfaces: record.interfaces.map((i) => i.name) });
     if (failures.length > 0) {
       throw new PodvisorError('ERR_MACVTAP_DETACH', `macvtap: could not put everything back: ${failures.join('; ')}`, {
@@ -293,7 +302,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   }
 
   /** Moves one pod interface's identity to a macvtap and a sibling macvlan, and opens the macvtap's tap device. */
-  private async attachOne(spec: NetworkAttachSpec, plan: MacvtapNicPlan, devDir: string): Promise<{ tapPath: string; fd: number }> {
+  private async attachOne(spec: NetworkAttachSpec, plan: MacvtapNicPlan): Promise<{ tapPath: string; fd: number }> {
     const { pod, links } = plan;
     const code = 'ERR_MACVTAP_LINK';
     await this.step(spec, code, `give ${pod.name} a random MAC and create macvtap ${links.macvtap} with its MAC ${pod.mac}`, async () => {
@@ -323,15 +332,38 @@ export class MacvtapNetworkBackend implements NetworkBackend {
       if (m === null) throw new Error(`unexpected device numbers ${JSON.stringify(devNumbers)} in sysfs`);
       const [major, minor] = [Number(m[1]), Number(m[2])];
       // /dev/tapN is named after the ifindex, which another namespace may share: use it only if it is this device.
-      let tapPath = `/dev/tap${link.ifindex}`;
-      if (!isCharDevice(tapPath, major, minor)) {
-        tapPath = join(devDir, `tap${link.ifindex}`);
-        await mkdir(devDir, { recursive: true });
-        await rm(tapPath, { force: true });
-        await this.runner.run('mknod', ['-m', '0600', tapPath, 'c', String(major), String(minor)], { signal: spec.signal });
+      const shared = `/dev/tap${link.ifindex}`;
+      if (isCharDevice(shared, major, minor)) return { tapPath: shared, fd: this.openTap(shared, major, minor) };
+      const dir = await mkdtemp(join(MACVTAP_NODE_PARENT, 'podvisor-tap-'));
+      try {
+        const node = join(dir, `tap${link.ifindex}`);
+        const made = await this.runner.run('mknod', ['-m', '0600', node, 'c', String(major), String(minor)], { signal: spec.signal, check: false });
+        if (made.exitCode !== 0) {
+          throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot make the tap node ${node} (char ${major}:${minor}) for ${links.macvtap}: ${made.stderr.trim()}`, {
+            hint: 'give the container CAP_MKNOD (capabilities add: [MKNOD]; docs/kubernetes.md)',
+          });
+        }
+        return { tapPath: `${node} (removed once open)`, fd: this.openTap(node, major, minor) };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
       }
-      return { tapPath, fd: this.open(tapPath) };
     });
+  }
+
+  /** Opens a tap node; a refusal by the device cgroup names the rule that would allow it. */
+  private openTap(path: string, major: number, minor: number): number {
+    try {
+      return this.open(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot open the tap device ${path} (char ${major}:${minor}): ${code ?? errorMessage(err)}`, {
+        cause: err,
+        hint:
+          code === 'EPERM'
+            ? `the container's device cgroup refuses macvtap devices: allow 'c ${major}:* rwm' (podman/docker --device-cgroup-rule; the major is the "macvtap" line of the node's /proc/devices), or run the container privileged, as the Kubernetes overlay does (a pod spec cannot name a device-cgroup rule; docs/kubernetes.md)`
+            : undefined,
+      });
+    }
   }
 
   private open(path: string): number {

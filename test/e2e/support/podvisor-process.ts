@@ -4,7 +4,7 @@
  * its event log, never on fixed sleeps. On failure, `keepArtifacts` copies the
  * serial log, the logs and the events where a person can read them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, take, timeout, toArray } from 'rxjs';
 import { SqliteEventStore, type EventType, type StoredEvent } from '@podvisor/core';
+import { ChildOutput } from '../../support/child-output.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 /** The binary that ships: the bundled CLI (make build). */
@@ -29,37 +30,15 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
-export class PodvisorProcess {
-  readonly child: ChildProcess;
-  stdout = '';
-  stderr = '';
+/** The real binary, as a child of the test; its stdout and stderr through `ChildOutput`. */
+export class PodvisorProcess extends ChildOutput {
   readonly exited: Promise<Exit>;
-  private readonly waiters = new Set<() => void>();
 
   constructor(args: readonly string[], env: Record<string, string>, options: { wrapper?: readonly string[] } = {}) {
     const argv = [...(options.wrapper ?? []), process.execPath, CLI, ...args];
-    this.child = spawn(argv[0] as string, argv.slice(1), { env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.stdout += d;
-      this.wake();
-    });
-    this.child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      this.stderr += d;
-      this.wake();
-    });
-    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => {
-      resolve({ code, signal });
-      this.wake();
-    }));
-  }
-
-  /** Resolves with the first match of `re` in stdout (the serial console); rejects on exit or timeout. */
-  waitForStdout(re: RegExp, timeoutMs = 90_000): Promise<RegExpMatchArray> {
-    return this.waitFor(() => this.stdout.match(re), `stdout to match ${re}`, timeoutMs);
-  }
-
-  waitForStderr(re: RegExp, timeoutMs = 90_000): Promise<RegExpMatchArray> {
-    return this.waitFor(() => this.stderr.match(re), `stderr to match ${re}`, timeoutMs);
+    const child = spawn(argv[0] as string, argv.slice(1), { env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    super(child, 'podvisor', 90_000);
+    this.exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
   }
 
   signal(sig: NodeJS.Signals): void {
@@ -70,33 +49,6 @@ export class PodvisorProcess {
   async killed(): Promise<Exit> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     return this.exited;
-  }
-
-  private waitFor<T>(check: () => T | null, what: string, timeoutMs: number): Promise<T> {
-    return new Promise((resolve, reject) => {
-      let done = false;
-      const finish = (fn: () => void): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.waiters.delete(poll);
-        fn();
-      };
-      const poll = (): void => {
-        const m = check();
-        if (m !== null && m !== undefined) finish(() => resolve(m));
-        else if (this.child.exitCode !== null || this.child.signalCode !== null) {
-          finish(() => reject(new Error(`podvisor exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n--- stderr tail:\n${this.stderr.slice(-3000)}`)));
-        }
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n--- stdout tail:\n${this.stdout.slice(-2000)}\n--- stderr tail:\n${this.stderr.slice(-3000)}`))), timeoutMs);
-      this.waiters.add(poll);
-      poll();
-    });
-  }
-
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
   }
 }
 

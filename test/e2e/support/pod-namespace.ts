@@ -1,0 +1,59 @@
+/**
+ * Reading a pod made by test/support/pod.sh from the test: its interfaces
+ * and routes (to compare before and after a run), an interface's MAC, and
+ * the guest's page fetched with curl from the pod's node namespace.
+ */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { REPO } from './podvisor-process.js';
+
+export const POD_SH = path.join(REPO, 'test/support/pod.sh');
+
+/** Creates pod `pod` (its node namespace is `<pod>-node`) and returns pod.sh's facts. */
+export function createPod(pod: string, interfaces: readonly string[], resolvConf: string): Record<string, string> {
+  const out = execFileSync(POD_SH, ['create', pod, ...interfaces.flatMap((i) => ['--if', i]), '--resolv', resolvConf], { encoding: 'utf8' });
+  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+/** Removes the pod and its node namespace; idempotent. */
+export function destroyPod(pod: string): void {
+  execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
+}
+
+/** The pod's interfaces (name, MAC, IPv4 addresses, link kind) and routes, for before/after comparisons. */
+export function podView(pod: string): { links: string[]; routes: string[] } {
+  const links = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-d', 'addr', 'show'], { encoding: 'utf8' })) as {
+    ifname: string;
+    address: string;
+    linkinfo?: { info_kind?: string };
+    addr_info: { family: string; local: string; prefixlen: number }[];
+  }[];
+  const routes = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-4', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as unknown[];
+  return {
+    links: links.map((l) => `${l.ifname} ${l.address} ${l.linkinfo?.info_kind ?? '-'} ${l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).join(',')}`),
+    routes: routes.map((r) => JSON.stringify(r)).sort(),
+  };
+}
+
+export function macOf(pod: string, ifname: string): string {
+  return (JSON.parse(execFileSync('ip', ['-n', pod, '-j', 'link', 'show', 'dev', ifname], { encoding: 'utf8' })) as { address: string }[])[0]?.address ?? '';
+}
+
+/** curl from the pod's node namespace; returns the body, or '' when it fails. */
+export function curlFromNode(pod: string, url: string): string {
+  try {
+    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '5', url], { encoding: 'utf8' });
+  } catch {
+    return '';
+  }
+}
+
+/** The guest's page on `ip`, fetched from the node namespace (retried while the guest's server comes up, bounded). */
+export async function guestPageFromNode(pod: string, ip: string): Promise<string> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const body = curlFromNode(pod, `http://${ip}/`);
+    if (body.includes('podvisor-test-guest') || Date.now() > deadline) return body;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
