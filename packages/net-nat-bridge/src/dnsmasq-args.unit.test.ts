@@ -53,4 +53,18 @@ describe('buildDnsmasqArgs', () => {
       '--log-dhcp',
     ]);
   });
+
+  it('for a dual-stack pod, sends router advertisements (SLAAC, the MTU) and reserves the same address for DHCPv6', () => {
+    const ipv6 = { prefix: 'fd70:7664::', vmIp: 'fd70:7664::5054:ff:feab:cdef' };
+    expect(buildDnsmasqArgs({ ...base, ipv6 }).slice(-7)).toEqual([
+      '--enable-ra',
+      '--dhcp-range=fd70:7664::,static,slaac,64,12h',
+      '--dhcp-host=52:54:00:ab:cd:ef,[fd70:7664::5054:ff:feab:cdef]',
+      '--ra-param=pvbr0,mtu:1440,0',
+      '--dhcp-authoritative',
+      '--log-facility=-',
+      '--log-dhcp',
+    ]);
+    expect(buildDnsmasqArgs({ ...base, ipv6, mtu: undefined })).not.toContainEqual(expect.stringMatching(/^--ra-param/));
+  });
 });

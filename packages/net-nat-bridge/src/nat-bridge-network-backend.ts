@@ -7,7 +7,9 @@
  * (except VNC, the control endpoint and the operator's exclusions) and SNATs
  * the VM's traffic to the pod IP. The VM thereby assumes the pod's IP, which
  * works with CNIs such as Calico whose /32 addresses and link-local gateways
- * cannot be handed to a VM over DHCP. Every host change goes through the
+ * cannot be handed to a VM over DHCP. A dual-stack pod's IPv6 address is
+ * mapped the same way to the VM's address on a unique-local /64 behind the
+ * bridge (`nat-ipv6.ts`), which dnsmasq's router advertisements give it. Every host change goes through the
  * injected `ProcessRunner` (`ip`, `nft`, `sysctl`, `dnsmasq`), in whatever
  * namespace the runner runs commands: the supervisor's own, in production.
  */
@@ -22,6 +24,8 @@ import {
   PodvisorError,
   ProcessRunner,
   errorMessage,
+  hasCapabilities,
+  ownEffectiveCapabilities,
   type ConfigProblem,
   type NetworkAttachSpec,
   type NetworkAttachment,
@@ -41,6 +45,7 @@ import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatB
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
+import { NAT_BRIDGE_IPV6, natBridgeIpv6Subnet, natBridgeVmIpv6 } from './nat-ipv6.js';
 
 /** The links the backend creates in the pod's namespace. */
 export const NAT_BRIDGE_LINKS = { bridge: 'pvbr0', tap: 'pvtap0' } as const;
@@ -59,15 +64,26 @@ export const NAT_BRIDGE_PREREQUISITES: Prerequisites = {
   ],
   devices: [{ path: '/dev/net/tun', why: 'creating the tap pvtap0, and qemu opening it', fix: 'give the container /dev/net/tun: a hostPath volume of type CharDevice mounted at /dev/net/tun, or a device plugin (docker: --device /dev/net/tun)' }],
   sysctls: [{ name: 'net.ipv4.ip_forward', value: '1', why: 'forwarding between the pod interface and the bridge', setsItself: true }],
+  // A dual-stack pod also needs net.ipv6.conf.all.forwarding, and CAP_NET_RAW for dnsmasq's
+  // router advertisements; without them the VM gets IPv4 only, with a warning event.
 };
 
 /** The files the backend keeps in the state dir. */
-export function natBridgeStatePaths(stateDir: string): { pidFile: string; leaseFile: string; ipForwardFile: string } {
+export function natBridgeStatePaths(stateDir: string): { pidFile: string; leaseFile: string; ipForwardFile: string; ipv6ForwardFile: string } {
   return {
     pidFile: join(stateDir, 'dnsmasq.pid'),
     leaseFile: join(stateDir, 'dnsmasq.leases'),
     ipForwardFile: join(stateDir, 'nat-bridge.ip_forward'),
+    ipv6ForwardFile: join(stateDir, 'nat-bridge.ipv6_forward'),
   };
+}
+
+/** The forwarding sysctls the backend turns on, each with the state file that keeps its value from before. */
+function forwardingSysctls(paths: ReturnType<typeof natBridgeStatePaths>): { key: string; file: string }[] {
+  return [
+    { key: 'net.ipv4.ip_forward', file: paths.ipForwardFile },
+    { key: 'net.ipv6.conf.all.forwarding', file: paths.ipv6ForwardFile },
+  ];
 }
 
 /** One route of `ip -j route show table all`; routes of the main table have no `table`. */
@@ -81,6 +97,8 @@ interface PodRoute {
 export interface NatPodInterface {
   name: string;
   ip: string;
+  /** Its first global IPv6 address, for a dual-stack pod. */
+  ip6: string | undefined;
   mtu: number | undefined;
 }
 
@@ -133,6 +151,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       });
       const { pod, routes } = await this.step(spec, 'ERR_NAT_NO_POD_INTERFACE', 'find the pod interface', () => this.findPodInterface(config, spec));
       this.warnOnOverlap(config, pod, routes, hooks);
+      let ipv6 = pod.ip6 !== undefined && this.ipv6Possible(pod.ip6, hooks);
 
       const mtu = pod.mtu === undefined ? '' : ` mtu ${pod.mtu}`;
       const makeBridge = { code: 'ERR_NAT_BRIDGE', what: `create bridge ${bridge} with ${config.vmGateway}/30` };
@@ -142,42 +161,20 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         // A fixed bridge MAC: the VM's ARP entry for its gateway survives restarts.
         { ...makeBridge, command: `link add name ${bridge} address ${deriveVmMac(`${spec.vmName}/gateway`)}${mtu} type bridge` },
         { ...makeBridge, command: `addr add ${config.vmGateway}/30 dev ${bridge}` },
+        ...(ipv6 ? [{ ...makeBridge, command: `addr add ${NAT_BRIDGE_IPV6.gateway}/${NAT_BRIDGE_IPV6.prefixLength} dev ${bridge} nodad` }] : []),
         { ...makeBridge, command: `link set dev ${bridge} up` },
         { ...makeTap, command: `tuntap add dev ${tap} mode tap` },
         { ...makeTap, command: `link set dev ${tap}${mtu} master ${bridge} up` },
       ]);
       const { mac } = await ensureVmMac(spec.diskDir, spec.vmName);
 
-      await this.step(spec, 'ERR_NAT_SYSCTL', 'enable net.ipv4.ip_forward in the pod namespace', async () => {
-        // One sysctl run: the first line is ip_forward before it is set. Already on (the
-        // pod's sysctls set it): nothing to restore, and the write may fail (an unprivileged
-        // container has /proc/sys read-only) without harm. route_localnet on the bridge lets
-        // traffic the pod sends to 127.0.0.1 be routed to the VM; it goes with the bridge.
-        const localnet = `net.ipv4.conf.${bridge}.route_localnet`;
-        const out = await this.runner.run('sysctl', ['net.ipv4.ip_forward', 'net.ipv4.ip_forward=1', `${localnet}=1`], { signal: spec.signal, check: false });
-        const values = sysctlValues(out.stdout, 'net.ipv4.ip_forward');
-        if (sysctlValues(out.stdout, localnet)[0] !== '1') {
-          hooks.warn({
-            code: 'WARN_NAT_NO_LOCALHOST',
-            message: `cannot set ${localnet}=1 (${out.stderr.trim() || 'no output'}): traffic the pod sends to 127.0.0.1 does not reach the VM (to the pod IP it does)`,
-            hint: '/proc/sys is read-only in this container; sidecars and kubectl port-forward can use the pod IP instead of localhost',
-          });
-        }
-        const previous = values[0];
-        if (previous === '1') return;
-        if (previous !== undefined && /^[01]$/.test(previous) && values[1] === '1') {
-          await writeFile(paths.ipForwardFile, `${previous}\n`);
-          return;
-        }
-        throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${out.stderr.trim() || out.stdout.trim() || `sysctl exited with ${out.exitCode}`}`, {
-          hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
-        });
-      });
+      ipv6 = await this.step(spec, 'ERR_NAT_SYSCTL', 'enable forwarding in the pod namespace', () => this.enableForwarding(spec, ipv6, hooks));
 
       const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
-      const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions });
-      await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})`, () =>
+      const v6 = ipv6 && pod.ip6 !== undefined ? { podIp: pod.ip6, vmIp: natBridgeVmIpv6(mac), subnet: natBridgeIpv6Subnet() } : undefined;
+      const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions, ...(v6 === undefined ? {} : { ipv6: v6 }) });
+      await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})${v6 === undefined ? '' : ` and ip6 podvisor (${v6.podIp} to ${v6.vmIp})`}`, () =>
         this.runner.run('nft', ['-f', '-'], { input: ruleset, signal: spec.signal }),
       );
 
@@ -195,6 +192,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         dnsServers: resolv.nameservers,
         searchDomains: resolv.search,
         mtu: pod.mtu,
+        ...(v6 === undefined ? {} : { ipv6: { prefix: NAT_BRIDGE_IPV6.prefix, vmIp: v6.vmIp } }),
       });
       const supervisor = new DnsmasqSupervisor({
         runner: this.runner,
@@ -210,7 +208,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       this.supervisor = supervisor;
 
       const attachment: NetworkAttachment = {
-        nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`] }],
+        nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`, ...(v6 === undefined ? [] : [`${v6.vmIp}/${NAT_BRIDGE_IPV6.prefixLength}`])] }],
         vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: '0.0.0.0', display: vncPort - 5900 },
         detail: {
           podInterface: pod.name,
@@ -221,6 +219,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
           bridge,
           tap,
           mtu: pod.mtu,
+          ipv6: v6 ?? null,
           dnat: { to: config.vmIp, protocols: ['tcp', 'udp'], excluded: exclusions.map(formatNatExclusion) },
           dhcp: { dnsServers: resolv.nameservers, searchDomains: resolv.search, hostname: hostname ?? null, dnsmasqPid: supervisor.pid },
         },
@@ -262,19 +261,21 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log, this.clock));
     if (parts.table) await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
     if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
-    const previous = await readFile(paths.ipForwardFile, 'utf8').then(
-      (text) => text.trim(),
-      () => undefined,
-    );
-    if (previous !== undefined && /^[01]$/.test(previous)) {
-      await attempt('restore net.ipv4.ip_forward', async () => {
-        await this.runner.run('sysctl', ['-w', `net.ipv4.ip_forward=${previous}`]);
-        await rm(paths.ipForwardFile, { force: true });
-      });
-    } else await rm(paths.ipForwardFile, { force: true });
+    for (const { key, file } of forwardingSysctls(paths)) {
+      const previous = await readFile(file, 'utf8').then(
+        (text) => text.trim(),
+        () => undefined,
+      );
+      if (previous !== undefined && /^[01]$/.test(previous)) {
+        await attempt(`restore ${key}`, async () => {
+          await this.runner.run('sysctl', ['-w', `${key}=${previous}`]);
+          await rm(file, { force: true });
+        });
+      } else await rm(file, { force: true });
+    }
     if (failures.length > 0) {
       throw new PodvisorError('ERR_NAT_DETACH', `nat-bridge: could not remove everything: ${failures.join('; ')}`, {
-        hint: 'the pod network namespace goes away with the pod; until then, remove the leftovers by hand (ip link del pvbr0, nft delete table ip podvisor)',
+        hint: 'the pod network namespace goes away with the pod; until then, remove the leftovers by hand (ip link del pvbr0, nft delete table ip podvisor, nft delete table ip6 podvisor)',
         details: { failures },
       });
     }
@@ -296,13 +297,13 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     }
   }
 
-  /** The pod interface and the pod's IPv4 routes (all tables), read in one `ip -batch`. */
+  /** The pod interface and the pod's IPv4 routes (all tables), read in one `ip -batch` (`route` lists IPv4 only, `addr` both families). */
   private async findPodInterface(config: NatBridgeConfig, spec: NetworkAttachSpec): Promise<{ pod: NatPodInterface; routes: PodRoute[] }> {
-    const out = await this.runner.run('ip', ['-4', '-j', '-batch', '-'], { input: 'route show table all\naddr show\n', signal: spec.signal });
+    const out = await this.runner.run('ip', ['-j', '-batch', '-'], { input: 'route show table all\naddr show\n', signal: spec.signal });
     const [routes = [], links = []] = out.stdout
       .split('\n')
       .filter((line) => line.trim() !== '')
-      .map((line) => parseJson<unknown[]>(line)) as [PodRoute[]?, { ifname?: string; mtu?: number; addr_info?: { family?: string; local?: string }[] }[]?];
+      .map((line) => parseJson<unknown[]>(line)) as [PodRoute[]?, { ifname?: string; mtu?: number; addr_info?: { family?: string; local?: string; scope?: string; tentative?: boolean; dadfailed?: boolean; deprecated?: boolean }[] }[]?];
     let name = config.podInterface;
     if (name === undefined) {
       name = routes.find((r) => r.dst === 'default' && r.table === undefined && typeof r.dev === 'string')?.dev;
@@ -324,7 +325,70 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         hint: 'the CNI gives the pod its address; check the pod network, or name another interface with network.settings.podInterface',
       });
     }
-    return { pod: { name, ip, mtu: link.mtu }, routes };
+    const ip6 = link.addr_info?.find((a) => a.family === 'inet6' && a.scope === 'global' && typeof a.local === 'string' && a.tentative !== true && a.dadfailed !== true && a.deprecated !== true)?.local;
+    return { pod: { name, ip, ip6, mtu: link.mtu }, routes };
+  }
+
+  /**
+   * Whether the VM can get IPv6: dnsmasq's router advertisements need a raw
+   * ICMPv6 socket (CAP_NET_RAW). Warns when it cannot.
+   */
+  private ipv6Possible(podIp6: string, hooks: NetworkHooks): boolean {
+    const mask = ownEffectiveCapabilities();
+    if (mask === undefined || hasCapabilities(mask, ['CAP_NET_RAW'])) return true;
+    hooks.warn({
+      code: 'WARN_NAT_NO_IPV6',
+      message: `the pod has the IPv6 address ${podIp6}, but podvisor lacks CAP_NET_RAW, which dnsmasq needs to send the VM router advertisements: the VM gets IPv4 only`,
+      hint: 'add NET_RAW to the container securityContext capabilities',
+    });
+    return false;
+  }
+
+  /**
+   * Turns on IPv4 forwarding, route_localnet on the bridge, and for a
+   * dual-stack pod IPv6 forwarding, in one sysctl run whose output first shows
+   * the values from before. A value that was 0 is kept in the state dir for
+   * detach. Already on (the pod's sysctls set it): nothing to restore, and the
+   * write may fail (an unprivileged container has /proc/sys read-only)
+   * without harm. Throws `ERR_NAT_SYSCTL` when IPv4 forwarding stays off;
+   * IPv6 forwarding that stays off only warns. Returns whether the VM gets IPv6.
+   */
+  private async enableForwarding(spec: NetworkAttachSpec, ipv6: boolean, hooks: NetworkHooks): Promise<boolean> {
+    const paths = natBridgeStatePaths(spec.stateDir);
+    const [v4, v6] = forwardingSysctls(paths) as [{ key: string; file: string }, { key: string; file: string }];
+    // route_localnet on the bridge lets traffic the pod sends to 127.0.0.1 be routed to the VM; it goes with the bridge.
+    const localnet = `net.ipv4.conf.${NAT_BRIDGE_LINKS.bridge}.route_localnet`;
+    const wanted = ipv6 ? [v4, v6] : [v4];
+    const out = await this.runner.run('sysctl', [...wanted.flatMap(({ key }) => [key, `${key}=1`]), `${localnet}=1`], { signal: spec.signal, check: false });
+    if (sysctlValues(out.stdout, localnet)[0] !== '1') {
+      hooks.warn({
+        code: 'WARN_NAT_NO_LOCALHOST',
+        message: `cannot set ${localnet}=1 (${out.stderr.trim() || 'no output'}): traffic the pod sends to 127.0.0.1 does not reach the VM (to the pod IP it does)`,
+        hint: '/proc/sys is read-only in this container; sidecars and kubectl port-forward can use the pod IP instead of localhost',
+      });
+    }
+    /** 'on' already, 'set' now (the old value kept), or 'off'. */
+    const enable = async ({ key, file }: { key: string; file: string }): Promise<'on' | 'set' | 'off'> => {
+      const [previous, now] = sysctlValues(out.stdout, key);
+      if (previous === '1') return 'on';
+      if (previous !== undefined && /^[01]$/.test(previous) && now === '1') {
+        await writeFile(file, `${previous}\n`);
+        return 'set';
+      }
+      return 'off';
+    };
+    if ((await enable(v4)) === 'off') {
+      throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${out.stderr.trim() || out.stdout.trim() || `sysctl exited with ${out.exitCode}`}`, {
+        hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
+      });
+    }
+    if (!ipv6 || (await enable(v6)) !== 'off') return ipv6;
+    hooks.warn({
+      code: 'WARN_NAT_NO_IPV6',
+      message: `cannot enable ${v6.key} in the pod (${out.stderr.trim() || 'no output'}): the VM gets IPv4 only`,
+      hint: `in an unprivileged container /proc/sys is read-only: set ${v6.key}=1 through the pod's sysctls`,
+    });
+    return false;
   }
 
   /** Warns (never throws) when the VM's /30 collides with an address or route the pod has. */

@@ -58,12 +58,59 @@ describe('buildNatRuleset', () => {
         '\t\ttcp flags syn tcp option maxseg size set rt mtu',
         '\t}',
         '}',
+        'table ip6 podvisor {',
+        '}',
+        'delete table ip6 podvisor',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('for a dual-stack pod, defines table ip6 podvisor too: the same exclusions and DNAT for the pod IPv6 address, SNAT of the VM /64, MSS clamping, and no ::1', () => {
+    const text = buildNatRuleset({
+      podInterface: 'eth0',
+      podIp: '10.244.1.7',
+      vmIp: '192.168.254.2',
+      bridge: 'pvbr0',
+      gateway: '192.168.254.1',
+      exclusions: natExclusions({ vncPort: undefined, controlPort: 5800, extra: [{ proto: 'udp', port: 53 }] }),
+      ipv6: { podIp: 'fd00:10::7', vmIp: 'fd70:7664::5054:ff:fe12:3456', subnet: 'fd70:7664::/64' },
+    });
+    expect(text.slice(text.indexOf('table ip6 podvisor {'))).toBe(
+      [
+        'table ip6 podvisor {',
+        '}',
+        'delete table ip6 podvisor',
+        'table ip6 podvisor {',
+        '\tchain prerouting {',
+        '\t\ttype nat hook prerouting priority dstnat; policy accept;',
+        '\t\tiifname "eth0" ip6 daddr fd00:10::7 tcp dport 5800 return comment "keep tcp/5800"',
+        '\t\tiifname "eth0" ip6 daddr fd00:10::7 udp dport 53 return comment "keep udp/53"',
+        '\t\tiifname "eth0" ip6 daddr fd00:10::7 meta l4proto tcp dnat to fd70:7664::5054:ff:fe12:3456',
+        '\t\tiifname "eth0" ip6 daddr fd00:10::7 meta l4proto udp dnat to fd70:7664::5054:ff:fe12:3456',
+        '\t}',
+        '\tchain output {',
+        '\t\ttype nat hook output priority -100; policy accept;',
+        '\t\tip6 daddr fd00:10::7 tcp dport 5800 return comment "keep tcp/5800"',
+        '\t\tip6 daddr fd00:10::7 udp dport 53 return comment "keep udp/53"',
+        '\t\tip6 daddr fd00:10::7 meta l4proto tcp dnat to fd70:7664::5054:ff:fe12:3456',
+        '\t\tip6 daddr fd00:10::7 meta l4proto udp dnat to fd70:7664::5054:ff:fe12:3456',
+        '\t}',
+        '\tchain postrouting {',
+        '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+        '\t\toifname "eth0" ip6 saddr fd70:7664::/64 snat to fd00:10::7',
+        '\t}',
+        '\tchain forward {',
+        '\t\ttype filter hook forward priority mangle; policy accept;',
+        '\t\ttcp flags syn tcp option maxseg size set rt mtu',
+        '\t}',
+        '}',
         '',
       ].join('\n'),
     );
   });
 
   it('tears the table down idempotently', () => {
-    expect(buildNatTeardown()).toBe('table ip podvisor {\n}\ndelete table ip podvisor\n');
+    expect(buildNatTeardown()).toBe('table ip podvisor {\n}\ndelete table ip podvisor\ntable ip6 podvisor {\n}\ndelete table ip6 podvisor\n');
   });
 });
