@@ -4,7 +4,7 @@
 # e2e tests and `make demo`. See test/support/README.md for the full contract.
 #
 #   pod.sh create NAME [--node root|NODE_NS] [--if IFNAME=CIDR[,CIDR...]]...
-#                      [--calico] [--resolv FILE]
+#                      [--calico] [--ipv6] [--mtu MTU] [--resolv FILE]
 #   pod.sh destroy NAME
 #   pod.sh exec NAME -- CMD...
 #   pod.sh facts NAME
@@ -15,6 +15,10 @@ set -euo pipefail
 
 STATE_DIR=${POD_SH_STATE_DIR:-/run/podvisor-test-pods}
 NODE_DUMMY=pvnode0
+# Calico's host-side veth: this MAC on every one, so the pod's IPv6 default
+# route goes via the link-local address it makes (fe80::ecee:eeff:feee:eeee).
+CALICO_VETH_MAC=ee:ee:ee:ee:ee:ee
+CALICO_VETH_LL=fe80::ecee:eeff:feee:eeee
 
 die() {
   echo "pod.sh: $*" >&2
@@ -120,6 +124,20 @@ ensure_node_address() {
   if [[ -z $(ip -n "$NODE_NS" -4 route show default) ]]; then
     ip -n "$NODE_NS" route add default dev "$NODE_DUMMY"
   fi
+  # A dual-stack pod's node gets an IPv6 address too, derived from its IPv4 one.
+  if [[ -n $FIRST_POD_IP6 ]]; then
+    NODE_IP6=$(ip -n "$NODE_NS" -6 -o addr show dev "$NODE_DUMMY" scope global | awk '{ print $4 }' | cut -d/ -f1 | head -n1)
+    if [[ -z $NODE_IP6 ]]; then
+      local o3 o4
+      o3=$(echo "$NODE_IP" | cut -d. -f3)
+      o4=$(echo "$NODE_IP" | cut -d. -f4)
+      NODE_IP6="fd10:243::$o3:$o4"
+      ip -n "$NODE_NS" -6 addr add "$NODE_IP6/128" dev "$NODE_DUMMY" nodad
+    fi
+    if [[ -z $(ip -n "$NODE_NS" -6 route show default) ]]; then
+      ip -n "$NODE_NS" -6 route add default dev "$NODE_DUMMY"
+    fi
+  fi
 }
 
 cmd_create() {
@@ -127,12 +145,14 @@ cmd_create() {
   shift
   NODE_NS="$name-node"
   local -a ifs=()
-  local calico=0 resolv=''
+  local calico=0 resolv='' ipv6=0 mtu=''
   while (($# > 0)); do
     case $1 in
       --node) NODE_NS=${2:?--node needs a value}; shift 2 ;;
       --if) ifs+=("${2:?--if needs IFNAME=CIDR[,CIDR...]}"); shift 2 ;;
       --calico) calico=1; shift ;;
+      --ipv6) ipv6=1; shift ;;
+      --mtu) mtu=${2:?--mtu needs a value}; shift 2 ;;
       --resolv) resolv=${2:?--resolv needs a file}; shift 2 ;;
       *) die "create: unknown argument $1" ;;
     esac
@@ -140,6 +160,7 @@ cmd_create() {
   [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "bad pod name: $name"
   ns_exists "$name" && die "pod $name already exists (pod.sh destroy $name first)"
   [[ -z $resolv || -r $resolv ]] || die "--resolv: cannot read $resolv"
+  [[ -z $mtu || $mtu =~ ^[0-9]+$ && $mtu -ge 1280 && $mtu -le 9000 ]] || die "--mtu: expected 1280-9000, got $mtu"
 
   mkdir -p "$STATE_DIR"
   local state="$STATE_DIR/$name.env"
@@ -159,7 +180,12 @@ cmd_create() {
   if ((have_eth0 == 0)); then
     local auto_ip
     auto_ip=$(pick_addr 244 "$name" pod_ip_taken)
-    ifs=("eth0=$auto_ip/32" "${ifs[@]}")
+    if ((ipv6 == 1)); then
+      # Derived from the IPv4 address, so as unique as it is.
+      ifs=("eth0=$auto_ip/32,fd10:244::$(echo "$auto_ip" | cut -d. -f3):$(echo "$auto_ip" | cut -d. -f4)/128" "${ifs[@]}")
+    else
+      ifs=("eth0=$auto_ip/32" "${ifs[@]}")
+    fi
   fi
 
   ip netns add "$name"
@@ -167,11 +193,12 @@ cmd_create() {
   ip -n "$name" link set lo up
   # A new namespace inherits IPv4 forwarding from the host's: start from off, as
   # a pod whose sysctls do not set it, whatever the machine's own setting.
-  ip netns exec "$name" sysctl -q -w net.ipv4.ip_forward=0
+  ip netns exec "$name" sysctl -q -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
   local tag idx=0 default_set=0
   tag=$(hash8 "$name")
   FIRST_POD_IP=''
+  FIRST_POD_IP6=''
   local -a facts=()
   for spec in "${ifs[@]}"; do
     local ifname=${spec%%=*} cidrs=${spec#*=}
@@ -181,6 +208,15 @@ cmd_create() {
     idx=$((idx + 1))
     echo "VETH=$veth" >>"$state"
     node_ip link add name "$veth" type veth peer name "$ifname" netns "$name"
+    if [[ $cidrs == *:* ]]; then
+      # Calico's veth MAC; no DAD, so its link-local address answers at once.
+      node_ip link set "$veth" address "$CALICO_VETH_MAC"
+      node_sysctl "net.ipv6.conf.$veth.accept_dad=0"
+    fi
+    if [[ -n $mtu ]]; then
+      node_ip link set "$veth" mtu "$mtu"
+      ip -n "$name" link set "$ifname" mtu "$mtu"
+    fi
     node_ip link set "$veth" up
     ip -n "$name" link set "$ifname" up
 
@@ -188,11 +224,20 @@ cmd_create() {
     [[ $first_cidr == */* ]] || first_cidr="$first_cidr/32"
     if [[ $first_cidr == */32 ]] || { [[ $ifname == eth0 ]] && ((calico == 1)); }; then style=calico; fi
 
-    local cidr addr
+    local cidr addr first_ip6=''
     local -a addrs=() node_ips=()
     IFS=, read -r -a addrs <<<"$cidrs"
     for cidr in "${addrs[@]}"; do
       addr=${cidr%/*}
+      if [[ $addr == *:* ]]; then
+        # IPv6 the Calico way: a /128, a host route to it on the node, and the
+        # default route via the node veth's link-local address.
+        [[ $style == calico ]] || die "--if $spec: IPv6 addresses are for calico-style interfaces only"
+        ip -n "$name" -6 addr add "$addr/128" dev "$ifname" nodad
+        node_ip -6 route replace "$addr/128" dev "$veth"
+        [[ -n $first_ip6 ]] || first_ip6=$addr
+        continue
+      fi
       if [[ $style == calico ]]; then
         ip -n "$name" addr add "$addr/32" dev "$ifname"
         node_ip route replace "$addr/32" dev "$veth"
@@ -206,6 +251,13 @@ cmd_create() {
       fi
     done
     [[ -n $FIRST_POD_IP ]] || FIRST_POD_IP=${addrs[0]%/*}
+    if [[ -n $first_ip6 ]]; then
+      facts+=("POD_IP6_$key=$first_ip6")
+      if [[ -z $FIRST_POD_IP6 ]]; then
+        FIRST_POD_IP6=$first_ip6
+        ip -n "$name" -6 route add default via "$CALICO_VETH_LL" dev "$ifname"
+      fi
+    fi
     if ((${#node_ips[@]} > 0)); then
       facts+=("NODE_IP_$key=${node_ips[0]}" "NODE_IPS_$key=$(IFS=,; echo "${node_ips[*]}")")
     fi
@@ -235,6 +287,9 @@ cmd_create() {
     echo "POD_IP=$FIRST_POD_IP"
     echo "NODE_IP=$NODE_IP"
     echo "NODE_NS=$NODE_NS"
+    [[ -z $FIRST_POD_IP6 ]] || echo "POD_IP6=$FIRST_POD_IP6"
+    [[ -z ${NODE_IP6:-} ]] || echo "NODE_IP6=$NODE_IP6"
+    [[ -z $mtu ]] || echo "MTU=$mtu"
     printf '%s\n' "${facts[@]}"
   } | tee "$STATE_DIR/$name.facts"
   CREATE_OK=1
