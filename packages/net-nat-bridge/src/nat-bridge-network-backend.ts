@@ -209,7 +209,8 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       const attachment: NetworkAttachment = {
         nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`, ...(v6 === undefined ? [] : [`${v6.vmIp}/${NAT_BRIDGE_IPV6.prefixLength}`])] }],
-        vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: '0.0.0.0', display: vncPort - 5900 },
+        // '::' listens on both families (qemu clears IPV6_V6ONLY), so VNC answers on the pod's IPv6 address too.
+        vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: v6 === undefined ? '0.0.0.0' : '::', display: vncPort - 5900 },
         detail: {
           podInterface: pod.name,
           podIp: pod.ip,
