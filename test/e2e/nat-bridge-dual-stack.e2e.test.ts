@@ -19,6 +19,8 @@ import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBu
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
 const BIG = 20 * 1024 * 1024;
+/** A TCG boot, then (MTU test) 20 MiB each way through the emulated NIC: over two minutes on a loaded 2-core machine. */
+const BOOT_AND_TRANSFER_MS = 420_000;
 
 let dirs: VmDirs;
 let name: string;
@@ -166,7 +168,7 @@ describe('nat-bridge in a dual-stack pod and with the pod MTU (real binary, TCG 
     expect(during.forwarding).toEqual(['1', '1']);
     await stop(p);
     expect(podView()).toEqual(PRISTINE);
-  });
+  }, BOOT_AND_TRANSFER_MS);
 
   it('MTU 1400: the guest interface gets 1400 over DHCP, and 20 MiB go through in each direction', async () => {
     const facts = createPod('--mtu', '1400');
@@ -191,5 +193,5 @@ describe('nat-bridge in a dual-stack pod and with the pod MTU (real binary, TCG 
     await p.waitForStdout(new RegExp(`user-data: received ${BIG}\\r?\\n`), 120_000);
     await stop(p);
     expect(podView()).toEqual(PRISTINE);
-  });
+  }, BOOT_AND_TRANSFER_MS);
 });

@@ -174,7 +174,8 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
       const v6 = ipv6 && pod.ip6 !== undefined ? { podIp: pod.ip6, vmIp: natBridgeVmIpv6(mac), subnet: natBridgeIpv6Subnet() } : undefined;
       const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions, ...(v6 === undefined ? {} : { ipv6: v6 }) });
-      await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})${v6 === undefined ? '' : ` and ip6 podvisor (${v6.podIp} to ${v6.vmIp})`}`, () =>
+      const andIpv6 = v6 === undefined ? '' : ` and ip6 podvisor (${v6.podIp} to ${v6.vmIp})`;
+      await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})${andIpv6}`, () =>
         this.runner.run('nft', ['-f', '-'], { input: ruleset, signal: spec.signal }),
       );
 
