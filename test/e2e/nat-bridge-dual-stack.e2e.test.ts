@@ -9,12 +9,13 @@
  * the VM's interface follows the pod's MTU with large transfers both ways.
  * The guest's /cgi-bin/net.cgi reports its MTU and IPv6 addresses.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startSourceReportingServer } from './support/source-reporting-server.js';
 import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -78,31 +79,6 @@ async function stop(p: PodvisorProcess): Promise<void> {
   expect((await p.exited).code).toBe(0);
 }
 
-/** A server in the node namespace that prints the source address of each request; resolves once it listens. */
-async function nodeServer(host: string): Promise<{ source: Promise<string> }> {
-  const server = spawn(
-    'ip',
-    ['netns', 'exec', `${pod}-node`, process.execPath, '-e',
-      `require('http').createServer((q, r) => { console.log('seen ' + q.socket.remoteAddress + ' ' + q.url); r.end('pong from the node\\n'); })
-         .listen(8080, ${JSON.stringify(host)}, () => console.log('listening'));`],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  helpers.push(server);
-  let seen = '';
-  const source = new Promise<string>((resolve) => {
-    server.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      seen += d;
-      const m = /^seen (\S+) \/from-vm$/m.exec(seen);
-      if (m !== null) resolve(m[1] as string);
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.stdout?.on('data', () => seen.includes('listening') && resolve());
-    server.once('exit', (code) => reject(new Error(`the node server exited (${code})`)));
-  });
-  return { source };
-}
-
 beforeAll(() => requireBuilt());
 
 beforeEach(async (ctx) => {
@@ -132,7 +108,8 @@ describe('nat-bridge in a dual-stack pod and with the pod MTU (real binary, TCG 
     const nodeIp6 = facts['NODE_IP6'] as string;
     expect(podIp6).toMatch(/:/);
     expect(podView()).toEqual(PRISTINE);
-    const server = await nodeServer(nodeIp6);
+    const server = await startSourceReportingServer(`${pod}-node`, nodeIp6);
+    helpers.push(server.child);
     await writeFile(
       path.join(dirs.root, 'userdata'),
       `#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do timeout 5 wget -q -O - 'http://[${nodeIp6}]:8080/from-vm' && break; sleep 1; done\n`,

@@ -11,12 +11,13 @@
  * more test shows a bug of the backend in a container with a read-only
  * /proc/sys (it fails today; see its comment).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startSourceReportingServer } from './support/source-reporting-server.js';
 import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -150,27 +151,10 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     const rootTables = execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
     expect(podView()).toEqual(PRISTINE);
 
-    // Criterion 3: a server in the node namespace that prints the source address of each request.
-    const server = spawn(
-      'ip',
-      ['netns', 'exec', `${pod}-node`, process.execPath, '-e',
-        `require('http').createServer((q, r) => { console.log('seen ' + q.socket.remoteAddress + ' ' + q.url); r.end('pong from the node\\n'); })
-           .listen(8080, ${JSON.stringify(nodeIp)}, () => console.log('listening'));`],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    helpers.push(server);
-    let seen = '';
-    const sawRequest = new Promise<string>((resolve) => {
-      server.stdout?.setEncoding('utf8').on('data', (d: string) => {
-        seen += d;
-        const m = /^seen (\S+) \/from-vm$/m.exec(seen);
-        if (m !== null) resolve(m[1] as string);
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.stdout?.on('data', () => seen.includes('listening') && resolve());
-      server.once('exit', (code) => reject(new Error(`the node server exited (${code})`)));
-    });
+    // Criterion 3: a server in the node namespace that reports the source address of the VM's request.
+    const server = await startSourceReportingServer(`${pod}-node`, nodeIp);
+    helpers.push(server.child);
+    const sawRequest = server.source;
 
     await writeMetadata(`iid-${name}`, `host-${name}`);
     await writeFile(
