@@ -117,6 +117,7 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     expect(attachment.vnc).toEqual({ kind: 'unix', path: join(stateDir, 'vnc.sock') });
     if (!existsSync('/dev/vhost-net')) expect(warnings.map((w) => w.code)).toContain('WARN_MACVTAP_NO_VHOST_NET');
     expect(warnings.find((w) => w.code === 'WARN_MACVTAP_NO_VHOST_NET')?.hint ?? 'modprobe vhost-net').toContain('modprobe vhost-net');
+    expect(warnings.map((w) => w.code)).not.toContain('WARN_MACVTAP_IPV6_NOT_PASSED');
 
     const during = podView(pod);
     const link = (name: string) => during.links.find((l) => l.name === name);
@@ -190,5 +191,15 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     const during = podView(pod);
     expect(during.links.find((l) => l.name === 'eth0')).toEqual(before.links.find((l) => l.name === 'eth0'));
     expect(during.routes.filter((r) => r.includes('"eth0"'))).toEqual(before.routes.filter((r) => r.includes('"eth0"')));
+  });
+
+  it('a dual-stack pod: the VM gets the IPv4 addresses, and a warning names the IPv6 ones that stay behind', async () => {
+    execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
+    execFileSync(POD_SH, ['create', pod, '--if', 'eth0=10.55.1.7/32,fd10:55::7/128'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const attachment = await backend().attach(spec(), hooks);
+    expect(attachment.nics.map((n) => n.addresses)).toEqual([['10.55.1.7/32']]);
+    expect(warnings.filter((w) => w.code === 'WARN_MACVTAP_IPV6_NOT_PASSED').map((w) => w.message)).toEqual([
+      'the VM gets the IPv4 addresses only: the IPv6 addresses of eth0 (fd10:55::7) are not handed over',
+    ]);
   });
 });

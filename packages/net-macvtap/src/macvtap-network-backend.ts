@@ -55,6 +55,7 @@ import {
   routeReplaceArgs,
   type MacvtapNicPlan,
   type PodAddress,
+  type PodInterface,
   type PodRoute,
 } from './pod-network.js';
 
@@ -164,6 +165,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
       throw new ConfigError(planned.problems, { hint: 'name interfaces the pod has (see the list); nothing was changed' });
     }
     const resolv = await this.readResolvConf(config.resolvConf, hooks);
+    this.warnOnIpv6(planned.plans.map((plan) => plan.pod), hooks);
 
     try {
       await this.step(spec, 'ERR_MACVTAP_STATE_DIR', `record the pod interfaces in ${paths.record}`, async () => {
@@ -370,6 +372,21 @@ export class MacvtapNetworkBackend implements NetworkBackend {
     const fd = openSync(path, constants.O_RDWR);
     this.fds.push(fd);
     return fd;
+  }
+
+  /**
+   * Warns when an attached pod interface has IPv6 addresses: the VM gets its
+   * IPv4 addresses by DHCP, but a Calico-style IPv6 /128 would need DHCPv6 in
+   * the guest and a router for it, which this backend does not provide yet.
+   */
+  private warnOnIpv6(pods: readonly PodInterface[], hooks: NetworkHooks): void {
+    const withIpv6 = pods.filter((p) => (p.ipv6Addresses ?? []).length > 0);
+    if (withIpv6.length === 0) return;
+    hooks.warn({
+      code: 'WARN_MACVTAP_IPV6_NOT_PASSED',
+      message: `the VM gets the IPv4 addresses only: the IPv6 addresses of ${withIpv6.map((p) => `${p.name} (${(p.ipv6Addresses ?? []).join(', ')})`).join(', ')} are not handed over`,
+      hint: 'for IPv6 in the VM use the nat-bridge backend, which maps the pod IPv6 address to the VM',
+    });
   }
 
   /** Whether /dev/vhost-net opens; when it does not, one warning with the seed's hint. */

@@ -34,6 +34,8 @@ export interface PodInterface {
   mtu: number;
   /** IPv4 addresses in the kernel's order (the first is the primary). */
   addresses: PodAddress[];
+  /** Global IPv6 addresses (a dual-stack pod), which the backend does not hand over. */
+  ipv6Addresses?: string[];
   /** `ip -d`'s `linkinfo.info_kind` (veth, macvlan, bridge...), if any. */
   kind: string | undefined;
   linkType: string;
@@ -64,7 +66,7 @@ interface IpLinkJson {
   mtu?: number;
   link_type?: string;
   linkinfo?: { info_kind?: string };
-  addr_info?: { family?: string; local?: string; prefixlen?: number }[];
+  addr_info?: { family?: string; local?: string; prefixlen?: number; scope?: string }[];
 }
 
 /** Reads `ip -j -d addr show`. Throws a `SyntaxError` on text that is not JSON. */
@@ -81,6 +83,7 @@ export function parsePodInterfaces(json: string): PodInterface[] {
       addresses: (l.addr_info ?? [])
         .filter((a) => a.family === 'inet' && typeof a.local === 'string' && typeof a.prefixlen === 'number')
         .map((a) => ({ ip: a.local as string, prefix: a.prefixlen as number })),
+      ipv6Addresses: (l.addr_info ?? []).filter((a) => a.family === 'inet6' && a.scope === 'global' && typeof a.local === 'string').map((a) => a.local as string),
       kind: l.linkinfo?.info_kind,
       linkType: l.link_type ?? '',
     }))

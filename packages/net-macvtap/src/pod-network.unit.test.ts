@@ -5,7 +5,7 @@ import { deriveSiblingAddress, parsePodInterfaces, parsePodRoutes, planMacvtapNi
 const ADDR = JSON.stringify([
   { ifindex: 1, ifname: 'lo', address: '00:00:00:00:00:00', mtu: 65536, link_type: 'loopback', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
   { ifindex: 3, ifname: 'eth1', address: 'AA:00:00:00:00:03', mtu: 1450, link_type: 'ether', linkinfo: { info_kind: 'veth' }, addr_info: [{ family: 'inet', local: '10.56.1.2', prefixlen: 24 }, { family: 'inet', local: '10.57.1.2', prefixlen: 24 }] },
-  { ifindex: 2, ifname: 'eth0', address: 'aa:00:00:00:00:02', mtu: 1500, link_type: 'ether', linkinfo: { info_kind: 'veth' }, addr_info: [{ family: 'inet', local: '10.55.1.7', prefixlen: 32 }, { family: 'inet6', local: 'fe80::1', prefixlen: 64 }] },
+  { ifindex: 2, ifname: 'eth0', address: 'aa:00:00:00:00:02', mtu: 1500, link_type: 'ether', linkinfo: { info_kind: 'veth' }, addr_info: [{ family: 'inet', local: '10.55.1.7', prefixlen: 32 }, { family: 'inet6', local: 'fd10:55::7', prefixlen: 128, scope: 'global' }, { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' }] },
   { ifindex: 4, ifname: 'br0', address: 'aa:00:00:00:00:04', mtu: 1500, link_type: 'ether', linkinfo: { info_kind: 'bridge' }, addr_info: [] },
 ]);
 const ROUTES = JSON.stringify([
@@ -26,6 +26,8 @@ describe('pod interfaces and the attach plan', () => {
       ['eth1', 3, 'aa:00:00:00:00:03', ['10.56.1.2/24', '10.57.1.2/24']],
       ['br0', 4, 'aa:00:00:00:00:04', []],
     ]);
+    // The global IPv6 addresses are read too (for the warning that they are not handed over); link-local ones are not.
+    expect(interfaces.map((i) => i.ipv6Addresses)).toEqual([[], ['fd10:55::7'], [], []]);
   });
 
   it('AUTO_ATTACH takes the ethernet interfaces in the pod order, with routes for option 121 (Calico on-link first, default last)', () => {
