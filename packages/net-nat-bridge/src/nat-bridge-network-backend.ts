@@ -263,17 +263,21 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log, this.clock));
     if (parts.table) await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
     if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
+    // The forwarding values from before attach, restored in one sysctl run.
+    const restore: { key: string; file: string; previous: string }[] = [];
     for (const { key, file } of forwardingSysctls(paths)) {
       const previous = await readFile(file, 'utf8').then(
         (text) => text.trim(),
         () => undefined,
       );
-      if (previous !== undefined && /^[01]$/.test(previous)) {
-        await attempt(`restore ${key}`, async () => {
-          await this.runner.run('sysctl', ['-w', `${key}=${previous}`]);
-          await rm(file, { force: true });
-        });
-      } else await rm(file, { force: true });
+      if (previous !== undefined && /^[01]$/.test(previous)) restore.push({ key, file, previous });
+      else await rm(file, { force: true });
+    }
+    if (restore.length > 0) {
+      await attempt(`restore ${restore.map((r) => r.key).join(' and ')}`, async () => {
+        await this.runner.run('sysctl', ['-w', ...restore.map((r) => `${r.key}=${r.previous}`)]);
+        for (const r of restore) await rm(r.file, { force: true });
+      });
     }
     if (failures.length > 0) {
       throw new PodvisorError('ERR_NAT_DETACH', `nat-bridge: could not remove everything: ${failures.join('; ')}`, {

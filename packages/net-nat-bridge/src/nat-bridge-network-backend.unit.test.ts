@@ -55,9 +55,9 @@ class FakePodRunner implements ProcessRunner {
       }
       stdout += 'net.ipv4.conf.pvbr0.route_localnet = 1\n';
     }
-    const set = /^sysctl -w net.ipv4.ip_forward=(\d)$/.exec(argv);
+    const set = /^sysctl -w .*net\.ipv4\.ip_forward=(\d)/.exec(argv);
     if (set?.[1] !== undefined) this.forward = set[1];
-    const set6 = /^sysctl -w net.ipv6.conf.all.forwarding=(\d)$/.exec(argv);
+    const set6 = /^sysctl -w .*net\.ipv6\.conf\.all\.forwarding=(\d)/.exec(argv);
     if (set6?.[1] !== undefined) this.forward6 = set6[1];
     return { argv: [file, ...args], exitCode: stderr === '' ? 0 : 1, signal: undefined, stdout, stderr, durationMs: 0 };
   }
@@ -154,8 +154,7 @@ describe('NatBridgeNetworkBackend.attach failing half-way', () => {
       'ip -force -batch -',
       '  link del dev pvtap0',
       '  link del dev pvbr0',
-      'sysctl -w net.ipv4.ip_forward=0',
-      'sysctl -w net.ipv6.conf.all.forwarding=0',
+      'sysctl -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0',
     ]);
     expect([runner.forward, runner.forward6]).toEqual(['0', '0']);
   });
