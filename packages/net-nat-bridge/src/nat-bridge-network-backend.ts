@@ -9,9 +9,10 @@
  * works with CNIs such as Calico whose /32 addresses and link-local gateways
  * cannot be handed to a VM over DHCP. A dual-stack pod's IPv6 address is
  * mapped the same way to the VM's address on a unique-local /64 behind the
- * bridge (`nat-ipv6.ts`), which dnsmasq's router advertisements give it. Every host change goes through the
- * injected `ProcessRunner` (`ip`, `nft`, `sysctl`, `dnsmasq`), in whatever
- * namespace the runner runs commands: the supervisor's own, in production.
+ * bridge (`nat-ipv6.ts`), which dnsmasq's router advertisements give it.
+ * Every host change goes through the injected `ProcessRunner` (`ip`, `nft`,
+ * `sysctl`, `dnsmasq`), in whatever namespace the runner runs commands: the
+ * supervisor's own, in production.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -134,7 +135,9 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
    * `ERR_NAT_<STEP>` naming the link or command that failed; on failure it
    * has removed everything it created. Changes: links pvbr0 and pvtap0,
    * `net.ipv4.ip_forward` (to 1 if it is not already, the old value kept in the state dir), nftables
-   * table `ip podvisor`, a dnsmasq child, and `<diskDir>/<vmName>.mac`.
+   * table `ip podvisor`, a dnsmasq child, and `<diskDir>/<vmName>.mac`; in a
+   * dual-stack pod also `net.ipv6.conf.all.forwarding` (kept the same way),
+   * the bridge's IPv6 address and table `ip6 podvisor`.
    */
   async attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment> {
     const { config, problems } = resolveNatBridgeConfig(spec);
@@ -261,7 +264,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     this.supervisor = undefined;
     if (supervisor !== undefined) await attempt('stop dnsmasq', () => supervisor.stop());
     await attempt(`stop the dnsmasq of ${paths.pidFile}`, () => stopStrayDnsmasq(paths.pidFile, this.log, this.clock));
-    if (parts.table) await attempt('delete the nftables table ip podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
+    if (parts.table) await attempt('delete the nftables tables ip podvisor and ip6 podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
     if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
     // The forwarding values from before attach, restored in one sysctl run.
     const restore: { key: string; file: string; previous: string }[] = [];
