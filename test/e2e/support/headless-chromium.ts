@@ -4,7 +4,7 @@
  * expression in the page holds (state, not a sleep), take a screenshot.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -38,7 +38,8 @@ export class HeadlessChromium {
     const proc = spawn(
       CHROMIUM,
       ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, '--remote-debugging-port=0', '--window-size=1024,800', 'about:blank'],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      // Its own process group: close() kills the browser and every helper it forked (renderer, GPU, zygote) at once.
+      { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
     );
     const url = await new Promise<string>((resolve, reject) => {
       let err = '';
@@ -82,13 +83,29 @@ export class HeadlessChromium {
     return Buffer.from(data, 'base64');
   }
 
+  /**
+   * Kills Chromium's whole process group (the browser and its helpers, which would otherwise go on
+   * writing into the profile: seen as ENOTEMPTY), waits until no process of the group is left, then
+   * removes the profile.
+   */
   async close(): Promise<void> {
     this.ws.close();
-    this.proc.kill('SIGKILL');
-    await new Promise((resolve) => (this.proc.exitCode !== null || this.proc.signalCode !== null ? resolve(null) : this.proc.once('exit', resolve)));
-    // Chromium's helper processes can still be writing into the profile for a moment after the browser died
-    // (seen: ENOTEMPTY); node's rm retries those errors.
-    await rm(this.profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+    const pgid = this.proc.pid;
+    if (pgid === undefined) return rm(this.profile, { recursive: true, force: true });
+    const browserExited = new Promise((resolve) => (this.proc.exitCode !== null || this.proc.signalCode !== null ? resolve(null) : this.proc.once('exit', resolve)));
+    killGroup(pgid);
+    await browserExited;
+    // A helper may outlive the browser for a moment; a killed process leaves the group when it is reaped
+    // (its parent, or init, reaps it), so wait on /proc until none is left.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const left = groupMembers(pgid);
+      if (left.length === 0) break;
+      if (Date.now() > deadline) throw new Error(`chromium's process group ${pgid} still has ${left.join(', ')} 30 s after SIGKILL`);
+      killGroup(pgid);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await rm(this.profile, { recursive: true, force: true });
   }
 
   private send(method: string, params: Record<string, unknown>, sessionId?: string): Promise<Record<string, unknown>> {
@@ -98,4 +115,30 @@ export class HeadlessChromium {
       this.ws.send(JSON.stringify({ id, method, params, ...(sessionId === undefined ? {} : { sessionId }) }));
     });
   }
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
+}
+
+/** The live (not yet reaped, not zombie) processes whose process group is `pgid`, read from /proc. */
+function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid && fields[0] !== 'Z') out.push(Number(d));
+  }
+  return out;
 }
