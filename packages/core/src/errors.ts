@@ -115,6 +115,62 @@ export function redactUrlsIn(text: string): string {
   return text.includes('://') ? text.replace(/\b[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s"'<>]+/g, (url) => redactUrl(url)) : text;
 }
 
+/** Option keys whose value is a secret, in qemu's `key=value,...` lists and in `--name=value` / `--name value` flags. */
+const SECRET_KEY = /^(?:password|passwd|pass|secret|token|api[-_]?key|auth|authorization|credentials?|private[-_]?key)$/i;
+/** A secret-valued flag name anywhere in a `--flag`: `--vnc-password`, `--auth-token`, `--client-secret`. */
+const SECRET_FLAG = /^--?[A-Za-z0-9-]*(?:password|passwd|token|secret|api-?key|credential)[A-Za-z0-9-]*$/i;
+/** qemu booleans: `password=on` says that a password is asked for, it is not one. */
+const NOT_A_SECRET = /^(?:on|off|true|false|yes|no)$/;
+
+/**
+ * A command line as logs, events and error messages may show it (qemu's argv,
+ * with the container CMD's arguments in it): every URL passes through
+ * `redactUrl`; in qemu's comma lists, the value of a secret key
+ * (`password=`, `token=`, `key=`...) and the `data=` of a `secret` object
+ * (`-object secret,id=s0,data=...`) become `***`; so do the value of a
+ * `--password=...` style flag and the argument after a bare `--password`.
+ * Everything else (paths, devices, sizes, ids) stays, so the line still says
+ * what ran. Pure.
+ */
+export function redactArgv(argv: readonly string[]): string[] {
+  return argv.map((arg, i) => {
+    const prev = i > 0 ? argv[i - 1] : undefined;
+    if (prev !== undefined && SECRET_FLAG.test(prev) && !arg.startsWith('-')) return REDACTED;
+    const flag = /^(--?[A-Za-z0-9-]+)=(.*)$/s.exec(arg);
+    if (flag !== null && SECRET_FLAG.test(flag[1] as string)) return `${flag[1]}=${REDACTED}`;
+    return redactOptionList(arg);
+  });
+}
+
+/** qemu's `key=value,key=value` (a `,,` is a literal comma inside a value): each part on its own, so a URL hides only its own secrets. */
+function redactOptionList(arg: string): string {
+  const secretObject = /^secret(?:,|$)/.test(arg) || /(?:^|,)qom-type=secret(?:,|$)/.test(arg);
+  return splitOptions(arg)
+    .map((part) => {
+      const m = /^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$/s.exec(part);
+      if (m !== null && (SECRET_KEY.test(m[1] as string) || (secretObject && m[1] === 'data')) && !NOT_A_SECRET.test(m[2] as string)) return `${m[1]}=${REDACTED}`;
+      return redactUrlsIn(part);
+    })
+    .join(',');
+}
+
+function splitOptions(arg: string): string[] {
+  const parts: string[] = [];
+  let current = '';
+  for (let i = 0; i < arg.length; i++) {
+    if (arg[i] !== ',') current += arg[i];
+    else if (arg[i + 1] === ',') {
+      current += ',,';
+      i++;
+    } else {
+      parts.push(current);
+      current = '';
+    }
+  }
+  parts.push(current);
+  return parts;
+}
+
 function redactQuery(query: string): string {
   const parts = query.split('&').map((part) => {
     const eq = part.indexOf('=');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { redactUrl, redactUrlsIn } from './errors.js';
+import { redactArgv, redactUrl, redactUrlsIn } from './errors.js';
 
 describe('redactUrl', () => {
   it('hides credentials, every query value and the fragment, and keeps the rest', () => {
@@ -22,5 +22,31 @@ describe('redactUrl', () => {
   it('redacts every URL inside a text', () => {
     expect(redactUrlsIn('pull of https://u:p@h/a?sig=x failed; see http://h/doc')).toBe('pull of https://***:***@h/a?sig=*** failed; see http://h/doc');
     expect(redactUrlsIn('-drive file=https://h/a.qcow2?token=t,format=raw')).toBe('-drive file=https://h/a.qcow2?token=***');
+  });
+});
+
+describe('redactArgv', () => {
+  it('hides secret values in qemu option lists, secret objects, flags and URLs, and keeps the rest', () => {
+    const argv = [
+      'qemu-system-x86_64',
+      '-vnc', 'unix:/run/vnc.sock,password=on',
+      '-object', 'secret,id=sec0,data=hunter2,format=raw',
+      '-drive', 'file=https://alice:pw@example.com/disk.qcow2?token=abc,format=qcow2,if=virtio',
+      '-blockdev', 'driver=nbd,server.type=inet,password=s3cret,,with-comma,export=disk',
+      '--api-token=xyz', '--password', 'letmein', '-m', '256',
+    ];
+    expect(redactArgv(argv)).toEqual([
+      'qemu-system-x86_64',
+      '-vnc', 'unix:/run/vnc.sock,password=on',
+      '-object', 'secret,id=sec0,data=***,format=raw',
+      '-drive', 'file=https://***:***@example.com/disk.qcow2?token=***,format=qcow2,if=virtio',
+      '-blockdev', 'driver=nbd,server.type=inet,password=***,export=disk',
+      '--api-token=***', '--password', '***', '-m', '256',
+    ]);
+  });
+
+  it('leaves a plain command line as it is', () => {
+    const argv = ['dnsmasq', '--keep-in-foreground', '--pid-file=/run/dnsmasq.pid', '--dhcp-range=10.0.2.15,10.0.2.15', '-drive', 'file=/var/lib/disk.qcow2,data=x'];
+    expect(redactArgv(argv)).toEqual(argv);
   });
 });

@@ -62,7 +62,7 @@ export interface EventDataMap {
   /** A warning the supervisor recorded without stopping (plugin or host condition). */
   WarningRaised: { code: string; message: string; hint?: string };
   VmStarting: { attempt: number; accel: Accelerator };
-  /** qemu runs and QMP answers; `argv` is qemu's exact command line. */
+  /** qemu runs and QMP answers; `argv` is qemu's command line, secrets in it hidden (`redactArgv`). */
   VmStarted: { attempt: number; pid: number; qmpVersion: string; startMs: number; argv: string[] };
   VmPaused: { by: Requester; reason: string };
   VmResumed: { by: Requester };

@@ -3,7 +3,7 @@
  * lifecycle decider and projection, restart policies, the plugin API and the
  * ports that the other packages implement. It depends on nothing in the repo.
  */
-export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage, redactUrl, redactUrlsIn } from './errors.js';
+export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage, redactUrl, redactUrlsIn, redactArgv } from './errors.js';
 export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
 export { YAML_MAX_ALIAS_COUNT, parseYaml } from './parse-yaml.js';
 export type { ParseYamlOptions, YamlParseResult, YamlProblem } from './parse-yaml.js';

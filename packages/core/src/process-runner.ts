@@ -1,6 +1,6 @@
 /**
  * Every child process podvisor starts goes through one `ProcessRunner`. It logs
- * the argv, keeps the tail of stderr for error messages, waits for `close`
+ * the argv (secrets hidden, `redactArgv`), keeps the tail of stderr for error messages, waits for `close`
  * (not `exit`) before trusting output, and registers long-lived children so
  * that `stopAll()` leaves nothing behind when the supervisor exits.
  */
@@ -8,7 +8,7 @@ import { execa, type ResultPromise } from 'execa';
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { PodvisorError } from './errors.js';
+import { PodvisorError, redactArgv } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Prerequisites } from './ports.js';
 
@@ -54,6 +54,7 @@ export interface ChildExit {
 export interface ChildHandle {
   readonly name: string;
   readonly pid: number;
+  /** The command line as logs show it: secrets in it hidden (`redactArgv`). */
   readonly argv: readonly string[];
   readonly stdout: Readable | null;
   readonly stdin: Writable | null;
@@ -116,7 +117,8 @@ export class ExecaProcessRunner implements ProcessRunner {
   }
 
   async run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-    const argv = [file, ...args];
+    // What logs, results, handles and errors show: secrets in arguments (a VNC password, a token, a URL's credentials) hidden.
+    const argv = redactArgv([file, ...args]);
     const started = performance.now();
     this.log.debug('run', { argv });
     const subprocess = execa(file, [...args], {
@@ -166,7 +168,8 @@ export class ExecaProcessRunner implements ProcessRunner {
   }
 
   async spawn(file: string, args: readonly string[], options: SpawnOptions): Promise<ChildHandle> {
-    const argv = [file, ...args];
+    // What logs, results, handles and errors show: secrets in arguments (a VNC password, a token, a URL's credentials) hidden.
+    const argv = redactArgv([file, ...args]);
     const started = performance.now();
     const extra = (options.extraFds ?? []) as number[];
     // A missing binary is a coded error here, not a failure of the wrapper below.
