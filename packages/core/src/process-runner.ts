@@ -121,7 +121,13 @@ export class ExecaProcessRunner implements ProcessRunner {
     const argv = redactArgv([file, ...args]);
     const started = performance.now();
     this.log.debug('run', { argv });
-    const subprocess = execa(file, [...args], {
+    // A short-lived child dies with podvisor too (setpriv --pdeathsig, as for `spawn`): a qemu-img or an nft
+    // that hangs (a stalled volume) while podvisor is SIGKILLed would otherwise be left behind.
+    const resolved = resolveExecutable(file);
+    if (resolved === null) throw notFound(file, argv, undefined);
+    const setpriv = setprivPath();
+    const [cmd, ...cmdArgs] = setpriv === null ? [resolved, ...args] : [setpriv, '--pdeathsig', 'KILL', resolved, ...args];
+    const subprocess = execa(cmd as string, cmdArgs, {
       reject: false,
       cwd: options.cwd,
       env: options.env,
