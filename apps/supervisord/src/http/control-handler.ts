@@ -22,6 +22,7 @@ import {
   type VmHandle,
   type VmState,
 } from '@podvisor/core';
+import { degradedConditions, foldHelperFacts, initialHelperFacts, type DegradedCondition, type HelperFacts } from './degraded-conditions.js';
 import { errorBody, httpError, httpStatusOf, sendError, sendJson } from './http-errors.js';
 import type { OpenApiContract } from './openapi-contract.js';
 import { foldMetricFacts, initialMetricFacts, renderMetrics, type BlockStatsRow, type MetricFacts } from './prometheus-metrics.js';
@@ -115,6 +116,7 @@ export class ControlHandler {
   private readonly streams = new Set<() => void>();
   private readonly requests = new Map<string, number>();
   private facts: MetricFacts = initialMetricFacts();
+  private helpers: HelperFacts = initialHelperFacts();
   private readonly factsSub: Subscription;
   private readonly log: Logger;
   private readonly now: () => Date;
@@ -130,6 +132,7 @@ export class ControlHandler {
     this.factsSub = o.store.follow(0).subscribe({
       next: (e) => {
         this.facts = foldMetricFacts(this.facts, e);
+        this.helpers = foldHelperFacts(this.helpers, e);
       },
       error: (err: unknown) => this.log.warn('metrics stopped following the log', { err }),
     });
@@ -137,7 +140,7 @@ export class ControlHandler {
       ['/healthz', { GET: (c) => sendJson(c.res, 200, { status: 'ok', version: o.version, pid: process.pid }) }],
       ['/readyz', { GET: (c) => this.readiness(c) }],
       ['/metrics', { GET: (c) => this.metrics(c) }],
-      ['/v1/vm', { GET: (c) => sendJson(c.res, 200, redactUrlsDeep(vmView(o.target.current()))) }],
+      ['/v1/vm', { GET: (c) => sendJson(c.res, 200, redactUrlsDeep(this.vm())) }],
       ['/v1/events', { GET: (c) => this.events(c) }],
       ['/v1/vm/actions', { POST: (c) => this.action(c) }],
       ['/v1/qmp', { POST: (c) => this.qmp(c) }],
@@ -327,6 +330,10 @@ export class ControlHandler {
 
   // ------------------------------------------------------------ reads
 
+  private vm(): ReturnType<typeof vmView> {
+    return vmView(this.o.target.current(), degradedConditions(this.o.store.backlog(), this.helpers));
+  }
+
   private async readiness(c: Ctx): Promise<void> {
     const state = this.o.target.current();
     const vm = this.o.target.handle();
@@ -476,7 +483,7 @@ export class ControlHandler {
     const action = (body as { action: VmAction }).action;
     await this.o.target.act(action, who.by);
     this.log.info('action requested', { action, by: who.by });
-    sendJson(c.res, 202, { action, by: who.by, vm: vmView(this.o.target.current()) });
+    sendJson(c.res, 202, { action, by: who.by, vm: this.vm() });
   }
 
   private async qmp(c: Ctx): Promise<void> {
@@ -530,8 +537,9 @@ function holderOf(req: IncomingMessage, origin: RequestOrigin, who: Principal): 
 }
 
 /** The projected state plus the actions it allows, as `GET /v1/vm` shows it. */
-export function vmView(state: VmState): VmState & { allowedActions: VmAction[] } {
-  return { ...state, allowedActions: allowedActions(state) };
+/** The VM as `GET /v1/vm` shows it: the projected state, the actions it allows now, and whether podvisor runs degraded. */
+export function vmView(state: VmState, degradedBy: readonly DegradedCondition[]): VmState & { allowedActions: VmAction[]; degraded: boolean; degradedBy: DegradedCondition[] } {
+  return { ...state, allowedActions: allowedActions(state), degraded: degradedBy.length > 0, degradedBy: [...degradedBy] };
 }
 
 function queryInt(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {

@@ -195,7 +195,7 @@ describe('control endpoint: reads', () => {
     expect((await call(tcp, 'GET', '/healthz')).json).toMatchObject({ status: 'ok', version: '0.0.0-test' });
     expect((await call(tcp, 'GET', '/readyz')).json).toMatchObject({ ready: true, status: 'Running' });
     const state = await call(tcp, 'GET', '/v1/vm');
-    expect(state.json).toMatchObject({ status: 'Running', vm: 'vm1', pid: 42, accelerator: 'tcg', allowedActions: ['powerdown', 'reset', 'pause', 'restart', 'stop'] });
+    expect(state.json).toMatchObject({ status: 'Running', vm: 'vm1', pid: 42, accelerator: 'tcg', allowedActions: ['powerdown', 'reset', 'pause', 'restart', 'stop'], degraded: false, degradedBy: [] });
     const page = await call(tcp, 'GET', '/v1/events?after=1&limit=2');
     expect(page.json).toMatchObject({ next: 3, lastPosition: 4 });
     expect((page.json as { events: Array<{ type: string }> }).events.map((e) => e.type)).toEqual(['AcceleratorProbed', 'VmStarting']);
@@ -203,6 +203,9 @@ describe('control endpoint: reads', () => {
     expect(metrics.text).toContain('podvisor_vm_status{vm="vm1",status="Running"} 1');
     expect(metrics.text).toMatch(/podvisor_qmp_round_trip_seconds\{vm="vm1"\} [0-9.e-]+/);
     expect(metrics.text).toContain('podvisor_block_written_bytes_total{vm="vm1",device="pet-disk"} 6');
+    // dnsmasq gave up: the VM runs on, degraded, until the network is attached again.
+    store.append('vm1', [{ type: 'WarningRaised', data: { code: 'WARN_DNSMASQ_GAVE_UP', message: 'dnsmasq exited (exit 2) after 5 restarts in a row' } }]);
+    expect((await call(tcp, 'GET', '/v1/vm')).json).toMatchObject({ status: 'Running', degraded: true, degradedBy: [{ code: 'DNSMASQ_DOWN' }] });
     vm.running = false;
     expect((await call(tcp, 'GET', '/readyz')).status).toBe(503);
   });
