@@ -143,6 +143,25 @@ export abstract class EventStoreBase implements EventStore {
     return null;
   }
 
+  /**
+   * Writes events kept as stored text by an earlier process (the unwritten-events
+   * journal: their `at` and correlation ids as they were), followed by `then`
+   * (new events, stamped now), in one transaction; like `append`, after any
+   * backlog, waiting for a lock, throwing `ERR_EVENTSTORE_WRITE` on failure.
+   */
+  appendEncoded(vm: string, rows: readonly EncodedEvent[], then: readonly DomainEvent[], options: AppendOptions = {}): StoredEvent[] {
+    const tail = this.prepareRows(vm, then, options);
+    for (const row of rows) {
+      if (this.upcasters.currentVersion(row.type) === undefined || typeof row.data !== 'string' || typeof row.at !== 'string' || !Number.isInteger(row.schemaVersion)) {
+        throw new PodvisorError('ERR_EVENTSTORE_INVALID_EVENT', `append to ${this.name}: a kept event is not a stored event: ${JSON.stringify(row).slice(0, 200)}`);
+      }
+    }
+    if (this.pending.length > 0 && !this.flush(true)) {
+      throw new PodvisorError('ERR_EVENTSTORE_WRITE', `cannot append to ${this.name}: ${this.pending.length} earlier events are still waiting to be written (${this.lastError ?? 'unknown error'})`);
+    }
+    return this.commit([...rows, ...tail], true);
+  }
+
   /** What `appendOrQueue` holds in memory because the storage refused it. */
   backlog(): EventLogBacklog {
     return {

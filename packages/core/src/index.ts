@@ -111,3 +111,5 @@ export type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 export { UpcasterRegistry, UPCASTERS } from './upcasters.js';
 export type { Upcaster, UpcasterRegistryOptions, VersionedEvent } from './upcasters.js';
 export type { EventStoreBaseOptions } from './event-store-base.js';
+export type { EncodedEvent } from './event-store-base.js';
+export { UNWRITTEN_EVENTS_FILE, keepUnwrittenEvents, replayUnwrittenEvents } from './unwritten-events-journal.js';

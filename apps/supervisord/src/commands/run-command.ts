@@ -24,7 +24,7 @@ import {
   type NetworkAttachSpec,
   type SupervisorSettings,
 } from '@podvisor/core';
-import { SqliteEventStore } from '@podvisor/core';
+import { SqliteEventStore, keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
 import { QemuRuntimeSettings } from '@podvisor/qemu';
 import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { preflightForRun } from '../preflight/run-preflight.js';
@@ -139,6 +139,13 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   if (vncPassword !== undefined) container.bind(QemuRuntimeSettings).toConstantValue({ vncPassword });
   const clock = container.get<Clock>(Clock);
   const store = SqliteEventStore.open({ path: path.join(config.stateDir, 'events.db'), clock, log: log.child({ name: 'SqliteEventStore' }) });
+  // Events an earlier run could not write before it exited go first, once (unwritten-events-journal.ts).
+  try {
+    const replayed = replayUnwrittenEvents(store, config.stateDir, config.name);
+    if (replayed !== null) log.warn('events kept at the last exit were written into the event log', replayed);
+  } catch (err) {
+    log.error('events kept at the last exit could not be written into the event log yet; the journal stays for the next start', { err });
+  }
   const relay = new ConsoleRelay(config.stateDir, io.stdout, undefined, (err) =>
     log.warn('the console log copy in the state dir cannot be written; paused for 30 s (the console still goes to stdout)', { err }),
   );
@@ -220,9 +227,17 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     reaper?.stop();
     relay.close();
     store.close();
-    // What the log still refused at the end goes to stderr whole, so that it is not lost.
+    // What the log still refused at the end is kept in a journal beside it, written into the log at the next start;
+    // when even that fails (a full volume), it goes to stderr whole, so that it is not lost.
     const unwritten = store.pendingRows();
-    if (unwritten.length > 0) log.error('event log still refuses writes at exit: the unwritten events follow', { backlog: store.backlog(), events: unwritten });
+    if (unwritten.length > 0) {
+      try {
+        const file = keepUnwrittenEvents(config.stateDir, unwritten);
+        log.error('event log still refuses writes at exit: the unwritten events are kept in a journal, written into the log at the next start', { backlog: store.backlog(), file, events: unwritten.length });
+      } catch (err) {
+        log.error('event log still refuses writes at exit, and the journal cannot be written either: the unwritten events follow', { backlog: store.backlog(), err, events: unwritten });
+      }
+    }
   }
   log.info('podvisor exiting', { exitCode: outcome.exitCode, reason: outcome.reason });
   return outcome.exitCode;
