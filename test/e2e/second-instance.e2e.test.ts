@@ -14,9 +14,9 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'n
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CLI, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, vmEnv, type VmDirs } from './support/podvisor-process.js';
+import { POD_SH, podPids as pidsIn, podState as stateOf } from './support/pod-namespace.js';
+import { CLI, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, vmEnv, type VmDirs } from './support/podvisor-process.js';
 
-const POD_SH = path.join(REPO, 'test/support/pod.sh');
 const run = promisify(execFile);
 
 let dirs: VmDirs;
@@ -24,32 +24,13 @@ let name: string;
 let pod: string;
 let running: PodvisorProcess[] = [];
 
+const podPids = (comm: string): number[] => pidsIn(pod, comm);
+const podState = (): ReturnType<typeof stateOf> => stateOf(pod);
+
 function start(): PodvisorProcess {
   const p = new PodvisorProcess(['run'], vmEnv(dirs, name, { PODVISOR_NETWORK: 'nat-bridge' }), { wrapper: ['ip', 'netns', 'exec', pod] });
   running.push(p);
   return p;
-}
-
-/** The pids of the processes named `comm` in the pod namespace. */
-function podPids(comm: string): number[] {
-  return execFileSync('ip', ['netns', 'pids', pod], { encoding: 'utf8' })
-    .split('\n')
-    .filter((l) => l !== '')
-    .filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
-/** What the first instance owns in the pod: links, nftables rules (handles left out) and its dnsmasq. */
-function podState(): { links: string[]; rules: string; dnsmasq: number[] } {
-  const links = (JSON.parse(execFileSync('ip', ['-n', pod, '-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string; ifindex: number }[]).map((l) => `${l.ifindex}:${l.ifname}`);
-  const rules = execFileSync('ip', ['netns', 'exec', pod, 'nft', 'list', 'ruleset'], { encoding: 'utf8' }).replace(/ # handle \d+/g, '');
-  return { links, rules, dnsmasq: podPids('dnsmasq') };
 }
 
 /** The files `pid` has open. */

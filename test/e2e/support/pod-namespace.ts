@@ -1,9 +1,11 @@
 /**
- * Reading a pod made by test/support/pod.sh from the test: its interfaces
- * and routes (to compare before and after a run), an interface's MAC, and
- * the guest's page fetched with curl from the pod's node namespace.
+ * What e2e tests read of a pod made by test/support/pod.sh: its interfaces
+ * and routes (to compare before and after a run), an interface's MAC, the
+ * guest's page fetched with curl from the pod's node namespace, the processes
+ * in its network namespace and its nftables ruleset.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO } from './podvisor-process.js';
 
@@ -56,4 +58,26 @@ export async function guestPageFromNode(pod: string, ip: string): Promise<string
     if (body.includes('podvisor-test-guest') || Date.now() > deadline) return body;
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** The pids of the processes named `comm` (as /proc shows it: 15 characters at most) in the pod's namespace. */
+export function podPids(pod: string, comm: string): number[] {
+  return execFileSync('ip', ['netns', 'pids', pod], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l !== '')
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === comm;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** The pod's links (`ifindex:name`), its nftables ruleset (handles left out) and its dnsmasq pids. */
+export function podState(pod: string): { links: string[]; rules: string; dnsmasq: number[] } {
+  const links = (JSON.parse(execFileSync('ip', ['-n', pod, '-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string; ifindex: number }[]).map((l) => `${l.ifindex}:${l.ifname}`);
+  const rules = execFileSync('ip', ['netns', 'exec', pod, 'nft', 'list', 'ruleset'], { encoding: 'utf8' }).replace(/ # handle \d+/g, '');
+  return { links, rules, dnsmasq: podPids(pod, 'dnsmasq') };
 }

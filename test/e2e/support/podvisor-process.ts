@@ -144,8 +144,8 @@ export function readEvents(stateDir: string): StoredEvent[] {
   }
 }
 
-/** Waits until a file exists, watching its directory (bounded). */
-async function waitForFile(file: string, timeoutMs: number): Promise<void> {
+/** Waits until a file exists, watching its directory (bounded); the directory is made if missing. */
+export async function waitForFile(file: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const { watch } = await import('node:fs');
   while (!existsSync(file)) {
