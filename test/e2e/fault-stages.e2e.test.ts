@@ -48,6 +48,8 @@ const FAULTS = [
 type Fault = (typeof FAULTS)[number];
 
 const IMAGE = '/guest.qcow2';
+/** A stage can hold a TCG boot or two on a loaded 2-core machine (a boot took 75 s there). */
+const STAGE_MS = 420_000;
 let pod: string;
 let name: string;
 let dirs: VmDirs;
@@ -285,7 +287,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     await killPodvisor(p, 'kill -9 podvisor during the pull');
     expect(types(readEvents(dirs.stateDir))).not.toContain('ImageImported');
     expectWholeLog();
-  });
+  }, STAGE_MS);
 
   it('the overlay creation: podvisor killed while qemu-img create is held; the held qemu-img dies with it', async () => {
     arm('qemu-img');
@@ -298,7 +300,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     expect(gone(qemuImg)).toBe(true);
     expect(types(readEvents(dirs.stateDir))).not.toContain('DiskCreated');
     expectWholeLog();
-  });
+  }, STAGE_MS);
 
   it('the network attach: dnsmasq killed as it starts fails the attach cleanly; then podvisor killed there', async () => {
     arm('dnsmasq');
@@ -317,7 +319,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     await held('dnsmasq');
     await killPodvisor(second, 'kill -9 podvisor during the network attach');
     expectWholeLog();
-  });
+  }, STAGE_MS);
 
   it('the launch: dnsmasq killed while qemu is held is restarted; qemu killed there fails the run (exit 3); the next start boots the guest', async () => {
     arm('qemu-system-x86_64');
@@ -344,7 +346,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     if (stray !== undefined) expect(gone(stray)).toBe(true);
     expectConverged();
     expectWholeLog();
-  });
+  }, STAGE_MS);
 
   it('the running VM: dnsmasq is restarted, qemu is restarted with the disk intact, podvisor killed leaves nothing', async () => {
     const p = runs.at(-1) as PodvisorProcess;
@@ -366,7 +368,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     stray = await killPodvisor(p, 'kill -9 podvisor while the VM runs');
     expect(stray).toBeDefined();
     expectWholeLog();
-  });
+  }, STAGE_MS);
 
   it('the launch again: podvisor killed while qemu is held; the next start stops the stray dnsmasq and converges, and SIGTERM leaves the pod as it was', async () => {
     arm('qemu-system-x86_64');
@@ -394,7 +396,7 @@ describe('kill -9 at each stage of a start: nothing lost, nothing left, the next
     const tmp = path.join(dirs.imagesDir, '.tmp');
     expect(existsSync(tmp) ? readdirSync(tmp) : []).toEqual([]);
     expect(readdirSync(dirs.stateDir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
-  });
+  }, STAGE_MS);
 
   it('docs/reliability.md lists every fault this suite injects, and its figures are these', () => {
     expect([...injected].sort()).toEqual([...FAULTS].sort());

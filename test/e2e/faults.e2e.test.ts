@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -42,6 +43,23 @@ function expectWholeLog(): void {
   expect(log.find((e) => e.type === 'VmExited')?.data).toMatchObject({ exit: { code: 0, reason: 'host-shutdown' } });
   expect(log.find((e) => e.type === 'SupervisorExited')?.data).toMatchObject({ exitCode: 0 });
   expect(log.filter((e) => e.type === 'WarningRaised' && (e.data as { code: string }).code === 'WARN_EVENT_LOG_RECOVERED').length).toBeGreaterThanOrEqual(1);
+}
+
+/** Another process takes the event log's write lock (BEGIN EXCLUSIVE) and holds it until a line arrives on its stdin. */
+async function lockLog(): Promise<ChildProcess> {
+  const script = path.join(dirs.root, 'locker.cjs');
+  await writeFile(
+    script,
+    `const Database = require(${JSON.stringify(path.join(REPO, 'node_modules/better-sqlite3'))});
+     const db = new Database(${JSON.stringify(path.join(dirs.stateDir, 'events.db'))});
+     db.exec('BEGIN EXCLUSIVE');
+     process.stdout.write('locked\\n');
+     process.stdin.once('data', () => { db.exec('COMMIT'); db.close(); process.exit(0); });`,
+  );
+  locker = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = locker;
+  await new Promise<void>((resolve) => child.stdout?.on('data', (d: Buffer) => d.toString().includes('locked') && resolve()));
+  return child;
 }
 
 beforeAll(() => requireBuilt());
@@ -89,18 +107,7 @@ describe('the VM volume fails while the VM runs: podvisor keeps supervising and 
     const p = start();
     await waitForEvent(dirs.stateDir, 'VmStarted');
     await p.waitForStdout(/PODVISOR-GUEST-READY/);
-    const script = path.join(dirs.root, 'locker.cjs');
-    await writeFile(
-      script,
-      `const Database = require(${JSON.stringify(path.join(REPO, 'node_modules/better-sqlite3'))});
-       const db = new Database(${JSON.stringify(path.join(dirs.stateDir, 'events.db'))});
-       db.exec('BEGIN EXCLUSIVE');
-       process.stdout.write('locked\\n');
-       process.stdin.once('data', () => { db.exec('COMMIT'); db.close(); process.exit(0); });`,
-    );
-    locker = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const child = locker;
-    await new Promise<void>((resolve) => child.stdout?.on('data', (d: Buffer) => d.toString().includes('locked') && resolve()));
+    const child = await lockLog();
     p.signal('SIGTERM');
     // The guest's shutdown (a QMP SHUTDOWN event) is decided while the log is locked.
     await p.waitForStderr(/"msg":"GuestShutdownObserved"/);
@@ -108,5 +115,38 @@ describe('the VM volume fails while the VM runs: podvisor keeps supervising and 
     child.stdin?.write('go\n');
     expect((await p.exited).code).toBe(0);
     expectWholeLog();
+  });
+
+  it('the lock is still held when podvisor exits: the unwritten events are kept in a journal, and the next start writes them once, in order', async () => {
+    const first = start();
+    await waitForEvent(dirs.stateDir, 'VmStarted');
+    await first.waitForStdout(/PODVISOR-GUEST-READY boot-count=1/);
+    const child = await lockLog();
+    first.signal('SIGTERM');
+    expect((await first.exited).code).toBe(0);
+    // Before: the events went to stderr only, and the log never had them.
+    expect(first.stderr).toMatch(/the unwritten events are kept in a journal/);
+    const journal = path.join(dirs.stateDir, 'events.unwritten.json');
+    expect(existsSync(journal)).toBe(true);
+    expect(types(readEvents(dirs.stateDir))).not.toContain('VmStopped');
+    child.stdin?.write('go\n');
+    await new Promise((resolve) => child.once('exit', resolve));
+
+    const second = start();
+    await second.waitForStdout(/PODVISOR-GUEST-READY boot-count=2/);
+    expect(existsSync(journal)).toBe(false);
+    second.signal('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+    const log = readEvents(dirs.stateDir);
+    expect(log.map((e) => e.position)).toEqual(log.map((_, i) => i + 1));
+    const t = types(log);
+    for (const type of ['SupervisorStarted', 'VmStarted', ...STOP_TAIL, 'SupervisorExited']) expect(t.filter((x) => x === type), type).toHaveLength(2);
+    const replayed = log.filter((e) => e.type === 'WarningRaised' && (e.data as { code: string }).code === 'WARN_EVENT_LOG_REPLAYED');
+    expect(replayed).toHaveLength(1);
+    // The first run's stop, then the warning, then the second run: in order.
+    const firstRun = t.slice(0, t.indexOf('SupervisorStarted', 1));
+    expect(firstRun.slice(firstRun.indexOf('VmActionRequested')).filter((x) => x !== 'VmPowerdownRequested' && x !== 'WarningRaised')).toEqual([...STOP_TAIL, 'SupervisorExited']);
+    expect(t[t.indexOf('SupervisorStarted', 1) - 1]).toBe('WarningRaised');
+    expect(log[t.indexOf('SupervisorStarted', 1) - 1]?.data).toMatchObject({ code: 'WARN_EVENT_LOG_REPLAYED' });
   });
 });
