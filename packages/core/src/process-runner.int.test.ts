@@ -65,7 +65,7 @@ describe('ExecaProcessRunner', () => {
     expect((await child.exited).signal).toBe('SIGKILL');
   });
 
-  it('a child dies with podvisor even when podvisor is SIGKILLed (PR_SET_PDEATHSIG)', async () => {
+  it('a child, long- or short-lived, dies with podvisor even when podvisor is SIGKILLed (PR_SET_PDEATHSIG)', async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'pv-runner-'));
     const script = path.join(dir, 'parent.mjs');
     const runnerModule = fileURLToPath(new URL('./process-runner.ts', import.meta.url));
@@ -75,7 +75,10 @@ describe('ExecaProcessRunner', () => {
       script,
       `import { ExecaProcessRunner } from ${JSON.stringify(path.join(path.dirname(runnerModule), '../dist/process-runner.js'))};
        import { SilentLogger } from ${JSON.stringify(path.join(path.dirname(runnerModule), '../dist/logger.js'))};
-       const c = await new ExecaProcessRunner(new SilentLogger()).spawn('sleep', ['300'], { name: 'sleep' });
+       const runner = new ExecaProcessRunner(new SilentLogger());
+       const c = await runner.spawn('sleep', ['300'], { name: 'sleep' });
+       // A short-lived child (run) too: it says its pid in a file, then becomes sleep.
+       void runner.run('sh', ['-c', 'echo $$ > ${path.join(dir, 'run.pid')}.tmp && mv ${path.join(dir, 'run.pid')}.tmp ${path.join(dir, 'run.pid')} && exec sleep 300']);
        process.stdout.write(String(c.pid) + '\\n');
        setInterval(() => {}, 1000);`,
     );
@@ -85,8 +88,12 @@ describe('ExecaProcessRunner', () => {
       parent.once('exit', (code) => reject(new Error(`parent exited ${code}: is packages/core built?`)));
     });
     expect(existsSync(`/proc/${childPid}`)).toBe(true);
+    const pidFile = path.join(dir, 'run.pid');
+    while (!existsSync(pidFile)) await new Promise((r) => setTimeout(r, 10));
+    const runPid = Number(readFileSync(pidFile, 'utf8').trim());
     parent.kill('SIGKILL');
     await gone(childPid, 5000);
+    await gone(runPid, 5000);
   });
 
   it('terminateChild gives up on a child it may not signal (another user, no CAP_KILL) instead of hanging', async () => {
