@@ -175,7 +175,7 @@ export function reportErrorAnswer(io: CommandIo, command: string, a: ControlAnsw
   return exitCodeOf(a.status);
 }
 
-type VmView = VmState & { allowedActions: string[] };
+type VmView = VmState & { allowedActions: string[]; degradedBy?: Array<{ code: string; message: string }> };
 
 function answer(io: CommandIo, a: ControlAnswer, json: boolean, human: () => string, jsonText: () => string = () => `${a.text}\n`): number {
   if (a.status >= 400) {
@@ -200,6 +200,7 @@ function formatVm(vm: VmView): string {
   if (vm.addresses.length > 0) lines.push(`  addresses ${vm.addresses.join(', ')}`);
   if (vm.image !== null) lines.push(`  image ${vm.image.target} (sha256 ${vm.image.sha256.slice(0, 12)})`);
   if (vm.lastExit !== null) lines.push(`  last exit ${vm.lastExit.reason} (${vm.lastExit.signal ?? `status ${vm.lastExit.code}`}) at ${vm.lastExit.at}`);
+  for (const c of vm.degradedBy ?? []) lines.push(`  degraded: ${c.code}: ${c.message}`);
   lines.push(`  allowed actions: ${vm.allowedActions.length === 0 ? '(none)' : vm.allowedActions.join(', ')}`);
   return `${lines.join('\n')}\n`;
 }
