@@ -270,6 +270,16 @@ afterAll(async () => {
     process.stderr.write(`artifacts kept in ${path.join(REPO, 'test/.artifacts/fault-stages')}\n`);
   }
   for (const p of runs) await p.killed();
+  // Whatever a failed stage left (a stray dnsmasq, a held wrapper) goes too.
+  if (dirs !== undefined) {
+    for (const l of leftovers()) {
+      try {
+        process.kill(Number(l.split(':')[0]), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
   await server?.close();
   if (pod !== undefined) execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
   await dirs?.cleanup();
