@@ -101,22 +101,29 @@ describe('Supervisor: the one record path', () => {
   });
 });
 
+type QemuExit = { code: number | null; signal: string | null; stderrTail: string };
+
+/** A qemu handle whose QMP answers are `execute(command, exit)`; kill() ends it with the signal. */
+function fakeQemu(execute: (command: string, exit: (e: QemuExit) => void) => Promise<unknown>): VmHandle {
+  let exit: (e: QemuExit) => void = () => undefined;
+  const exited = new Promise<QemuExit>((r) => (exit = r));
+  return {
+    pid: 4242,
+    argv: ['qemu-system-x86_64'],
+    qmpVersion: '7.2.0',
+    serial: null,
+    serialInput: null,
+    events: new Subject<QmpEventMessage>(),
+    execute: (command) => execute(command, exit),
+    exited,
+    kill: (signal) => exit({ code: null, signal, stderrTail: '' }),
+  } as VmHandle;
+}
+
 describe('Supervisor: a qemu that answers no QMP', () => {
   it('a stop asked through act() escalates to quit and SIGKILL on its timers, ends forced, and leaves no unhandled rejection', async () => {
-    let exit: (e: { code: number | null; signal: string | null; stderrTail: string }) => void = () => undefined;
-    const exited = new Promise<{ code: number | null; signal: string | null; stderrTail: string }>((r) => (exit = r));
-    const vm: VmHandle = {
-      pid: 4242,
-      argv: ['qemu-system-x86_64'],
-      qmpVersion: '7.2.0',
-      serial: null,
-      serialInput: null,
-      events: new Subject<QmpEventMessage>(),
-      // Every QMP call fails at once (a refused or broken monitor).
-      execute: () => Promise.reject(new PodvisorError('ERR_QMP_INTERRUPTED', 'QMP command interrupted: the QMP socket closed')),
-      exited,
-      kill: (signal) => exit({ code: null, signal, stderrTail: '' }),
-    };
+    // Every QMP call fails at once (a refused or broken monitor).
+    const vm = fakeQemu(() => Promise.reject(new PodvisorError('ERR_QMP_INTERRUPTED', 'QMP command interrupted: the QMP socket closed')));
     const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
     const store = new MemoryEventStore();
     const supervisor = new Supervisor(
@@ -221,22 +228,10 @@ describe('Supervisor: the teardown gets what is left of the stop budget', () => 
   /** A guest that powers off at the first ACPI press, and a network whose detach ends when the test says so. */
   function quickGuestSlowNetwork(stopGraceSeconds: number) {
     const clock = new ManualClock();
-    let exit: (e: { code: number | null; signal: string | null; stderrTail: string }) => void = () => undefined;
-    const exited = new Promise<{ code: number | null; signal: string | null; stderrTail: string }>((r) => (exit = r));
-    const vm: VmHandle = {
-      pid: 4242,
-      argv: ['qemu-system-x86_64'],
-      qmpVersion: '7.2.0',
-      serial: null,
-      serialInput: null,
-      events: new Subject<QmpEventMessage>(),
-      execute: (command) => {
-        if (command === 'system_powerdown') queueMicrotask(() => exit({ code: 0, signal: null, stderrTail: '' }));
-        return Promise.resolve({});
-      },
-      exited,
-      kill: (signal) => exit({ code: null, signal, stderrTail: '' }),
-    };
+    const vm = fakeQemu((command, exit) => {
+      if (command === 'system_powerdown') queueMicrotask(() => exit({ code: 0, signal: null, stderrTail: '' }));
+      return Promise.resolve({});
+    });
     let finishDetach: () => void = () => undefined;
     let detachStarted: () => void = () => undefined;
     const detaching = new Promise<void>((r) => (detachStarted = r));
