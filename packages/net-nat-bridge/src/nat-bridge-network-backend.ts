@@ -37,7 +37,7 @@ import {
   type PodResolvConf,
 } from '@podvisor/core';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
-import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { formatNatExclusion, ipv4CidrsOverlap, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
@@ -174,7 +174,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         });
       });
 
-      const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
+      const vncPort = natVncPort(spec.vnc);
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
       const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions });
       await this.step(spec, 'ERR_NAT_NFTABLES', `apply the nftables table ip podvisor (DNAT ${pod.name} ${pod.ip} to ${config.vmIp})`, () =>
