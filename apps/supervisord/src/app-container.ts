@@ -42,6 +42,10 @@ export interface AppContainerOptions {
   allowRawImage?: boolean;
   /** HTTP pull timeouts and attempts; the package defaults when absent. */
   http?: Partial<HttpImageSourceSettings>;
+  /** How often a pull reports progress (`podvisor image pull` draws a bar); the store's default when absent. */
+  progressIntervalMs?: number;
+  /** The longest wait for another process pulling the same name; the store's default when absent. */
+  lockMaxWaitMs?: number;
   /** Extra plugin module specifiers (PODVISOR_PLUGINS). */
   plugins: readonly string[];
   logSink?: { write(line: string): unknown };
@@ -59,7 +63,13 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind<Logger>(Logger).toConstantValue(log);
   container.bind<Clock>(Clock).toConstantValue(new SystemClock());
   container.bind<ProcessRunner>(ProcessRunner).toConstantValue(new ExecaProcessRunner(log.child({ name: 'ProcessRunner' })));
-  container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes, allowRaw: options.allowRawImage === true });
+  container.bind(ImageStoreSettings).toConstantValue({
+    imagesDir: options.imagesDir,
+    maxVirtualSizeBytes: options.maxVirtualSizeBytes,
+    allowRaw: options.allowRawImage === true,
+    ...(options.progressIntervalMs === undefined ? {} : { progressIntervalMs: options.progressIntervalMs }),
+    ...(options.lockMaxWaitMs === undefined ? {} : { lock: { maxWaitMs: options.lockMaxWaitMs } }),
+  });
   container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
   // podvisor's own settings are not a plugin's to declare.
   const registry = new PluginRegistry({

@@ -107,6 +107,7 @@ export type {
   StopFacts,
 } from './lifecycle-decider.js';
 export { Supervisor } from './supervisor.js';
+export { vncListen } from './vm-preparation.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
 export { MemoryEventStore } from './memory-event-store.js';
 export type { MemoryEventStoreOptions } from './memory-event-store.js';

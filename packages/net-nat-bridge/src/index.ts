@@ -18,6 +18,7 @@ export {
   NAT_BRIDGE_SETTINGS,
   resolveNatBridgeConfig,
   natVncPort,
+  natVncListen,
   parseNatExclude,
   formatNatExclusion,
   parseIpv4,

@@ -37,7 +37,7 @@ import {
   type PodResolvConf,
 } from '@podvisor/core';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
-import { formatNatExclusion, ipv4CidrsOverlap, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { formatNatExclusion, ipv4CidrsOverlap, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
@@ -211,7 +211,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       const attachment: NetworkAttachment = {
         nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`] }],
-        vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: '0.0.0.0', display: vncPort - 5900 },
+        vnc: natVncListen(spec.vnc),
         detail: {
           podInterface: pod.name,
           podIp: pod.ip,

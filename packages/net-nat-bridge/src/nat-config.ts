@@ -8,7 +8,7 @@
  * not a setting of this backend: `NO_VNC` is decided by podvisor and arrives
  * as `spec.vnc`. Also holds the small IPv4 arithmetic the backend needs.
  */
-import type { ConfigProblem, NetworkAttachSpec, PluginSetting } from '@podvisor/core';
+import type { ConfigProblem, NetworkAttachSpec, PluginSetting, VncListen } from '@podvisor/core';
 
 export const NAT_BRIDGE_DEFAULTS = {
   vmIp: '192.168.254.2',
@@ -64,6 +64,12 @@ const IFNAME = /^[^\s/:]{1,15}$/;
  */
 export function natVncPort(vnc: NetworkAttachSpec['vnc']): number | undefined {
   return vnc.enabled ? vnc.port : undefined;
+}
+
+/** Where the NAT bridge has qemu serve VNC: on every address of the pod at the port kept out of the DNAT, when VNC is on. */
+export function natVncListen(vnc: NetworkAttachSpec['vnc']): VncListen | undefined {
+  const port = natVncPort(vnc);
+  return port === undefined || port < 5900 ? undefined : { kind: 'tcp', host: '0.0.0.0', display: port - 5900 };
 }
 
 /** Checks the resolved settings across fields (a /30, the port list, paths, the interface name). */

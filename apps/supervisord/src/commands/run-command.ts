@@ -33,7 +33,7 @@ import { preflightForRun } from '../preflight/run-preflight.js';
 import { FIELDS, REMOVED_SETTINGS } from '../config/config-fields.js';
 import { ExitCode, runExitCode } from '../exit-codes.js';
 import { takeOverSignals } from '../pid1/early-signals.js';
-import { collectConfig, type ConfigInputs, type PodvisorConfig, type SelectedProvision } from '../config/load-config.js';
+import { collectConfig, vncOf, type ConfigInputs, type PodvisorConfig, type SelectedProvision } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
 import { OrphanReaper } from '../pid1/orphan-reaper.js';
 import { ControlTokens } from '../http/control-tokens.js';
@@ -306,16 +306,6 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return { config, app, network, networkSpec, vncConfigured, tokens };
-}
-
-/**
- * What `NO_VNC` means, decided once: VNC is on unless `NO_VNC` is set (a
- * value other than empty, 0, false, no or off). When on, qemu serves it on
- * 5900 and no network backend forwards 5900 to the VM; when off, 5900 is
- * the VM's like any port. Every network backend gets this in its spec.
- */
-export function vncOf(config: Pick<PodvisorConfig, 'noVnc'>): NetworkAttachSpec['vnc'] {
-  return { enabled: !config.noVnc, port: 5900 };
 }
 
 function readConfigFile(explicit: string | undefined): { text: string; path: string } | null {

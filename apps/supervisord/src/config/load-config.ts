@@ -14,6 +14,7 @@ import {
   redactUrl,
   resolvePluginSettings,
   type ConfigProblem,
+  type NetworkAttachSpec,
   type PluginKind,
   type PluginRegistry,
   type PluginSettings,
@@ -269,4 +270,14 @@ function getPath(obj: Record<string, unknown>, dotted: string): unknown {
     cur = (cur as Record<string, unknown>)[part];
   }
   return cur;
+}
+
+/**
+ * What `NO_VNC` means, decided once: VNC is on unless `NO_VNC` is set (a
+ * value other than empty, 0, false, no or off). When on, qemu serves it on
+ * 5900 and no network backend forwards 5900 to the VM; when off, 5900 is
+ * the VM's like any port. Every network backend gets this in its spec.
+ */
+export function vncOf(config: Pick<PodvisorConfig, 'noVnc'>): NetworkAttachSpec['vnc'] {
+  return { enabled: !config.noVnc, port: 5900 };
 }
