@@ -35,7 +35,7 @@ export type {
 } from './events.js';
 export { EventStore } from './event-store.js';
 export type { AppendOptions, EventLogBacklog, EventLogRecovery } from './event-store.js';
-export { NetworkBackend, ImageSource, ImageStore, ConfigDriveBuilder, VmRuntime } from './ports.js';
+export { NetworkBackend, ImageSource, ImageSourceCatalog, ImageStore, ConfigDriveBuilder, VmRuntime, imageSourceCatalogOf } from './ports.js';
 export type {
   NicBackend,
   VmNic,
@@ -67,8 +67,12 @@ export type {
   DeviceNeed,
   SysctlNeed,
 } from './ports.js';
-export { PLUGIN_API_VERSION, PluginRegistry, loadPlugins, manifestProblems } from './plugin.js';
-export type { PluginKind, PluginProvision, PluginManifest, LoadedPlugin } from './plugin.js';
+export { PLUGIN_API_VERSION, PLUGIN_KINDS, PluginRegistry, loadPlugins, manifestProblems, pluginSettingsName } from './plugin.js';
+export type { PluginKind, PluginProvision, PluginManifest, LoadedPlugin, ReservedSettings } from './plugin.js';
+export { PluginSettings, parsePluginSetting, pluginSettingDeclarationProblems, resolvePluginSettings, yamlAt } from './plugin-settings.js';
+export type { PluginSetting, PluginSettingType, PluginSettingValue, PluginSettingSources, ResolvedPluginSetting } from './plugin-settings.js';
+export { compareSemver, formatSemver, parseSemver, parseSemverRange, satisfiesSemverRange } from './semver-range.js';
+export type { SemVer, SemverRange } from './semver-range.js';
 export { VM_ACTIONS } from './events.js';
 export type { VmAction } from './events.js';
 export { initialVmState, evolveVm, projectVm, allowedActions, decideVmAction } from './vm-lifecycle.js';
@@ -103,6 +107,7 @@ export type {
   StopFacts,
 } from './lifecycle-decider.js';
 export { Supervisor } from './supervisor.js';
+export { vncListen } from './vm-preparation.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
 export { MemoryEventStore } from './memory-event-store.js';
 export type { MemoryEventStoreOptions } from './memory-event-store.js';

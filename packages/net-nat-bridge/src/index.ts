@@ -9,15 +9,16 @@
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
-import { NAT_BRIDGE_ENV } from './nat-config.js';
+import { NAT_BRIDGE_SETTINGS } from './nat-config.js';
 
 export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, NAT_BRIDGE_PREREQUISITES, natBridgeStatePaths } from './nat-bridge-network-backend.js';
 export type { NatPodInterface } from './nat-bridge-network-backend.js';
 export {
-  NAT_BRIDGE_ENV,
   NAT_BRIDGE_DEFAULTS,
   NAT_BRIDGE_SETTINGS,
   resolveNatBridgeConfig,
+  natVncPort,
+  natVncListen,
   parseNatExclude,
   formatNatExclusion,
   parseIpv4,
@@ -39,8 +40,8 @@ export const natBridgeModule = new ContainerModule((bind) => {
 
 const manifest: PluginManifest = {
   name: '@podvisor/net-nat-bridge',
-  apiVersion: PLUGIN_API_VERSION,
-  provides: [{ kind: 'network-backend', name: 'nat-bridge', settings: NAT_BRIDGE_ENV }],
+  apiRange: `^${PLUGIN_API_VERSION}`,
+  provides: [{ kind: 'network-backend', name: 'nat-bridge', settings: NAT_BRIDGE_SETTINGS }],
   module: natBridgeModule,
 };
 

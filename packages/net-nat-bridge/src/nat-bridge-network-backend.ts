@@ -42,7 +42,7 @@ import {
   type PodResolvConf,
 } from '@podvisor/core';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
-import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { formatNatExclusion, ipv4CidrsOverlap, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';
@@ -173,7 +173,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       ipv6 = await this.step(spec, 'ERR_NAT_SYSCTL', 'enable forwarding in the pod namespace', () => this.enableForwarding(spec, ipv6, hooks));
 
-      const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
+      const vncPort = natVncPort(spec.vnc);
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
       const v6 = ipv6 && pod.ip6 !== undefined ? { podIp: pod.ip6, vmIp: natBridgeVmIpv6(mac), subnet: natBridgeIpv6Subnet() } : undefined;
       const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions, ...(v6 === undefined ? {} : { ipv6: v6 }) });
@@ -213,8 +213,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       const attachment: NetworkAttachment = {
         nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`, ...(v6 === undefined ? [] : [`${v6.vmIp}/${NAT_BRIDGE_IPV6.prefixLength}`])] }],
-        // '::' listens on both families (qemu clears IPV6_V6ONLY), so VNC answers on the pod's IPv6 address too.
-        vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: v6 === undefined ? '0.0.0.0' : '::', display: vncPort - 5900 },
+        vnc: natVncListen(spec.vnc, v6 !== undefined),
         detail: {
           podInterface: pod.name,
           podIp: pod.ip,
