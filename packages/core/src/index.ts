@@ -11,14 +11,8 @@ export { JsonLogger, SilentLogger, Logger, parseLogLevel } from './logger.js';
 export type { LogLevel, LogSink } from './logger.js';
 export { Clock, SystemClock } from './clock.js';
 export { ExecaProcessRunner, KILL_WAIT_MS, ProcessRunner, PROCESS_RUNNER_PREREQUISITES, UNKILLABLE_HINT, exitedWithin, terminateChild, resolveExecutable, debianPackageOf } from './process-runner.js';
-export { DNSMASQ_PREREQUISITES, DNSMASQ_PRIVILEGE_DROP_CAPABILITIES, DnsmasqSupervisor, dnsmasqBaseArgs, dnsmasqOwnerFile, dnsmasqUserArgs, stopStrayDnsmasq } from './dnsmasq-supervisor.js';
 export { CAPABILITY_NAMES, capabilityBit, capabilityName, decodeCapabilities, hasCapabilities, ownEffectiveCapabilities, parseEffectiveCapabilities, parseStatusCapabilities } from './capabilities.js';
 export type { ProcessCapabilities } from './capabilities.js';
-export type { DnsmasqSupervisorOptions } from './dnsmasq-supervisor.js';
-export { networkStep } from './network-step.js';
-export type { NetworkStep } from './network-step.js';
-export { parseResolvConf, isDhcpHostname } from './resolv-conf.js';
-export type { PodResolvConf } from './resolv-conf.js';
 export type { RunOptions, RunResult, SpawnOptions, ChildExit, ChildHandle, TerminateOutcome } from './process-runner.js';
 export { EVENT_SCHEMA_VERSIONS, WARNING_EVENTS, event, isEventType } from './events.js';
 export type {

@@ -5,5 +5,4 @@
  */
 export { describeEventStoreContract } from './event-store-contract.js';
 export type { EventStoreContractSubject } from './event-store-contract.js';
-export { NetnsProcessRunner } from './netns-process-runner.js';
 export { billionLaughsYaml } from './billion-laughs.js';

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/core/testing';
+import { NetnsProcessRunner } from '@podvisor/net-support';
 import { ExecaProcessRunner, SilentLogger, resolvePluginSettings, type NetworkAttachSpec, type NetworkHooks, type PluginWarning } from '@podvisor/core';
 import { L2SegmentNetworkBackend } from './l2-segment-network-backend.js';
 import { L2_SEGMENT_SETTINGS } from './l2-segment-settings.js';

@@ -22,15 +22,11 @@ import { inject, injectable, optional } from 'inversify';
 import {
   Clock,
   ConfigError,
-  DNSMASQ_PREREQUISITES,
-  DnsmasqSupervisor,
   Logger,
   PodvisorError,
   ProcessRunner,
   SystemClock,
   errorMessage,
-  networkStep,
-  stopStrayDnsmasq,
   type ConfigProblem,
   type NetworkAttachSpec,
   type NetworkAttachment,
@@ -38,6 +34,7 @@ import {
   type NetworkHooks,
   type Prerequisites,
 } from '@podvisor/core';
+import { DNSMASQ_PREREQUISITES, DnsmasqSupervisor, networkStep, stopStrayDnsmasq } from '@podvisor/net-support';
 import { resolveL2SegmentSettings, type L2SegmentSettings } from './l2-segment-settings.js';
 import { L2_VXLAN_PORT, parseIpv4Cidr, parsePeerMap, segmentMtus, wireguardPublicKey, type PeerMap, type PeerMember } from './peer-map.js';
 import {

@@ -6,7 +6,7 @@
  * DHCP server to its own VM), and dnsmasq's arguments. Pure.
  */
 import { createHash } from 'node:crypto';
-import { dnsmasqBaseArgs } from '@podvisor/core';
+import { dnsmasqBaseArgs } from '@podvisor/net-support';
 import { L2_VXLAN_PORT } from './peer-map.js';
 
 /** The links in the pod's namespace; the WireGuard one is named after the VM (see `wireguardInterfaceName`). */

@@ -9,7 +9,7 @@
  * search list go to the NIC that holds the default route (else the first).
  * Also here: reading the pod's resolv.conf. Pure.
  */
-import { dnsmasqBaseArgs } from '@podvisor/core';
+import { dnsmasqBaseArgs } from '@podvisor/net-support';
 import { netmaskOf, type PodAddress, type VmRoute } from './pod-network.js';
 
 export interface MacvtapDhcpNic {

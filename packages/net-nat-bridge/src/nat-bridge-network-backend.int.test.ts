@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/core/testing';
+import { NetnsProcessRunner } from '@podvisor/net-support';
 import {
   ExecaProcessRunner,
   SilentLogger,

@@ -33,6 +33,8 @@ import {
   type NetworkBackend,
   type NetworkHooks,
   type Prerequisites,
+} from '@podvisor/core';
+import {
   DnsmasqSupervisor,
   DNSMASQ_PREREQUISITES,
   isDhcpHostname,
@@ -40,7 +42,7 @@ import {
   parseResolvConf,
   stopStrayDnsmasq,
   type PodResolvConf,
-} from '@podvisor/core';
+} from '@podvisor/net-support';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
 import { formatNatExclusion, ipv4CidrsOverlap, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';

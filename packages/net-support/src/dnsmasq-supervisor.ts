@@ -1,6 +1,6 @@
 /**
- * Plugin support: keeps a network backend's dnsmasq running for as long as the
- * network is attached (both built-in network plugins use it). dnsmasq is spawned through the core `ProcessRunner` in the
+ * Keeps a network backend's dnsmasq running for as long as the
+ * network is attached (the network plugins use it). dnsmasq is spawned through the core `ProcessRunner` in the
  * foreground; it counts as started once it has written its pid file (it does
  * so after binding its DHCP socket). If it dies while supervised, it is
  * restarted with exponential backoff, a bounded number of times in a row, and
@@ -23,12 +23,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
-import { SystemClock, type Clock } from './clock.js';
-import { PodvisorError } from './errors.js';
-import type { Logger } from './logger.js';
-import type { BinaryNeed, CapabilityNeed, NetworkHooks } from './ports.js';
-import { UNKILLABLE_HINT, terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
+import {
+  PodvisorError,
+  SystemClock,
+  UNKILLABLE_HINT,
+  hasCapabilities,
+  ownEffectiveCapabilities,
+  terminateChild,
+  type BinaryNeed,
+  type CapabilityNeed,
+  type ChildHandle,
+  type Clock,
+  type Logger,
+  type NetworkHooks,
+  type ProcessRunner,
+} from '@podvisor/core';
 
 /**
  * What a supervised dnsmasq needs, for the prerequisites of the backends that

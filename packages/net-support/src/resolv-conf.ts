@@ -1,5 +1,5 @@
 /**
- * Plugin support: what the pod's resolv.conf tells a VM's DHCP server. The
+ * What the pod's resolv.conf tells a VM's DHCP server. The
  * pod's own nameservers and search list are handed to the guest, so the VM
  * resolves names as the pod does (the seeds' dnsmasq did the same).
  */
