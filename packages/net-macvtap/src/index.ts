@@ -28,9 +28,8 @@ export {
   vmRoutesOf,
   restorableRoutes,
   routeReplaceArgs,
-  netmaskOf,
 } from './pod-network.js';
-export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicPlan } from './pod-network.js';
+export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicChoice, MacvtapNicPlan } from './pod-network.js';
 export { buildMacvtapDnsmasqArgs } from './macvtap-dnsmasq-args.js';
 export type { MacvtapDhcpNic, MacvtapDnsmasqParams } from './macvtap-dnsmasq-args.js';
 

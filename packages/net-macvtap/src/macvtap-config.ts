@@ -8,13 +8,10 @@
  * once, each with its path, value and what was expected.
  */
 import type { ConfigProblem, NetworkAttachSpec, PluginSetting } from '@podvisor/core';
-import { parseIpv4, type PodAddress } from './pod-network.js';
+import { parseIpv4 } from '@podvisor/net-support';
+import type { MacvtapNicChoice } from './pod-network.js';
 
-export interface MacvtapConfig {
-  /** `auto`: every ethernet interface of the pod; `list`: only the named ones. */
-  attach: { mode: 'auto'; origin: string } | { mode: 'list'; interfaces: string[]; origin: string };
-  /** SELECTED_NETWORK: which address of an interface the VM takes (the first when unset). */
-  selectedNetwork: (PodAddress & { origin: string }) | undefined;
+export interface MacvtapConfig extends MacvtapNicChoice {
   /** The pod's resolv.conf, whose name servers and search list the VM gets. */
   resolvConf: string;
 }

@@ -21,10 +21,6 @@ export {
   natVncListen,
   parseNatExclude,
   formatNatExclusion,
-  parseIpv4,
-  formatIpv4,
-  parseIpv4Cidr,
-  ipv4CidrsOverlap,
 } from './nat-config.js';
 export type { NatBridgeConfig, NatPortExclusion, ResolvedNatBridgeConfig } from './nat-config.js';
 export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';

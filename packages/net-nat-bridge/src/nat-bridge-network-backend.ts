@@ -41,10 +41,11 @@ import {
   networkStep,
   parseResolvConf,
   stopStrayDnsmasq,
+  ipv4CidrsOverlap,
   type PodResolvConf,
 } from '@podvisor/net-support';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
-import { formatNatExclusion, ipv4CidrsOverlap, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { formatNatExclusion, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 import { deriveVmMac, ensureVmMac } from './vm-mac.js';

@@ -9,6 +9,7 @@
  * as `spec.vnc`. Also holds the small IPv4 arithmetic the backend needs.
  */
 import type { ConfigProblem, NetworkAttachSpec, PluginSetting, VncListen } from '@podvisor/core';
+import { formatIpv4, parseIpv4 } from '@podvisor/net-support';
 
 export const NAT_BRIDGE_DEFAULTS = {
   vmIp: '192.168.254.2',
@@ -177,45 +178,8 @@ export function formatNatExclusion(e: NatPortExclusion): string {
   return `${e.proto}/${e.port}`;
 }
 
-/** A strict dotted quad (no leading zeros) as an unsigned 32-bit number, or `undefined`. */
-export function parseIpv4(text: string): number | undefined {
-  const m = /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/.exec(text);
-  if (m === null) return undefined;
-  const octets = m.slice(1).map(Number);
-  if (octets.some((o) => o > 255)) return undefined;
-  return (((octets[0] as number) << 24) | ((octets[1] as number) << 16) | ((octets[2] as number) << 8) | (octets[3] as number)) >>> 0;
-}
-
-export function formatIpv4(value: number): string {
-  const v = value >>> 0;
-  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
-}
-
 /** Not 0.0.0.0/8, loopback, multicast or reserved (224.0.0.0 and up). */
 function isUnicast(value: number): boolean {
   const first = value >>> 24;
   return first !== 0 && first !== 127 && first < 224;
-}
-
-/** Parses `a.b.c.d/len` (or a bare address, as /32) into a network and prefix length. */
-export function parseIpv4Cidr(text: string): { network: number; prefixLength: number } | undefined {
-  const [addr, len, ...rest] = text.split('/');
-  if (addr === undefined || rest.length > 0) return undefined;
-  const ip = parseIpv4(addr);
-  const prefixLength = len === undefined ? 32 : /^[0-9]{1,2}$/.test(len) ? Number(len) : NaN;
-  if (ip === undefined || !(prefixLength >= 0 && prefixLength <= 32)) return undefined;
-  return { network: (ip & prefixMask(prefixLength)) >>> 0, prefixLength };
-}
-
-/** True when two IPv4 prefixes share at least one address. Unparsable input never overlaps. */
-export function ipv4CidrsOverlap(a: string, b: string): boolean {
-  const x = parseIpv4Cidr(a);
-  const y = parseIpv4Cidr(b);
-  if (x === undefined || y === undefined) return false;
-  const mask = prefixMask(Math.min(x.prefixLength, y.prefixLength));
-  return ((x.network & mask) >>> 0) === ((y.network & mask) >>> 0);
-}
-
-function prefixMask(length: number): number {
-  return length === 0 ? 0 : (0xffffffff << (32 - length)) >>> 0;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { resolvePluginSettings } from '@podvisor/core';
-import { NAT_BRIDGE_SETTINGS, ipv4CidrsOverlap, parseIpv4, parseNatExclude, resolveNatBridgeConfig } from './nat-config.js';
+import { NAT_BRIDGE_SETTINGS, parseNatExclude, resolveNatBridgeConfig } from './nat-config.js';
 
 /** As podvisor does it: the declared settings resolved and type-checked, then (when their types are right) the backend's checks across them. */
 const resolve = (env: Record<string, string | undefined>, settings: Record<string, unknown> = {}) => {
@@ -121,22 +121,5 @@ describe('parseNatExclude', () => {
       'tcp/22/1',
       'tcp/-1',
     ]);
-  });
-});
-
-describe('IPv4 helpers', () => {
-  it('parses dotted quads strictly', () => {
-    expect(parseIpv4('255.255.255.255')).toBe(0xffffffff);
-    expect(parseIpv4('10.0.0.1')).toBe(0x0a000001);
-    expect(parseIpv4(' 10.0.0.1')).toBeUndefined();
-    expect(parseIpv4('10.0.0.1.')).toBeUndefined();
-  });
-
-  it('tells whether two prefixes overlap', () => {
-    expect(ipv4CidrsOverlap('192.168.254.0/24', '192.168.254.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('192.168.254.1', '192.168.254.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('192.168.254.4/30', '192.168.254.0/30')).toBe(false);
-    expect(ipv4CidrsOverlap('0.0.0.0/0', '10.0.0.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('fe80::/64', '10.0.0.0/30')).toBe(false);
   });
 });

@@ -4,6 +4,8 @@
  * resolves names as the pod does (the seeds' dnsmasq did the same).
  */
 
+import { parseIpv4 } from './ipv4.js';
+
 export interface PodResolvConf {
   /** IPv4 nameservers, in order, without duplicates; loopback ones are not reachable from the VM. */
   nameservers: string[];
@@ -21,7 +23,7 @@ export function parseResolvConf(text: string): PodResolvConf {
     const [keyword, ...values] = raw.replace(/[#;].*$/, '').trim().split(/\s+/);
     if (keyword === 'nameserver' && values[0] !== undefined) {
       const server = values[0];
-      if (/^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/.test(server) && !server.startsWith('127.')) {
+      if (parseIpv4(server) !== undefined && !server.startsWith('127.')) {
         if (!nameservers.includes(server)) nameservers.push(server);
       } else skipped.push(server);
     } else if ((keyword === 'search' || keyword === 'domain') && values.length > 0) {
