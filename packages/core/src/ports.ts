@@ -67,6 +67,11 @@ export type NicBackend =
   | { kind: 'tap'; ifname: string }
   /** An already-open tap/macvtap char device; qemu inherits it (`-netdev tap,fd=`), optionally with vhost-net. */
   | { kind: 'tap-fd'; fd: number; vhostFd?: number }
+  /**
+   * A unix stream socket that a user-space network daemon listens on (passt);
+   * qemu connects to it as a client (`-netdev stream,server=off,addr.type=unix`, qemu 7.2 and later).
+   */
+  | { kind: 'stream'; path: string }
   /** qemu's user-mode network (slirp); for `none`-like local use only. */
   | { kind: 'user' };
 
