@@ -2,6 +2,8 @@
  * @podvisor/core: the domain of podvisor. VM events and their store, the
  * lifecycle decider and projection, restart policies, the plugin API and the
  * ports that the other packages implement. It depends on nothing in the repo.
+ * Importing it loads no native module: the SQLite event store, which needs
+ * better-sqlite3, is the separate entry `@podvisor/core/sqlite`.
  */
 export { PodvisorError, ConfigError, formatValue, isPodvisorError, errorMessage, redactUrl, redactUrlsIn, redactArgv } from './errors.js';
 export type { PodvisorErrorOptions, ConfigProblem } from './errors.js';
@@ -105,8 +107,6 @@ export { vncListen } from './vm-preparation.js';
 export type { SupervisorSettings, SupervisorOutcome, SupervisorDeps } from './supervisor.js';
 export { MemoryEventStore } from './memory-event-store.js';
 export type { MemoryEventStoreOptions } from './memory-event-store.js';
-export { SqliteEventStore, EVENT_STORE_SCHEMA_VERSION } from './sqlite-event-store.js';
-export type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 export { UpcasterRegistry, UPCASTERS } from './upcasters.js';
 export type { Upcaster, UpcasterRegistryOptions, VersionedEvent } from './upcasters.js';
 export type { EventStoreBaseOptions } from './event-store-base.js';

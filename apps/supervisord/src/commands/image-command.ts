@@ -13,7 +13,6 @@ import {
   ConfigError,
   PluginSettings,
   ProcessRunner,
-  SqliteEventStore,
   isPodvisorError,
   pluginSettingsName,
   redactUrl,
@@ -21,6 +20,7 @@ import {
   type ImagePullProgress,
   type PluginRegistry,
 } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { ContentImageStore, DEFAULT_MAX_VIRTUAL_SIZE, collectImageGarbage, deriveTarget, listImageCache, schemeOf } from '@podvisor/image-store';
 import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { ImageExitCode } from '../exit-codes.js';

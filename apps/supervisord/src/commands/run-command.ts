@@ -27,7 +27,8 @@ import {
   type PluginRegistry,
   type SupervisorSettings,
 } from '@podvisor/core';
-import { SqliteEventStore, keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
+import { keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { QemuRuntimeSettings } from '@podvisor/qemu';
 import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { preflightForRun } from '../preflight/run-preflight.js';
