@@ -21,4 +21,6 @@ export type { NetworkStep } from './network-step.js';
 export { parseResolvConf, isDhcpHostname } from './resolv-conf.js';
 export type { PodResolvConf } from './resolv-conf.js';
 export { NetnsProcessRunner } from './netns-process-runner.js';
+export { stopStrayProcess, readPid } from './stray-process.js';
+export type { StrayProcess } from './stray-process.js';
 export { parseIpv4, formatIpv4, ipv4PrefixMask, ipv4Netmask, parseIpv4Cidr, ipv4CidrsOverlap } from './ipv4.js';
