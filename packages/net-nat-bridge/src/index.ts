@@ -27,7 +27,6 @@ export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './n
 export type { NatRulesetParams } from './nat-ruleset.js';
 export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs } from './dnsmasq-args.js';
 export type { DnsmasqParams } from './dnsmasq-args.js';
-export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
 
 /** The `nat-bridge` network backend, bound by name. Bindings only. */
 export const natBridgeModule = new ContainerModule((bind) => {

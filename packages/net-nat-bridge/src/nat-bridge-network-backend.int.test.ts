@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/net-support';
+import { NetnsProcessRunner, deriveVmMac } from '@podvisor/net-support';
 import {
   ExecaProcessRunner,
   SilentLogger,
@@ -24,7 +24,6 @@ import {
 } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
 import { NAT_BRIDGE_SETTINGS } from './nat-config.js';
-import { deriveVmMac } from './vm-mac.js';
 
 const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
 const RUN_ID = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;

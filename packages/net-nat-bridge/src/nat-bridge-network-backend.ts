@@ -37,6 +37,8 @@ import {
 import {
   DnsmasqSupervisor,
   DNSMASQ_PREREQUISITES,
+  deriveVmMac,
+  ensureVmMac,
   isDhcpHostname,
   networkStep,
   parseResolvConf,
@@ -48,7 +50,6 @@ import { buildDnsmasqArgs } from './dnsmasq-args.js';
 import { formatNatExclusion, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
-import { deriveVmMac, ensureVmMac } from './vm-mac.js';
 import { NAT_BRIDGE_IPV6, natBridgeIpv6Subnet, natBridgeVmIpv6 } from './nat-ipv6.js';
 
 /** The links the backend creates in the pod's namespace. */
