@@ -5,4 +5,6 @@
  */
 export { describeEventStoreContract } from './event-store-contract.js';
 export type { EventStoreContractSubject } from './event-store-contract.js';
+export { describeNetworkBackendContract } from './network-backend-contract.js';
+export type { NetworkBackendContractSubject } from './network-backend-contract.js';
 export { billionLaughsYaml } from './billion-laughs.js';

@@ -173,7 +173,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         { ...makeTap, command: `tuntap add dev ${tap} mode tap` },
         { ...makeTap, command: `link set dev ${tap}${mtu} master ${bridge} up` },
       ]);
-      const { mac } = await ensureVmMac(spec.diskDir, spec.vmName);
+      const { mac } = await ensureVmMac(spec.diskDir, spec.vmName, { file: 'ERR_NAT_MAC_FILE', invalid: 'ERR_NAT_MAC_INVALID' });
 
       ipv6 = await this.step(spec, 'ERR_NAT_SYSCTL', 'enable forwarding in the pod namespace', () => this.enableForwarding(spec, ipv6, hooks));
 

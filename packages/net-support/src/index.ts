@@ -24,4 +24,5 @@ export { NetnsProcessRunner } from './netns-process-runner.js';
 export { stopStrayProcess, readPid } from './stray-process.js';
 export type { StrayProcess } from './stray-process.js';
 export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
+export type { VmMacErrorCodes } from './vm-mac.js';
 export { parseIpv4, formatIpv4, ipv4PrefixMask, ipv4Netmask, parseIpv4Cidr, ipv4CidrsOverlap } from './ipv4.js';
