@@ -7,11 +7,11 @@
  */
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, type PluginManifest } from '@podvisor/core';
-import { PASST_ENV } from './passt-config.js';
+import { PASST_SETTINGS } from './passt-config.js';
 import { PasstNetworkBackend } from './passt-network-backend.js';
 
 export { PasstNetworkBackend, PASST_PRIVILEGE_DROP_CAPABILITIES, passtStatePaths, passtUser, nobodyIds, openFilesLimit } from './passt-network-backend.js';
-export { PASST_ENV, PASST_SETTINGS, parsePasstPorts, resolvePasstConfig, passtPortSpec, passtPortCount, buildPasstArgs } from './passt-config.js';
+export { PASST_SETTINGS, parsePasstPorts, resolvePasstConfig, passtPortSpec, passtPortCount, buildPasstArgs } from './passt-config.js';
 export type { PasstConfig, PasstPorts, PasstArgsParams } from './passt-config.js';
 
 /** The `passt` network backend, bound by name. Bindings only. */
@@ -21,9 +21,9 @@ export const passtModule = new ContainerModule((bind) => {
 
 const manifest: PluginManifest = {
   name: 'podvisor-net-passt',
-  // The plugin API this plugin was written for (not the host's constant: the loader compares the two).
-  apiVersion: 1,
-  provides: [{ kind: 'network-backend', name: 'passt', settings: PASST_ENV }],
+  // The plugin API versions this plugin works with (written down, not the host's constant: the loader compares the two).
+  apiRange: '^2.0.0',
+  provides: [{ kind: 'network-backend', name: 'passt', settings: PASST_SETTINGS }],
   module: passtModule,
 };
 

@@ -1,19 +1,26 @@
 /**
  * The passt backend's settings and the passt command line they make. The
- * settings are the TCP and UDP ports of the pod that passt forwards to the VM
- * (`PASST_TCP_PORTS`, `PASST_UDP_PORTS`, or the YAML keys `tcpPorts`,
- * `udpPorts` of `network.settings`; the environment wins): `all` (the
- * default), `none`, or a list such as `22,80,8000-8100`. The control port and
- * qemu's VNC port stay with the pod: `all` leaves them out, and a list that
- * names one is refused. Pure: every problem is returned at once.
+ * settings, declared in the manifest, are the TCP and UDP ports of the pod
+ * that passt forwards to the VM (`PASST_TCP_PORTS`, `PASST_UDP_PORTS`, or the
+ * YAML keys `network.settings.tcpPorts`, `udpPorts`): `all` (the default),
+ * `none`, or a list such as `22,80,8000-8100`. The control port and qemu's VNC
+ * port stay with the pod: `all` leaves them out, and a list that names one is
+ * refused. Pure: every problem is returned at once.
  */
-import type { ConfigProblem, NetworkAttachSpec } from '@podvisor/core';
+import type { ConfigProblem, NetworkAttachSpec, PluginSetting } from '@podvisor/core';
 
-/** The keys `network.settings` may hold for this backend. */
-export const PASST_SETTINGS = ['tcpPorts', 'udpPorts'] as const;
-
-/** The environment variables only this backend reads (the plugin manifest names them). */
-export const PASST_ENV = ['PASST_TCP_PORTS', 'PASST_UDP_PORTS'] as const;
+/** The settings of the `passt` provision, as its manifest declares them (podvisor resolves and type-checks them). */
+export const PASST_SETTINGS: readonly PluginSetting[] = [
+  {
+    name: 'tcpPorts',
+    key: 'network.settings.tcpPorts',
+    env: ['PASST_TCP_PORTS'],
+    type: 'string',
+    default: 'all',
+    doc: 'TCP ports of the pod that passt forwards to the VM: `all` (but the control port and, unless NO_VNC, VNC), `none`, or a list such as `22,80,8000-8100`',
+  },
+  { name: 'udpPorts', key: 'network.settings.udpPorts', env: ['PASST_UDP_PORTS'], type: 'string', default: 'all', doc: 'UDP ports of the pod that passt forwards to the VM: `all`, `none`, or a list' },
+];
 
 /** Ports to forward: every port but the pod's own, none, or ranges (inclusive). */
 export type PasstPorts = { kind: 'all' } | { kind: 'none' } | { kind: 'list'; ranges: Array<[number, number]> };
@@ -42,32 +49,28 @@ export function parsePasstPorts(text: string): PasstPorts | undefined {
   return { kind: 'list', ranges };
 }
 
-export function resolvePasstConfig(spec: Pick<NetworkAttachSpec, 'env' | 'settings' | 'vnc' | 'controlPort'>): { config: PasstConfig | undefined; problems: ConfigProblem[] } {
+/** Checks the resolved settings: port lists, and no forwarded port that stays with the pod. */
+export function resolvePasstConfig(spec: Pick<NetworkAttachSpec, 'settings' | 'vnc' | 'controlPort'>): { config: PasstConfig | undefined; problems: ConfigProblem[] } {
   const problems: ConfigProblem[] = [];
-  for (const key of Object.keys(spec.settings)) {
-    if (!(PASST_SETTINGS as readonly string[]).includes(key)) {
-      problems.push({ path: `yaml network.settings.${key}`, value: spec.settings[key], expected: `one of the passt settings: ${PASST_SETTINGS.join(', ')}` });
-    }
-  }
   const reservedTcp = [spec.controlPort, ...(spec.vnc.enabled ? [spec.vnc.port] : [])];
-  const ports = (envName: string, key: string, reserved: number[]): PasstPorts | undefined => {
-    const env = spec.env[envName];
-    const raw = env !== undefined && env.trim() !== '' ? { value: env as unknown, origin: `env ${envName}` } : spec.settings[key] === undefined ? undefined : { value: spec.settings[key], origin: `yaml network.settings.${key}` };
-    if (raw === undefined) return { kind: 'all' };
-    const parsed = typeof raw.value === 'string' || typeof raw.value === 'number' ? parsePasstPorts(String(raw.value)) : undefined;
+  const ports = (name: string, fallbackPath: string, reserved: number[]): PasstPorts | undefined => {
+    const setting = spec.settings[name];
+    const value = setting?.value ?? 'all';
+    const path = setting?.path ?? fallbackPath;
+    const parsed = typeof value === 'string' ? parsePasstPorts(value) : undefined;
     if (parsed === undefined) {
-      problems.push({ path: raw.origin, value: raw.value, expected: 'all, none, or a list of ports and ranges such as 22,80,8000-8100' });
+      problems.push({ path, value, expected: 'all, none, or a list of ports and ranges such as 22,80,8000-8100' });
       return undefined;
     }
     const clash = parsed.kind === 'list' ? reserved.filter((p) => parsed.ranges.some(([a, b]) => p >= a && p <= b)) : [];
     if (clash.length > 0) {
-      problems.push({ path: raw.origin, value: raw.value, expected: `ports other than ${clash.join(', ')}, which stay with the pod (the control endpoint, and qemu's VNC unless NO_VNC is set)` });
+      problems.push({ path, value, expected: `ports other than ${clash.join(', ')}, which stay with the pod (the control endpoint, and qemu's VNC unless NO_VNC is set)` });
       return undefined;
     }
     return parsed;
   };
-  const tcp = ports('PASST_TCP_PORTS', 'tcpPorts', reservedTcp);
-  const udp = ports('PASST_UDP_PORTS', 'udpPorts', []);
+  const tcp = ports('tcpPorts', 'env PASST_TCP_PORTS', reservedTcp);
+  const udp = ports('udpPorts', 'env PASST_UDP_PORTS', []);
   if (problems.length > 0 || tcp === undefined || udp === undefined) return { config: undefined, problems };
   return { config: { tcp, udp, reservedTcp }, problems };
 }

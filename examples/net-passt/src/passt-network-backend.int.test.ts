@@ -6,15 +6,23 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ExecaProcessRunner, SilentLogger, type NetworkAttachSpec, type NetworkHooks, type PluginWarning } from '@podvisor/core';
+import { ExecaProcessRunner, SilentLogger, resolvePluginSettings, type NetworkAttachSpec, type NetworkHooks, type PluginSettings, type PluginWarning } from '@podvisor/core';
 import { describeNetworkBackendContract } from '@podvisor/core/testing';
 import { NetnsProcessRunner } from '@podvisor/net-support';
+import { PASST_SETTINGS } from './passt-config.js';
 import { PasstNetworkBackend } from './passt-network-backend.js';
+
+/** The backend's settings as podvisor resolves them from these variables. */
+function settingsFrom(env: Record<string, string>): PluginSettings {
+  const { settings, problems } = resolvePluginSettings(PASST_SETTINGS, { env, yaml: {} });
+  if (problems.length > 0) throw new Error(JSON.stringify(problems));
+  return settings;
+}
 
 interface Sandbox {
   ns: string;
@@ -52,7 +60,7 @@ async function sandbox(env: Record<string, string> = { PASST_TCP_PORTS: '8080', 
   }
   const runner = new ExecaProcessRunner(new SilentLogger());
   const stateDir = join(dir, 'state');
-  const spec: NetworkAttachSpec = { vmName: `vm-${tag}`, stateDir, diskDir: join(dir, 'disk'), env, settings: {}, vnc: { enabled: true, port: 5900 }, controlPort: 5800 };
+  const spec: NetworkAttachSpec = { vmName: `vm-${tag}`, stateDir, diskDir: join(dir, 'disk'), settings: settingsFrom(env), vnc: { enabled: true, port: 5900 }, controlPort: 5800 };
   const leftovers = async (): Promise<string[]> => {
     const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((l) => l !== '');
     const procs = pids.flatMap((p) => {
@@ -92,7 +100,7 @@ describeNetworkBackendContract('passt', async () => {
     create: () => new PasstNetworkBackend(new NetnsProcessRunner(box.runner, box.ns), new SilentLogger()),
     spec: box.spec,
     leftovers: box.leftovers,
-    invalid: { spec: { env: { PASST_TCP_PORTS: 'some' } }, path: 'env PASST_TCP_PORTS' },
+    invalid: { spec: { settings: { ...box.spec.settings, tcpPorts: { value: 'some', path: 'env PASST_TCP_PORTS', given: true } } }, path: 'env PASST_TCP_PORTS' },
     cleanup: box.cleanup,
   };
 });
@@ -118,10 +126,12 @@ describe('PasstNetworkBackend in a Calico-style namespace (needs root and passt)
     expect(listening).toMatch(/:8080\s/);
     expect(listening).not.toMatch(/:5900\s/);
     expect(await box.leftovers()).toEqual(['file passt', 'file passt.pid', 'process passt']);
-    // passt runs as nobody, owns its socket's directory, and kept no capability.
-    const status = readFileSync(`/proc/${box.runner.children().find((c) => c.name === 'passt')?.pid}/status`, 'utf8');
+    // passt runs as nobody, and holds no capability here: what it keeps while it starts lives in a user namespace of its own.
+    const pid = box.runner.children().find((c) => c.name === 'passt')?.pid;
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     expect(/^Uid:\s+(\d+)/m.exec(status)?.[1]).toBe('65534');
-    expect(/^CapEff:\s+(\S+)/m.exec(status)?.[1]).toBe('0000000000000000');
+    const ownNamespace = readlinkSync(`/proc/${pid}/ns/user`) !== readlinkSync('/proc/self/ns/user');
+    expect(ownNamespace || /^CapEff:\s+(\S+)/m.exec(status)?.[1] === '0000000000000000').toBe(true);
     await backend.detach(box.spec);
     expect(await box.leftovers()).toEqual([]);
   });
@@ -129,7 +139,7 @@ describe('PasstNetworkBackend in a Calico-style namespace (needs root and passt)
   it('refuses to forward more ports than the open-files limit allows, before starting anything, with a hint', async () => {
     const backend = new PasstNetworkBackend(new NetnsProcessRunner(box.runner, box.ns), new SilentLogger());
     const limit = Number(/^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
-    const spec = { ...box.spec, env: { PASST_TCP_PORTS: 'all', PASST_UDP_PORTS: 'all' } };
+    const spec = { ...box.spec, settings: settingsFrom({ PASST_TCP_PORTS: 'all', PASST_UDP_PORTS: 'all' }) };
     if (!(limit < 2 * 65535)) {
       // A host with a huge limit: 'all' must then start.
       await backend.attach(spec, hooks());

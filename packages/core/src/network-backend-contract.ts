@@ -23,7 +23,7 @@ export interface NetworkBackendContractSubject {
    * strings; `[]` when the host is as before attach. Compared before and after.
    */
   leftovers: () => Promise<string[]>;
-  /** A setting that `validate` must refuse (merged into `spec`), and the problem path it must name. */
+  /** A spec change that `validate` must refuse (merged into `spec`, e.g. resolved `settings` holding a bad value), and the problem path it must name. */
   invalid?: { spec: Partial<NetworkAttachSpec>; path: string };
   /** Removes the sandbox; runs after every test, even a failed one. */
   cleanup: () => Promise<void>;
