@@ -8,12 +8,13 @@
  * the pod IP through passt, its traffic leaves as the pod IP, the pod keeps
  * no bridge and no nftables table, and SIGTERM leaves nothing behind.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startNodeHttpProbe } from './support/node-http-probe.js';
 import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, vmEnv, type VmDirs } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -120,26 +121,9 @@ describe('passt network plugin (third party, real binary, TCG guest, Calico-styl
     const nodeIp = facts['NODE_IP'] as string;
 
     // A server in the node namespace that prints the source address of each request.
-    const server = spawn(
-      'ip',
-      ['netns', 'exec', `${pod}-node`, process.execPath, '-e',
-        `require('http').createServer((q, r) => { console.log('seen ' + q.socket.remoteAddress + ' ' + q.url); r.end('pong from the node\\n'); })
-           .listen(8080, ${JSON.stringify(nodeIp)}, () => console.log('listening'));`],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    helpers.push(server);
-    let seen = '';
-    const sawRequest = new Promise<string>((resolve) => {
-      server.stdout?.setEncoding('utf8').on('data', (d: string) => {
-        seen += d;
-        const m = /^seen (\S+) \/from-vm$/m.exec(seen);
-        if (m !== null) resolve(m[1] as string);
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.stdout?.on('data', () => seen.includes('listening') && resolve());
-      server.once('exit', (code) => reject(new Error(`the node server exited (${code})`)));
-    });
+    const probe = await startNodeHttpProbe(`${pod}-node`, nodeIp);
+    helpers.push(probe.process);
+    const sawRequest = probe.sourceOf('/from-vm');
 
     await writeFile(path.join(dirs.root, 'metadata'), `instance-id: iid-${name}\nlocal-hostname: host-${name}\n`);
     await writeFile(
