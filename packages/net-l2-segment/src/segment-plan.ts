@@ -170,9 +170,3 @@ export function buildSegmentDnsmasqArgs(p: SegmentDnsmasqParams): string[] {
     '--log-facility=-',
   ];
 }
-
-/** `24` -> `255.255.255.0`. */
-export function netmaskOf(prefix: number): string {
-  const n = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { resolvePluginSettings } from '@podvisor/core';
 import { L2_SEGMENT_SETTINGS, resolveL2SegmentSettings } from './l2-segment-settings.js';
-import { buildSegmentDnsmasqArgs, buildSegmentRuleset, netmaskOf, segmentLinkScript, segmentMac, wireguardConfig, wireguardInterfaceName } from './segment-plan.js';
+import { buildSegmentDnsmasqArgs, buildSegmentRuleset, segmentLinkScript, segmentMac, wireguardConfig, wireguardInterfaceName } from './segment-plan.js';
 import { wireguardOrder } from './wireguard-device.js';
 
 describe('segment plan', () => {
@@ -35,9 +35,8 @@ describe('segment plan', () => {
     const script = segmentLinkScript({ wireguard: 'pvwgx', wireguardMtu: 1420, segmentMtu: 1370, tunnelCidr: '10.255.0.1/24', tunnelIp: '10.255.0.1', segment: 42, bridgeMac: '52:54:00:aa:bb:cc', dhcpServer: '10.77.0.254' });
     expect(script.split('\n')).toContain('link add name pvl2vx0 mtu 1370 type vxlan id 42 local 10.255.0.1 dstport 4789');
     expect(script.split('\n')).toContain('addr add 10.77.0.254/32 dev pvl2br0');
-    const args = buildSegmentDnsmasqArgs({ bridge: 'pvl2br0', address: '10.77.0.11/24', netmask: netmaskOf(24), mac: '52:54:00:01:02:03', mtu: 1370, pidFile: '/s/p', leaseFile: '/s/l' });
+    const args = buildSegmentDnsmasqArgs({ bridge: 'pvl2br0', address: '10.77.0.11/24', netmask: '255.255.255.0', mac: '52:54:00:01:02:03', mtu: 1370, pidFile: '/s/p', leaseFile: '/s/l' });
     expect(args).toEqual(expect.arrayContaining(['--dhcp-range=10.77.0.11,static,255.255.255.0,12h', '--dhcp-host=52:54:00:01:02:03,10.77.0.11', '--dhcp-option=option:router', '--dhcp-option-force=option:mtu,1370']));
-    expect(netmaskOf(30)).toBe('255.255.255.252');
   });
 
   it('tries kernel WireGuard first under auto, and only the chosen one otherwise', () => {
