@@ -27,6 +27,7 @@ WORKDIR /src
 # The manifests first, so that a source change keeps the npm install layer.
 COPY package.json package-lock.json tsconfig.base.json tsconfig.json ./
 COPY packages/core/package.json packages/core/
+COPY packages/net-support/package.json packages/net-support/
 COPY packages/qemu/package.json packages/qemu/
 COPY packages/image-store/package.json packages/image-store/
 COPY packages/configdrive/package.json packages/configdrive/

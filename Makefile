@@ -9,7 +9,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 geniso
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
   curl socat chromium \
   podman buildah runc catatonit containernetworking-plugins iptables debootstrap \
-  wireguard-go wireguard-tools tcpdump
+  wireguard-go wireguard-tools tcpdump passt
 STAMPS := .stamps
 # The container image (Dockerfile) and the base it is built FROM (scripts/image-base.sh).
 IMAGE := localhost/podvisor:latest
@@ -17,7 +17,7 @@ IMAGE_BASE := localhost/podvisor-base:trixie
 # runc and rlimits podman accepts here (see the file).
 PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
 
-.PHONY: help deps apt npm build guest image test test-unit test-int test-e2e demo bench clean
+.PHONY: help deps apt npm build guest image example-plugin test-example test test-unit test-int test-e2e demo bench clean
 
 help:
 	@echo "make demo   # a real VM in a simulated Calico-style pod, reachable on the pod IP"
@@ -71,7 +71,24 @@ image: apt
 	  --build-arg BASE=$(IMAGE_BASE) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 	  -t $(IMAGE) .
 
-test: deps build guest image
+# The third-party plugin example (examples/net-passt, see PLUGINS.md), built the
+# way an outside author builds it: against podvisor's packed packages (npm pack),
+# installed into its own node_modules (no lock file: the tarballs change with
+# every build). Then linked into node_modules, where the built binary finds it by
+# name (PODVISOR_PLUGINS=podvisor-net-passt), as /opt/podvisor/node_modules in the image.
+EXAMPLE := examples/net-passt
+example-plugin: build
+	rm -rf $(EXAMPLE)/.packs $(EXAMPLE)/node_modules/@podvisor $(EXAMPLE)/dist
+	mkdir -p $(EXAMPLE)/.packs
+	npm pack --silent -w @podvisor/core -w @podvisor/net-support --pack-destination $(EXAMPLE)/.packs >/dev/null
+	cd $(EXAMPLE) && npm install --no-audit --no-fund --prefer-offline && npm run --silent build
+	ln -sfn ../$(EXAMPLE) node_modules/podvisor-net-passt
+
+# Its own test suite (the NetworkBackend contract suite and real passt; needs root).
+test-example: apt example-plugin
+	cd $(EXAMPLE) && npx vitest run
+
+test: deps build guest image test-example
 	@mkdir -p test/.artifacts
 	npx vitest run --project unit --project int --project e2e --reporter=default --reporter=json --outputFile.json=test/.artifacts/vitest.json
 	@node scripts/test-summary.mjs test/.artifacts/vitest.json
@@ -80,7 +97,7 @@ test-unit: npm
 	npx vitest run --project unit
 test-int: deps
 	npx vitest run --project int
-test-e2e: deps build guest image
+test-e2e: deps build guest image example-plugin
 	npx vitest run --project e2e
 
 demo: deps build guest

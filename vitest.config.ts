@@ -7,7 +7,9 @@ const pkg = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const alias = {
   // More specific first: a shorter alias would catch it as a prefix.
   '@podvisor/core/testing': pkg('./packages/core/src/testing.ts'),
+  '@podvisor/core/sqlite': pkg('./packages/core/src/sqlite.ts'),
   '@podvisor/core': pkg('./packages/core/src/index.ts'),
+  '@podvisor/net-support': pkg('./packages/net-support/src/index.ts'),
   '@podvisor/qemu': pkg('./packages/qemu/src/index.ts'),
   '@podvisor/image-store': pkg('./packages/image-store/src/index.ts'),
   '@podvisor/configdrive': pkg('./packages/configdrive/src/index.ts'),

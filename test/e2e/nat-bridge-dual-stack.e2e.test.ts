@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startSourceReportingServer } from './support/source-reporting-server.js';
+import { startNodeHttpProbe } from './support/node-http-probe.js';
 import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -123,8 +123,9 @@ describe('nat-bridge in a dual-stack pod and with the pod MTU (real binary, TCG 
     const nodeIp6 = facts['NODE_IP6'] as string;
     expect(podIp6).toMatch(/:/);
     expect(podView()).toEqual(PRISTINE);
-    const server = await startSourceReportingServer(`${pod}-node`, nodeIp6);
-    helpers.push(server.child);
+    const probe = await startNodeHttpProbe(`${pod}-node`, nodeIp6);
+    helpers.push(probe.process);
+    const sawRequest = probe.sourceOf('/from-vm');
     await writeFile(
       path.join(dirs.root, 'userdata'),
       `#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do timeout 5 wget -q -O - 'http://[${nodeIp6}]:8080/from-vm' && break; sleep 1; done\n`,
@@ -151,7 +152,7 @@ describe('nat-bridge in a dual-stack pod and with the pod MTU (real binary, TCG 
     expect(inNs(pod, 'curl', '-sS', '-6', '-g', '--max-time', '10', `http://[${podIp6}]/`)).toContain('podvisor-test-guest');
 
     // The VM's own request reaches the node from the pod's IPv6 address.
-    expect(await server.source).toBe(podIp6);
+    expect(await sawRequest).toBe(podIp6);
     await p.waitForStdout(/user-data: pong from the node/, 60_000);
 
     const during = podView();

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startSourceReportingServer } from './support/source-reporting-server.js';
+import { startNodeHttpProbe } from './support/node-http-probe.js';
 import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -151,10 +151,10 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     const rootTables = execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
     expect(podView()).toEqual(PRISTINE);
 
-    // Criterion 3: a server in the node namespace that reports the source address of the VM's request.
-    const server = await startSourceReportingServer(`${pod}-node`, nodeIp);
-    helpers.push(server.child);
-    const sawRequest = server.source;
+    // Criterion 3: a server in the node namespace that prints the source address of each request.
+    const probe = await startNodeHttpProbe(`${pod}-node`, nodeIp);
+    helpers.push(probe.process);
+    const sawRequest = probe.sourceOf('/from-vm');
 
     await writeMetadata(`iid-${name}`, `host-${name}`);
     await writeFile(

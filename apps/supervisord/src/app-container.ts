@@ -1,13 +1,18 @@
 /**
  * The composition root's container: the only place that binds the ports to
- * their implementations. Each package contributes one `ContainerModule`;
- * plugins add theirs through the plugin registry.
+ * their implementations. Every port implementation comes from a plugin (the
+ * built-in ones and those in PODVISOR_PLUGINS, through the same loader);
+ * this binds what podvisor itself owns (logger, clock, process runner, the
+ * image store's settings) and the image-source catalog built from the
+ * registry.
  */
 import 'reflect-metadata';
 import { Container } from 'inversify';
 import {
   Clock,
   ExecaProcessRunner,
+  ImageSource,
+  ImageSourceCatalog,
   JsonLogger,
   Logger,
   PluginRegistry,
@@ -16,9 +21,9 @@ import {
   loadPlugins,
   type LogLevel,
 } from '@podvisor/core';
-import { HttpImageSourceSettings, ImageStoreSettings, imageStoreModule } from '@podvisor/image-store';
-import { qemuModule } from '@podvisor/qemu';
+import { HttpImageSourceSettings, ImageStoreSettings } from '@podvisor/image-store';
 import { BUILT_IN_PLUGINS } from './built-in-plugins.js';
+import { FIELDS, REMOVED_SETTINGS } from './config/config-fields.js';
 
 /**
  * Imports a third-party plugin. In the shipped binary the bundle runs through
@@ -37,6 +42,10 @@ export interface AppContainerOptions {
   allowRawImage?: boolean;
   /** HTTP pull timeouts and attempts; the package defaults when absent. */
   http?: Partial<HttpImageSourceSettings>;
+  /** How often a pull reports progress (`podvisor image pull` draws a bar); the store's default when absent. */
+  progressIntervalMs?: number;
+  /** The longest wait for another process pulling the same name; the store's default when absent. */
+  lockMaxWaitMs?: number;
   /** Extra plugin module specifiers (PODVISOR_PLUGINS). */
   plugins: readonly string[];
   logSink?: { write(line: string): unknown };
@@ -54,11 +63,26 @@ export async function buildAppContainer(options: AppContainerOptions): Promise<A
   container.bind<Logger>(Logger).toConstantValue(log);
   container.bind<Clock>(Clock).toConstantValue(new SystemClock());
   container.bind<ProcessRunner>(ProcessRunner).toConstantValue(new ExecaProcessRunner(log.child({ name: 'ProcessRunner' })));
-  container.bind(ImageStoreSettings).toConstantValue({ imagesDir: options.imagesDir, maxVirtualSizeBytes: options.maxVirtualSizeBytes, allowRaw: options.allowRawImage === true });
+  container.bind(ImageStoreSettings).toConstantValue({
+    imagesDir: options.imagesDir,
+    maxVirtualSizeBytes: options.maxVirtualSizeBytes,
+    allowRaw: options.allowRawImage === true,
+    ...(options.progressIntervalMs === undefined ? {} : { progressIntervalMs: options.progressIntervalMs }),
+    ...(options.lockMaxWaitMs === undefined ? {} : { lock: { maxWaitMs: options.lockMaxWaitMs } }),
+  });
   container.bind(HttpImageSourceSettings).toConstantValue(options.http ?? {});
-  container.load(qemuModule, imageStoreModule);
-  const registry = new PluginRegistry();
+  // podvisor's own settings are not a plugin's to declare.
+  // The section under network.extra is the stacked network backends', each under its own name (network.extra.l2-segment.peers).
+  const registry = new PluginRegistry({
+    keys: [...Object.values(FIELDS).filter((f) => f.key !== FIELDS.networkExtra.key).map((f) => f.key), ...REMOVED_SETTINGS.map((r) => r.key)],
+    env: [...Object.values(FIELDS).flatMap((f) => f.env ?? []), ...REMOVED_SETTINGS.flatMap((r) => (r.env === undefined ? [] : [r.env]))],
+  });
   await loadPlugins(registry, [...Object.keys(BUILT_IN_PLUGINS), ...options.plugins], (specifier) => BUILT_IN_PLUGINS[specifier]?.() ?? importModule(specifier));
   registry.loadInto(container);
+  // The image store finds a URI's source through the registry: every image-source provision, by scheme.
+  container.bind<ImageSourceCatalog>(ImageSourceCatalog).toDynamicValue((ctx) => {
+    const schemes = registry.names('image-source');
+    return { schemes, forScheme: (scheme) => (schemes.includes(scheme) ? ctx.container.getNamed<ImageSource>(ImageSource, scheme) : undefined) };
+  });
   return { container, registry };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigDriveBuilder, ImageStore, Logger, NetworkBackend, ProcessRunner, VmRuntime } from '@podvisor/core';
+import { ImageSourceCatalog, ImageStore, Logger, PLUGIN_KINDS, ProcessRunner, type PluginKind } from '@podvisor/core';
 import { buildAppContainer } from './app-container.js';
 import { BUILT_IN_PLUGINS } from './built-in-plugins.js';
 
@@ -14,13 +14,20 @@ describe('the composition root', () => {
       logSink: { write: (l: string) => sink.push(l) },
     });
     expect(registry.list().map((p) => p.from)).toEqual(Object.keys(BUILT_IN_PLUGINS));
-    for (const token of [Logger, ProcessRunner, VmRuntime, ImageStore, ConfigDriveBuilder]) {
+    for (const token of [Logger, ProcessRunner, ImageStore]) {
       expect(container.get(token)).toBeDefined();
     }
-    for (const name of registry.names('network-backend')) {
-      expect(container.getNamed<NetworkBackend>(NetworkBackend, name).name).toBe(name);
+    // Every port is a plugin kind: each provision resolves by its name.
+    for (const kind of Object.keys(PLUGIN_KINDS) as PluginKind[]) {
+      for (const name of registry.names(kind)) expect(container.getNamed(PLUGIN_KINDS[kind], name)).toBeDefined();
     }
-    expect(registry.names('network-backend')).toContain('nat-bridge');
+    expect(Object.fromEntries((Object.keys(PLUGIN_KINDS) as PluginKind[]).map((k) => [k, registry.names(k)]))).toEqual({
+      'network-backend': ['l2-segment', 'macvtap', 'nat-bridge'],
+      'image-source': ['file', 'http', 'https'],
+      'config-drive': ['config-2', 'nocloud'],
+      'vm-runtime': ['qemu'],
+    });
+    expect(container.get<ImageSourceCatalog>(ImageSourceCatalog).schemes).toEqual(['file', 'http', 'https']);
   });
 
   it('refuses a plugin that cannot be imported, naming it', async () => {

@@ -5,6 +5,8 @@
  * the bundled binary contains them (and one copy of core).
  */
 export const BUILT_IN_PLUGINS: Readonly<Record<string, () => Promise<unknown>>> = {
+  '@podvisor/qemu': () => import('@podvisor/qemu'),
+  '@podvisor/image-store': () => import('@podvisor/image-store'),
   '@podvisor/configdrive': () => import('@podvisor/configdrive'),
   '@podvisor/net-nat-bridge': () => import('@podvisor/net-nat-bridge'),
   '@podvisor/net-macvtap': () => import('@podvisor/net-macvtap'),

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { EVENT_SCHEMA_VERSIONS } from '@podvisor/core';
+import { buildAppContainer } from './app-container.js';
 import { FIELDS } from './config/config-fields.js';
 import { ExitCode } from './exit-codes.js';
 
@@ -17,6 +18,24 @@ describe('the docs stay true to the code', () => {
   it('docs/configuration.md documents every setting: its YAML key and its environment variables', () => {
     const doc = readFileSync(`${repo}docs/configuration.md`, 'utf8');
     const missing = Object.values(FIELDS).flatMap((f) => [f.key, ...(f.env ?? []), ...(f.flag === undefined ? [] : [`--${f.flag}`])].filter((k) => !doc.includes(`\`${k}\``)));
+    expect(missing).toEqual([]);
+  });
+
+  it('docs/configuration.md documents every built-in plugin setting in its provision\'s table: key, variables, type', async () => {
+    const doc = readFileSync(`${repo}docs/configuration.md`, 'utf8');
+    const { registry } = await buildAppContainer({ logLevel: 'error', imagesDir: '/nonexistent', maxVirtualSizeBytes: 1, plugins: [], logSink: { write: () => true } });
+    const rows = doc.split('\n').filter((l) => l.startsWith('| `'));
+    const missing = registry.list().flatMap(({ manifest }) =>
+      manifest.provides.flatMap((p) =>
+        (p.settings ?? []).flatMap((s) => {
+          // The provision's section holds a row with the key, every variable and the type.
+          const section = doc.slice(doc.indexOf(`### \`${p.name}\``));
+          const row = rows.find((r) => r.startsWith(`| \`${s.key}\` |`) && section.includes(r));
+          const ok = row !== undefined && (s.env ?? []).every((e) => row.includes(`\`${e}\``)) && row.includes(`| ${s.type} |`);
+          return ok ? [] : [`${p.kind}:${p.name} ${s.key}`];
+        }),
+      ),
+    );
     expect(missing).toEqual([]);
   });
 

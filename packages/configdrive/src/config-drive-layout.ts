@@ -9,7 +9,7 @@
  * here touches the file system; bad input is a `PodvisorError` that names the
  * file, and for YAML the line and column.
  */
-import { PodvisorError, formatValue, parseYaml, type ConfigDriveFormat, type YamlProblem } from '@podvisor/core';
+import { PodvisorError, formatValue, parseYaml, type YamlProblem } from '@podvisor/core';
 import { stringify } from 'yaml';
 
 /**
@@ -21,8 +21,17 @@ import { stringify } from 'yaml';
  */
 export const CONFIG_DRIVE_MAX_SOURCE_BYTES = 64 * 1024;
 
+/** The formats this package builds, each a `config-drive` provision of its plugin. */
+export const CONFIG_DRIVE_FORMATS = ['config-2', 'nocloud'] as const;
+
+export type GenisoimageFormat = (typeof CONFIG_DRIVE_FORMATS)[number];
+
+export function isGenisoimageFormat(format: string): format is GenisoimageFormat {
+  return (CONFIG_DRIVE_FORMATS as readonly string[]).includes(format);
+}
+
 /** The volume label cloud-init looks for, per format. */
-export const CONFIG_DRIVE_VOLUME_LABELS: Readonly<Record<ConfigDriveFormat, string>> = {
+export const CONFIG_DRIVE_VOLUME_LABELS: Readonly<Record<GenisoimageFormat, string>> = {
   'config-2': 'config-2',
   nocloud: 'cidata',
 };
@@ -50,7 +59,7 @@ export interface ConfigDriveSources {
 }
 
 export interface ConfigDriveLayoutOptions {
-  format: ConfigDriveFormat;
+  format: GenisoimageFormat;
   /** Used when meta-data names no instance id: the VM's name, stable across restarts. */
   defaultInstanceId: string;
   /** Used when meta-data names no hostname. */
@@ -64,7 +73,7 @@ export interface ConfigDriveFile {
 }
 
 export interface ConfigDriveLayout {
-  format: ConfigDriveFormat;
+  format: GenisoimageFormat;
   volumeLabel: string;
   instanceId: string;
   hostname: string;

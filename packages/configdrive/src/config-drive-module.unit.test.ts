@@ -6,14 +6,14 @@ import { GenisoimageConfigDriveBuilder, genisoimageArgs } from './genisoimage-co
 import pluginDefault from './index.js';
 
 describe('configDriveModule', () => {
-  it('binds ConfigDriveBuilder to one GenisoimageConfigDriveBuilder per container', () => {
+  it('binds ConfigDriveBuilder, named after each format, to one GenisoimageConfigDriveBuilder per container', () => {
     const container = new Container();
     container.bind(Logger).toConstantValue(new SilentLogger());
     container.bind(ProcessRunner).toConstantValue({} as ProcessRunner);
     container.load(configDriveModule);
-    const a = container.get<ConfigDriveBuilder>(ConfigDriveBuilder);
+    const a = container.getNamed<ConfigDriveBuilder>(ConfigDriveBuilder, 'config-2');
     expect(a).toBeInstanceOf(GenisoimageConfigDriveBuilder);
-    expect(container.get<ConfigDriveBuilder>(ConfigDriveBuilder)).toBe(a);
+    expect(container.getNamed<ConfigDriveBuilder>(ConfigDriveBuilder, 'nocloud')).toBe(a);
   });
 
   it('is the module of a valid plugin manifest, which is also the default export', () => {

@@ -22,7 +22,9 @@ import {
   type Prerequisites,
 } from '@podvisor/core';
 import {
+  CONFIG_DRIVE_FORMATS,
   checkSourceSize,
+  isGenisoimageFormat,
   planConfigDrive,
   type ConfigDriveLayout,
   type ConfigDriveSource,
@@ -74,7 +76,13 @@ export class GenisoimageConfigDriveBuilder implements ConfigDriveBuilder {
       readSource('meta-data', request.metaDataPath),
       request.networkConfigPath === undefined ? undefined : readSource('network-config', request.networkConfigPath),
     ]);
-    const layout = planConfigDrive({ userData, metaData, networkConfig }, request);
+    const { format } = request;
+    if (!isGenisoimageFormat(format)) {
+      throw new PodvisorError('ERR_CONFIGDRIVE_FORMAT', `the genisoimage config drive builds ${CONFIG_DRIVE_FORMATS.join(' and ')}, not ${JSON.stringify(format)}`, {
+        hint: 'select the format with PODVISOR_CONFIGDRIVE; another format needs the config-drive plugin that provides it',
+      });
+    }
+    const layout = planConfigDrive({ userData, metaData, networkConfig }, { ...request, format });
     if (layout === null) {
       if (networkConfig !== undefined) {
         this.log.warn('network-config without user-data or meta-data: no config drive', { networkConfigPath: networkConfig.path });

@@ -7,10 +7,12 @@
 import { configDrivePlugin } from './config-drive-module.js';
 
 export {
+  CONFIG_DRIVE_FORMATS,
   CONFIG_DRIVE_MAX_SOURCE_BYTES,
   CONFIG_DRIVE_VOLUME_LABELS,
   OPENSTACK_METADATA_VERSION,
   checkSourceSize,
+  isGenisoimageFormat,
   planConfigDrive,
 } from './config-drive-layout.js';
 export type {
@@ -20,6 +22,7 @@ export type {
   ConfigDriveSource,
   ConfigDriveSourceRole,
   ConfigDriveSources,
+  GenisoimageFormat,
 } from './config-drive-layout.js';
 export { GenisoimageConfigDriveBuilder, genisoimageArgs } from './genisoimage-config-drive-builder.js';
 export { configDriveModule, configDrivePlugin } from './config-drive-module.js';

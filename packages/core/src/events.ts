@@ -54,7 +54,7 @@ export interface EventDataMap {
   DiskResized: { path: string; fromBytes: number; toBytes: number };
   DiskCreated: { path: string; backingFile: string; backingFormat: string };
   DiskReused: { path: string; backingFile: string | null };
-  ConfigDriveBuilt: { path: string; format: 'config-2' | 'nocloud'; instanceId: string; bytes: number };
+  ConfigDriveBuilt: { path: string; format: string; instanceId: string; bytes: number };
   NetworkAttached: { backend: string; nics: Array<{ id: string; mac: string; addresses: string[] }>; detail: Record<string, unknown> };
   NetworkDetached: { backend: string };
   /** Settings were given that only another network backend reads (e.g. `AUTO_ATTACH` under `nat-bridge`): they have no effect. */

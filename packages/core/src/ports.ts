@@ -8,6 +8,7 @@ import type { Observable } from 'rxjs';
 import type { ConfigProblem } from './errors.js';
 import type { Accelerator, AcceleratorChoice, VmExitInfo } from './events.js';
 import type { Logger } from './logger.js';
+import type { PluginSettings } from './plugin-settings.js';
 
 // ---------------------------------------------------------------- prerequisites
 
@@ -66,6 +67,11 @@ export type NicBackend =
   | { kind: 'tap'; ifname: string }
   /** An already-open tap/macvtap char device; qemu inherits it (`-netdev tap,fd=`), optionally with vhost-net. */
   | { kind: 'tap-fd'; fd: number; vhostFd?: number }
+  /**
+   * A unix stream socket that a user-space network daemon listens on (passt);
+   * qemu connects to it as a client (`-netdev stream,server=off,addr.type=unix`, qemu 7.2 and later).
+   */
+  | { kind: 'stream'; path: string }
   /** qemu's user-mode network (slirp); for `none`-like local use only. */
   | { kind: 'user' };
 
@@ -91,11 +97,17 @@ export interface NetworkAttachSpec {
   stateDir: string;
   /** The VM's own volume, for things that must survive restarts (a persisted MAC). */
   diskDir: string;
-  /** The environment podvisor was started with (seed variables such as VM_IP). */
-  env: Readonly<Record<string, string | undefined>>;
-  /** The YAML section `network.settings`, as given. */
-  settings: Readonly<Record<string, unknown>>;
-  /** Whether qemu serves VNC, and on which TCP port (kept out of NAT). */
+  /**
+   * The settings the backend's manifest declares, resolved and type-checked
+   * (from `network.settings.*` and their variables such as `VM_IP`). A
+   * backend never reads the environment itself.
+   */
+  settings: PluginSettings;
+  /**
+   * Whether qemu serves VNC, and on which TCP port. Decided once, by podvisor
+   * (`NO_VNC`): when enabled, the port is podvisor's and is never forwarded to
+   * the VM; when disabled, it is the VM's like any other port.
+   */
   vnc: { enabled: boolean; port: number };
   /** The control endpoint's TCP port (kept out of NAT). */
   controlPort: number;
@@ -132,7 +144,7 @@ export interface NetworkBackend {
    * in `PODVISOR_NETWORK_EXTRA`. Its NIC ids must not be `net0`.
    */
   readonly stackable?: boolean;
-  /** Pure checks of `spec.env` / `spec.settings`; returns every problem found. */
+  /** Pure checks across `spec.settings` (each value is already type-checked); returns every problem found. */
   validate(spec: NetworkAttachSpec): ConfigProblem[];
   /** Sets up the host side. Throws a `PodvisorError` and leaves nothing behind on failure. */
   attach(spec: NetworkAttachSpec, hooks: NetworkHooks): Promise<NetworkAttachment>;
@@ -194,7 +206,8 @@ export type ImageFetchResult =
   | { notModified: true };
 
 /**
- * One URI scheme (`file`, `http`, `https`): writes the content to `dest`, a
+ * The URI schemes it serves (`file`, `http`, `https`); it is bound once per
+ * scheme, each an `image-source` provision named after the scheme. Writes the content to `dest`, a
  * new file in the images volume that must not exist yet, fsynced before it
  * resolves. Throws `ERR_IMAGE_*` naming the URI without credentials; on
  * failure `dest` is removed.
@@ -205,6 +218,28 @@ export interface ImageSource {
 }
 
 export const ImageSource = Symbol.for('podvisor.ImageSource');
+
+/**
+ * The image sources by scheme, as the plugin registry has them (every
+ * `image-source` provision). The composition root binds it; the image store
+ * asks it for the source of a URI's scheme.
+ */
+export interface ImageSourceCatalog {
+  /** The schemes served, sorted. */
+  readonly schemes: readonly string[];
+  /** The source bound for `scheme`, or undefined. */
+  forScheme(scheme: string): ImageSource | undefined;
+}
+
+export const ImageSourceCatalog = Symbol.for('podvisor.ImageSourceCatalog');
+
+/** A catalog of a fixed list of sources (each serving its `schemes`), for code that builds an image store by hand. */
+export function imageSourceCatalogOf(sources: readonly ImageSource[]): ImageSourceCatalog {
+  return {
+    schemes: sources.flatMap((s) => s.schemes).sort(),
+    forScheme: (scheme) => sources.find((s) => s.schemes.includes(scheme)),
+  };
+}
 
 export interface BaseImage {
   /** The absolute path of the base content in the images dir. */
@@ -287,7 +322,8 @@ export const ImageStore = Symbol.for('podvisor.ImageStore');
 
 // ---------------------------------------------------------------- config drive
 
-export type ConfigDriveFormat = 'config-2' | 'nocloud';
+/** A config-drive format is the name of a `config-drive` plugin provision (`config-2`, `nocloud`, or a plugin's). */
+export type ConfigDriveFormat = string;
 
 export interface ConfigDriveRequest {
   format: ConfigDriveFormat;

@@ -40,7 +40,7 @@ const settings: SupervisorSettings = {
   stateDir: '/nonexistent/.podvisor',
   configDrive: { format: 'config-2', userDataPath: '/nonexistent/u', metaDataPath: '/nonexistent/m' },
   networkName: 'none',
-  networkSpec: { vmName: 'vm', stateDir: '/nonexistent', diskDir: '/nonexistent', env: {}, settings: {}, vnc: { enabled: false, port: 5900 }, controlPort: 5800 },
+  networkSpec: { vmName: 'vm', stateDir: '/nonexistent', diskDir: '/nonexistent', settings: {}, vnc: { enabled: false, port: 5900 }, controlPort: 5800 },
   restart: DEFAULT_RESTART_SETTINGS,
   stopGraceSeconds: 30,
   powerdownIntervalMs: 1000,

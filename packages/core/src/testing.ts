@@ -5,5 +5,10 @@
  */
 export { describeEventStoreContract } from './event-store-contract.js';
 export type { EventStoreContractSubject } from './event-store-contract.js';
-export { NetnsProcessRunner } from './netns-process-runner.js';
+export { describeNetworkBackendContract } from './network-backend-contract.js';
+export type { NetworkBackendContractSubject } from './network-backend-contract.js';
+export { describeImageSourceContract } from './image-source-contract.js';
+export type { ImageSourceContractSubject } from './image-source-contract.js';
+export { describeConfigDriveContract } from './config-drive-contract.js';
+export type { ConfigDriveContractSubject } from './config-drive-contract.js';
 export { billionLaughsYaml } from './billion-laughs.js';

@@ -32,6 +32,15 @@ function throwIfAborted(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PodvisorError('ERR_SUPERVISOR_STOPPING', 'stopping');
 }
 
+/**
+ * Where qemu serves VNC: nowhere when VNC is off (`NO_VNC`); else where the
+ * network design says (a unix socket once the VM owns the pod's address), or
+ * on every address at the configured port.
+ */
+export function vncListen(vnc: SupervisorSettings['vnc'], network: Pick<NetworkAttachment, 'vnc'> | null): VncListen | null {
+  return !vnc.enabled ? null : (network?.vnc ?? { kind: 'tcp', host: '0.0.0.0', display: vnc.port - 5900 });
+}
+
 /** Runs every preparation step. Throws the first step's error (coded), or the abort reason. */
 export async function prepareVm(s: SupervisorSettings, d: SupervisorDeps, h: VmPreparationHooks): Promise<PreparedVm> {
   const { record } = h;
@@ -133,7 +142,7 @@ export async function prepareVm(s: SupervisorSettings, d: SupervisorDeps, h: VmP
     throwIfAborted(h.signal);
     nics.push(...(await attach(extra.backend, extra.spec)).nics);
   }
-  const vnc: VncListen | null = !s.vnc.enabled ? null : (network?.vnc ?? { kind: 'tcp', host: '0.0.0.0', display: s.vnc.port - 5900 });
+  const vnc = vncListen(s.vnc, network);
   return {
     network,
     plan: {

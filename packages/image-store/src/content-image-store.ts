@@ -14,9 +14,11 @@ import { constants } from 'node:fs';
 import { chmod, copyFile, link, mkdir, open, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { inject, injectable, multiInject } from 'inversify';
+import { inject, injectable } from 'inversify';
 import {
-  ImageSource,
+  ImageSourceCatalog,
+  imageSourceCatalogOf,
+  type ImageSource,
   Logger,
   PodvisorError,
   ProcessRunner,
@@ -64,16 +66,18 @@ const LOG_PROGRESS_EVERY_MS = 5000;
 @injectable()
 export class ContentImageStore implements ImageStore {
   private readonly log: Logger;
+  private readonly sources: ImageSourceCatalog;
   readonly layout: ImageCacheLayout;
   readonly verifier: BaseVerifier;
 
   constructor(
     @inject(ImageStoreSettings) private readonly settings: ImageStoreSettings,
-    @multiInject(ImageSource) private readonly sources: ImageSource[],
+    @inject(ImageSourceCatalog) sources: ImageSourceCatalog | readonly ImageSource[],
     @inject(ProcessRunner) private readonly runner: ProcessRunner,
     @inject(Logger) log: Logger,
   ) {
     this.log = log.child({ name: 'ContentImageStore' });
+    this.sources = Array.isArray(sources) ? imageSourceCatalogOf(sources) : (sources as ImageSourceCatalog);
     this.layout = new ImageCacheLayout(settings.imagesDir);
     this.verifier = new BaseVerifier(this.layout, runner, { allowRaw: settings.allowRaw === true, maxVirtualSizeBytes: settings.maxVirtualSizeBytes });
   }
@@ -441,10 +445,10 @@ export class ContentImageStore implements ImageStore {
 
   private sourceFor(uri: string): ImageSource {
     const scheme = schemeOf(uri);
-    const source = this.sources.find((s) => s.schemes.includes(scheme));
+    const source = this.sources.forScheme(scheme);
     if (source === undefined) {
       throw new PodvisorError('ERR_IMAGE_SOURCE_SCHEME', `no image source handles ${scheme}: URIs (${redactUrl(uri)})`, {
-        hint: `supported: ${this.sources.flatMap((s) => s.schemes).join(', ')}`,
+        hint: `supported: ${this.sources.schemes.join(', ')} (an image-source plugin named in PODVISOR_PLUGINS adds a scheme)`,
       });
     }
     return source;

@@ -16,4 +16,6 @@ export { ProgressMeter } from './progress-meter.js';
 export { deriveTarget, schemeOf, localPath, assertSafeName } from './image-uri.js';
 export { qemuImgInfo, qemuImgCheck, qemuImgCreateOverlay } from './qemu-img.js';
 export type { QemuImgInfo } from './qemu-img.js';
-export { imageStoreModule } from './image-store-module.js';
+export { imageStoreModule, imageStorePlugin } from './image-store-module.js';
+
+export { imageStorePlugin as default } from './image-store-module.js';

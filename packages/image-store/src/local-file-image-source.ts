@@ -64,8 +64,9 @@ export class LocalFileImageSource implements ImageSource {
         await fh.close();
       }
     } catch (err) {
-      await rm(dest, { force: true });
       const code = (err as NodeJS.ErrnoException).code;
+      // EEXIST: dest was there before (the `wx` open refused it), and is not this fetch's to remove.
+      if (code !== 'EEXIST') await rm(dest, { force: true });
       if (code === 'ENOSPC' || code === 'EDQUOT') {
         throw new PodvisorError('ERR_IMAGE_NO_SPACE', `the images volume filled up while copying ${from} (${bytes} bytes copied)`, {
           hint: 'make the images volume (PODVISOR_IMAGES_DIR) larger, or run podvisor image gc',

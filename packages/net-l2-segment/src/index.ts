@@ -8,10 +8,10 @@
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
 import { L2SegmentNetworkBackend } from './l2-segment-network-backend.js';
-import { L2_SEGMENT_ENV } from './l2-segment-settings.js';
+import { L2_SEGMENT_SETTINGS } from './l2-segment-settings.js';
 
 export { L2SegmentNetworkBackend, L2_SEGMENT_PREREQUISITES, l2SegmentStatePaths } from './l2-segment-network-backend.js';
-export { L2_SEGMENT_ENV, L2_SEGMENT_DEFAULTS, resolveL2SegmentSettings } from './l2-segment-settings.js';
+export { L2_SEGMENT_SETTINGS, L2_SEGMENT_DEFAULTS, resolveL2SegmentSettings } from './l2-segment-settings.js';
 export type { L2SegmentSettings, WireguardChoice } from './l2-segment-settings.js';
 export {
   L2_DEFAULT_PORT,
@@ -48,8 +48,8 @@ export const l2SegmentModule = new ContainerModule((bind) => {
 
 const manifest: PluginManifest = {
   name: '@podvisor/net-l2-segment',
-  apiVersion: PLUGIN_API_VERSION,
-  provides: [{ kind: 'network-backend', name: 'l2-segment', settings: L2_SEGMENT_ENV }],
+  apiRange: `^${PLUGIN_API_VERSION}`,
+  provides: [{ kind: 'network-backend', name: 'l2-segment', settings: L2_SEGMENT_SETTINGS }],
   module: l2SegmentModule,
 };
 

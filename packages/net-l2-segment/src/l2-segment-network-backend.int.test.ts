@@ -14,9 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/core/testing';
-import { ExecaProcessRunner, SilentLogger, type NetworkAttachSpec, type NetworkHooks, type PluginWarning } from '@podvisor/core';
+import { NetnsProcessRunner } from '@podvisor/net-support';
+import { ExecaProcessRunner, SilentLogger, resolvePluginSettings, type NetworkAttachSpec, type NetworkHooks, type PluginWarning } from '@podvisor/core';
 import { L2SegmentNetworkBackend } from './l2-segment-network-backend.js';
+import { L2_SEGMENT_SETTINGS } from './l2-segment-settings.js';
 import { wireguardInterfaceName } from './segment-plan.js';
 
 const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
@@ -73,8 +74,10 @@ beforeEach(async () => {
     vmName,
     stateDir: join(dir, 'state'),
     diskDir: dir,
-    env: { PODVISOR_L2_PEERS: join(dir, 'peers.yaml'), PODVISOR_L2_PRIVATE_KEY: join(dir, 'key'), PODVISOR_L2_RELOAD_MS: '200', PODVISOR_L2_WIREGUARD: 'userspace' },
-    settings: {},
+    settings: resolvePluginSettings(L2_SEGMENT_SETTINGS, {
+      env: { PODVISOR_L2_PEERS: join(dir, 'peers.yaml'), PODVISOR_L2_PRIVATE_KEY: join(dir, 'key'), PODVISOR_L2_RELOAD_MS: '200', PODVISOR_L2_WIREGUARD: 'userspace' },
+      yaml: {},
+    }).settings,
     vnc: { enabled: false, port: 5900 },
     controlPort: 5800,
   };

@@ -22,15 +22,11 @@ import { inject, injectable, optional } from 'inversify';
 import {
   Clock,
   ConfigError,
-  DNSMASQ_PREREQUISITES,
-  DnsmasqSupervisor,
   Logger,
   PodvisorError,
   ProcessRunner,
   SystemClock,
   errorMessage,
-  networkStep,
-  stopStrayDnsmasq,
   type ConfigProblem,
   type NetworkAttachSpec,
   type NetworkAttachment,
@@ -38,15 +34,15 @@ import {
   type NetworkHooks,
   type Prerequisites,
 } from '@podvisor/core';
+import { DNSMASQ_PREREQUISITES, DnsmasqSupervisor, ipv4Netmask, networkStep, stopStrayDnsmasq } from '@podvisor/net-support';
 import { resolveL2SegmentSettings, type L2SegmentSettings } from './l2-segment-settings.js';
-import { L2_VXLAN_PORT, parseIpv4Cidr, parsePeerMap, segmentMtus, wireguardPublicKey, type PeerMap, type PeerMember } from './peer-map.js';
+import { L2_VXLAN_PORT, parseAddressWithPrefix, parsePeerMap, segmentMtus, wireguardPublicKey, type PeerMap, type PeerMember } from './peer-map.js';
 import {
   L2_SEGMENT_LINKS,
   buildSegmentDnsmasqArgs,
   buildSegmentRuleset,
   buildSegmentTeardown,
   segmentLinkScript,
-  netmaskOf,
   segmentMac,
   wireguardConfig,
   wireguardInterfaceName,
@@ -175,7 +171,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
         this.runner.run('nft', ['-f', '-'], { input: buildSegmentRuleset({ wireguard: wgName, dhcpServer: self.address === undefined ? undefined : map.dhcpServer }) }),
       );
       const implementation = await wireguard.create(settings.wireguard);
-      const tunnelPrefix = (parseIpv4Cidr(map.tunnelNetwork) as { prefix: number }).prefix;
+      const tunnelPrefix = (parseAddressWithPrefix(map.tunnelNetwork) as { prefix: number }).prefix;
       const peers = await this.peerConfigs(source, hooks);
       const config = wireguardConfig(source.privateKey, map.port, peers);
       await this.step(spec, 'ERR_L2_WIREGUARD', `configure ${wgName} (key, port ${map.port}, ${peers.length} peers)`, () => this.syncWireguard(wgName, config));
@@ -192,7 +188,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
         const args = buildSegmentDnsmasqArgs({
           bridge,
           address: self.address,
-          netmask: netmaskOf((parseIpv4Cidr(self.address) as { prefix: number }).prefix),
+          netmask: ipv4Netmask((parseAddressWithPrefix(self.address) as { prefix: number }).prefix),
           mac,
           mtu: mtu.segment,
           pidFile: paths.dnsmasqPid,
@@ -444,7 +440,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
   private async restartWireguard(r: Running): Promise<void> {
     await r.wireguard.destroy();
     await r.wireguard.create('userspace');
-    const prefix = (parseIpv4Cidr(r.source.map.tunnelNetwork) as { prefix: number }).prefix;
+    const prefix = (parseAddressWithPrefix(r.source.map.tunnelNetwork) as { prefix: number }).prefix;
     await this.syncWireguard(r.wgName, r.appliedConfig);
     await this.runner.run('ip', ['-batch', '-'], { input: `addr add ${r.source.self.tunnelIp}/${prefix} dev ${r.wgName}\nlink set dev ${r.wgName} mtu ${r.wgMtu} up\n` });
   }

@@ -11,6 +11,7 @@
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { parseYaml, type ConfigProblem } from '@podvisor/core';
+import { formatIpv4, parseIpv4, parseIpv4Cidr } from '@podvisor/net-support';
 
 /** The default WireGuard UDP port of every member. */
 export const L2_DEFAULT_PORT = 51820;
@@ -79,7 +80,7 @@ export function parsePeerMap(text: string, file: string): ParsedPeerMap {
   const port = top.port === undefined ? L2_DEFAULT_PORT : integer(top.port, 1, 65535);
   if (port === undefined) problems.push({ path: at('port'), value: top.port, expected: 'a UDP port from 1 to 65535' });
   const tunnelNetwork = top.tunnelNetwork === undefined ? L2_DEFAULT_TUNNEL_NETWORK : top.tunnelNetwork;
-  const tunnel = typeof tunnelNetwork === 'string' ? parseIpv4Cidr(tunnelNetwork) : undefined;
+  const tunnel = typeof tunnelNetwork === 'string' ? parseAddressWithPrefix(tunnelNetwork) : undefined;
   if (tunnel === undefined || tunnel.prefix > 30) problems.push({ path: at('tunnelNetwork'), value: tunnelNetwork, expected: 'an IPv4 network such as 10.255.0.0/24 (at most /30), used by no pod or service' });
   let dhcpServer: string | undefined;
   if (top.dhcpServer !== undefined) {
@@ -112,7 +113,7 @@ export function parsePeerMap(text: string, file: string): ParsedPeerMap {
       }
       let address: string | undefined;
       if (m.address !== undefined) {
-        const a = typeof m.address === 'string' ? parseIpv4Cidr(m.address) : undefined;
+        const a = typeof m.address === 'string' ? parseAddressWithPrefix(m.address) : undefined;
         if (a === undefined || a.prefix > 30 || !hostOf(a.ip, a)) problems.push({ path: p('address'), value: m.address, expected: 'the VM\'s segment address as a host CIDR such as 10.77.0.11/24' });
         else address = m.address as string;
       }
@@ -139,7 +140,7 @@ export function parsePeerMap(text: string, file: string): ParsedPeerMap {
   if (subnets.size > 1) problems.push({ path: at('members.*.address'), value: [...subnets], expected: 'segment addresses in one subnet (one L2 segment is one IPv4 subnet)' });
   const subnet = [...subnets][0];
   if (dhcpServer !== undefined && subnet !== undefined) {
-    const net = parseIpv4Cidr(subnet);
+    const net = parseAddressWithPrefix(subnet);
     if (net !== undefined && !hostOf(parseIpv4(dhcpServer) as number, net)) problems.push({ path: at('dhcpServer'), value: dhcpServer, expected: `a host address of the members' subnet ${subnet}` });
     if (members.some((m) => m.address?.split('/')[0] === dhcpServer)) problems.push({ path: at('dhcpServer'), value: dhcpServer, expected: 'an address that no member VM uses' });
   }
@@ -184,24 +185,17 @@ function parseEndpoint(raw: unknown, defaultPort: number): { host: string; port:
   return port >= 1 && port <= 65535 ? { host: m[1] as string, port } : undefined;
 }
 
-export function parseIpv4(text: string): number | undefined {
-  const parts = text.trim().split('.');
-  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return undefined;
-  return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
-}
-
-export function formatIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
-}
-
-export function parseIpv4Cidr(text: string): { ip: number; prefix: number; network: number } | undefined {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(text.trim());
-  if (m === null) return undefined;
-  const ip = parseIpv4(m[1] as string);
-  const prefix = Number(m[2]);
-  if (ip === undefined || prefix > 32) return undefined;
-  const size = 2 ** (32 - prefix);
-  return { ip, prefix, network: ip - (ip % size) };
+/**
+ * `a.b.c.d/len` with the prefix length required (an interface address or a
+ * network): the address, the prefix length and the network, read with
+ * net-support's one IPv4 parser.
+ */
+export function parseAddressWithPrefix(text: string): { ip: number; prefix: number; network: number } | undefined {
+  const slash = text.indexOf('/');
+  if (slash < 0) return undefined;
+  const net = parseIpv4Cidr(text);
+  const ip = parseIpv4(text.slice(0, slash));
+  return net === undefined || ip === undefined ? undefined : { ip, prefix: net.prefixLength, network: net.network };
 }
 
 /** True when `ip` is a host address (neither network nor broadcast) of `net`. */
@@ -212,12 +206,12 @@ function hostOf(ip: number, net: { prefix: number; network: number }): boolean {
 
 /** `10.77.0.11/24` -> `10.77.0.0/24`. */
 export function subnetOf(cidr: string): string {
-  const c = parseIpv4Cidr(cidr) as { network: number; prefix: number };
+  const c = parseAddressWithPrefix(cidr) as { network: number; prefix: number };
   return `${formatIpv4(c.network)}/${c.prefix}`;
 }
 
 /** The last host address of a subnet: the default DHCP server address. */
 function lastHost(subnet: string): string {
-  const c = parseIpv4Cidr(subnet) as { network: number; prefix: number };
+  const c = parseAddressWithPrefix(subnet) as { network: number; prefix: number };
   return formatIpv4(c.network + 2 ** (32 - c.prefix) - 2);
 }

@@ -6,7 +6,7 @@
  * DHCP server to its own VM), and dnsmasq's arguments. Pure.
  */
 import { createHash } from 'node:crypto';
-import { dnsmasqBaseArgs } from '@podvisor/core';
+import { dnsmasqBaseArgs } from '@podvisor/net-support';
 import { L2_VXLAN_PORT } from './peer-map.js';
 
 /** The links in the pod's namespace; the WireGuard one is named after the VM (see `wireguardInterfaceName`). */
@@ -169,10 +169,4 @@ export function buildSegmentDnsmasqArgs(p: SegmentDnsmasqParams): string[] {
     '--dhcp-authoritative',
     '--log-facility=-',
   ];
-}
-
-/** `24` -> `255.255.255.0`. */
-export function netmaskOf(prefix: number): string {
-  const n = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { resolveL2SegmentSettings } from './l2-segment-settings.js';
-import { buildSegmentDnsmasqArgs, buildSegmentRuleset, netmaskOf, segmentLinkScript, segmentMac, wireguardConfig, wireguardInterfaceName } from './segment-plan.js';
+import { resolvePluginSettings } from '@podvisor/core';
+import { L2_SEGMENT_SETTINGS, resolveL2SegmentSettings } from './l2-segment-settings.js';
+import { buildSegmentDnsmasqArgs, buildSegmentRuleset, segmentLinkScript, segmentMac, wireguardConfig, wireguardInterfaceName } from './segment-plan.js';
 import { wireguardOrder } from './wireguard-device.js';
 
 describe('segment plan', () => {
@@ -34,9 +35,8 @@ describe('segment plan', () => {
     const script = segmentLinkScript({ wireguard: 'pvwgx', wireguardMtu: 1420, segmentMtu: 1370, tunnelCidr: '10.255.0.1/24', tunnelIp: '10.255.0.1', segment: 42, bridgeMac: '52:54:00:aa:bb:cc', dhcpServer: '10.77.0.254' });
     expect(script.split('\n')).toContain('link add name pvl2vx0 mtu 1370 type vxlan id 42 local 10.255.0.1 dstport 4789');
     expect(script.split('\n')).toContain('addr add 10.77.0.254/32 dev pvl2br0');
-    const args = buildSegmentDnsmasqArgs({ bridge: 'pvl2br0', address: '10.77.0.11/24', netmask: netmaskOf(24), mac: '52:54:00:01:02:03', mtu: 1370, pidFile: '/s/p', leaseFile: '/s/l' });
+    const args = buildSegmentDnsmasqArgs({ bridge: 'pvl2br0', address: '10.77.0.11/24', netmask: '255.255.255.0', mac: '52:54:00:01:02:03', mtu: 1370, pidFile: '/s/p', leaseFile: '/s/l' });
     expect(args).toEqual(expect.arrayContaining(['--dhcp-range=10.77.0.11,static,255.255.255.0,12h', '--dhcp-host=52:54:00:01:02:03,10.77.0.11', '--dhcp-option=option:router', '--dhcp-option-force=option:mtu,1370']));
-    expect(netmaskOf(30)).toBe('255.255.255.252');
   });
 
   it('tries kernel WireGuard first under auto, and only the chosen one otherwise', () => {
@@ -46,13 +46,20 @@ describe('segment plan', () => {
 });
 
 describe('resolveL2SegmentSettings', () => {
+  const resolve = (env: Record<string, string>, yaml: Record<string, unknown>) => {
+    const declared = resolvePluginSettings(L2_SEGMENT_SETTINGS, { env, yaml: { network: { extra: { 'l2-segment': yaml } } } });
+    return { declared: declared.problems, ...resolveL2SegmentSettings({ settings: declared.settings }) };
+  };
+
   it('takes the environment over the YAML section, with defaults', () => {
-    const r = resolveL2SegmentSettings({ env: { PODVISOR_L2_RELOAD_MS: '500' }, settings: { peers: '/cm/peers.yaml', wireguard: 'userspace' } });
-    expect(r).toEqual({ settings: { peers: '/cm/peers.yaml', privateKey: '/etc/podvisor/l2-segment/private-key', wireguard: 'userspace', reloadMs: 500, podInterface: undefined }, problems: [] });
+    const r = resolve({ PODVISOR_L2_RELOAD_MS: '500' }, { peers: '/cm/peers.yaml', wireguard: 'userspace' });
+    expect(r).toEqual({ declared: [], settings: { peers: '/cm/peers.yaml', privateKey: '/etc/podvisor/l2-segment/private-key', wireguard: 'userspace', reloadMs: 500, podInterface: undefined }, problems: [] });
   });
 
-  it('reports each bad value with where it came from', () => {
-    const r = resolveL2SegmentSettings({ env: { PODVISOR_L2_PEERS: 'relative.yaml', PODVISOR_L2_WIREGUARD: 'ipsec' }, settings: { reloadMs: 5, colour: 'blue' } });
-    expect(r.problems.map((p) => p.path)).toEqual(['yaml network.extra.l2-segment.colour', 'env PODVISOR_L2_PEERS', 'env PODVISOR_L2_WIREGUARD', 'yaml network.extra.l2-segment.reloadMs']);
+  it('the types are checked with the declarations; the paths and the interface name here, each with where it came from', () => {
+    const r = resolve({ PODVISOR_L2_PEERS: 'relative.yaml', PODVISOR_L2_WIREGUARD: 'ipsec' }, { reloadMs: 5, podInterface: 'a/b' });
+    expect(r.declared.map((p) => p.path)).toEqual(['env PODVISOR_L2_WIREGUARD', 'yaml network.extra.l2-segment.reloadMs']);
+    const checked = resolveL2SegmentSettings({ settings: { peers: { value: 'relative.yaml', path: 'env PODVISOR_L2_PEERS', given: true }, podInterface: { value: 'a/b', path: 'yaml network.extra.l2-segment.podInterface', given: true } } });
+    expect(checked.problems.map((p) => p.path)).toEqual(['env PODVISOR_L2_PEERS', 'yaml network.extra.l2-segment.podInterface']);
   });
 });

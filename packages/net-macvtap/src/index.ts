@@ -8,12 +8,12 @@
  */
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
-import { MACVTAP_ENV } from './macvtap-config.js';
+import { MACVTAP_SETTINGS } from './macvtap-config.js';
 import { MacvtapNetworkBackend } from './macvtap-network-backend.js';
 
 export { MacvtapNetworkBackend, MACVTAP_PREREQUISITES, VHOST_NET_DEVICE, macvtapStatePaths, randomLocalMac } from './macvtap-network-backend.js';
 export type { MacvtapRestoreRecord } from './macvtap-network-backend.js';
-export { MACVTAP_ENV, MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
+export { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
 export type { MacvtapConfig } from './macvtap-config.js';
 export {
   MACVTAP_LINK_PREFIX,
@@ -28,9 +28,8 @@ export {
   vmRoutesOf,
   restorableRoutes,
   routeReplaceArgs,
-  netmaskOf,
 } from './pod-network.js';
-export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicPlan } from './pod-network.js';
+export type { PodAddress, PodRoute, PodInterface, VmRoute, MacvtapNicChoice, MacvtapNicPlan } from './pod-network.js';
 export { buildMacvtapDnsmasqArgs } from './macvtap-dnsmasq-args.js';
 export type { MacvtapDhcpNic, MacvtapDnsmasqParams } from './macvtap-dnsmasq-args.js';
 
@@ -41,8 +40,8 @@ export const macvtapModule = new ContainerModule((bind) => {
 
 const manifest: PluginManifest = {
   name: '@podvisor/net-macvtap',
-  apiVersion: PLUGIN_API_VERSION,
-  provides: [{ kind: 'network-backend', name: 'macvtap', settings: MACVTAP_ENV }],
+  apiRange: `^${PLUGIN_API_VERSION}`,
+  provides: [{ kind: 'network-backend', name: 'macvtap', settings: MACVTAP_SETTINGS }],
   module: macvtapModule,
 };
 

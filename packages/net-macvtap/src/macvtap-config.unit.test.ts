@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { resolveMacvtapConfig } from './macvtap-config.js';
+import { resolvePluginSettings } from '@podvisor/core';
+import { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
 
-const resolve = (env: Record<string, string>, settings: Record<string, unknown> = {}) => resolveMacvtapConfig({ env, settings });
+/** As podvisor does it: the declared settings resolved and type-checked, then (when their types are right) the backend's checks across them. */
+const resolve = (env: Record<string, string>, settings: Record<string, unknown> = {}) => {
+  const typed = resolvePluginSettings(MACVTAP_SETTINGS, { env, yaml: { network: { settings } } });
+  if (typed.problems.length > 0) return { config: undefined, problems: typed.problems };
+  return resolveMacvtapConfig({ settings: typed.settings });
+};
 
 describe('resolveMacvtapConfig', () => {
   it('defaults to attaching every interface, the first address, and /etc/resolv.conf', () => {
@@ -17,13 +23,16 @@ describe('resolveMacvtapConfig', () => {
     expect(resolve({ ATTACH_IFACES: 'nope0' }).config?.attach).toEqual({ mode: 'list', interfaces: ['nope0'], origin: 'env ATTACH_IFACES' });
   });
 
-  it('reports every problem at once, each with its path, value and expectation', () => {
-    const { config, problems } = resolve({ AUTO_ATTACH: 'maybe', ATTACH_IFACES: 'eth0 a/b', ATTACH_IFS: 'eth9', SELECTED_NETWORK: '10.0.0.300/24' }, { bogus: 1 });
-    expect(config).toBeUndefined();
-    expect(problems.map((p) => [p.path, p.value])).toEqual([
-      ['yaml network.settings.bogus', 1],
-      ['env AUTO_ATTACH', 'maybe'],
-      ['env ATTACH_IFS', 'eth9'],
+  it('reports every problem of a kind at once, each with its path, value and expectation: the types, then the checks across settings', () => {
+    const typed = resolve({ AUTO_ATTACH: 'maybe', ATTACH_IFACES: 'eth0 eth1', ATTACH_IFS: 'eth9' });
+    expect(typed.config).toBeUndefined();
+    expect(typed.problems.map((p) => [p.path, p.value, p.expected])).toEqual([
+      ['env AUTO_ATTACH', 'maybe', 'yes or no (also true/false, on/off, 1/0)'],
+      ['env ATTACH_IFS', 'eth9', 'the same value as ATTACH_IFACES ("eth0 eth1"), or unset: it is an alias'],
+    ]);
+    const checked = resolve({ AUTO_ATTACH: 'no', ATTACH_IFACES: 'eth0 a/b', SELECTED_NETWORK: '10.0.0.300/24' });
+    expect(checked.config).toBeUndefined();
+    expect(checked.problems.map((p) => [p.path, p.value])).toEqual([
       ['env ATTACH_IFACES', 'a/b'],
       ['env SELECTED_NETWORK', '10.0.0.300/24'],
     ]);

@@ -9,8 +9,8 @@
  * search list go to the NIC that holds the default route (else the first).
  * Also here: reading the pod's resolv.conf. Pure.
  */
-import { dnsmasqBaseArgs } from '@podvisor/core';
-import { netmaskOf, type PodAddress, type VmRoute } from './pod-network.js';
+import { dnsmasqBaseArgs, ipv4Netmask } from '@podvisor/net-support';
+import type { PodAddress, VmRoute } from './pod-network.js';
 
 export interface MacvtapDhcpNic {
   /** The tag, e.g. `net0`. */
@@ -43,7 +43,7 @@ export function buildMacvtapDnsmasqArgs(p: MacvtapDnsmasqParams): string[] | und
     args.push(
       `--interface=${n.listenOn}`,
       `--shared-network=${n.listenOn},${ip}`,
-      `--dhcp-range=set:${n.tag},${ip},static,${netmaskOf(prefix)},infinite`,
+      `--dhcp-range=set:${n.tag},${ip},static,${ipv4Netmask(prefix)},infinite`,
       `--dhcp-host=${n.mac},set:${n.tag},${ip}${p.hostname === undefined ? '' : `,${p.hostname}`},infinite`,
       `--dhcp-option=tag:${n.tag},option:mtu,${n.mtu}`,
     );

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/core/testing';
+import { NetnsProcessRunner } from '@podvisor/net-support';
 import {
   ConfigError,
   ExecaProcessRunner,
@@ -22,6 +22,8 @@ import {
   type NetworkHooks,
   type PluginWarning,
 } from '@podvisor/core';
+import { resolvePluginSettings } from '@podvisor/core';
+import { MACVTAP_SETTINGS } from './macvtap-config.js';
 import { MacvtapNetworkBackend, macvtapStatePaths } from './macvtap-network-backend.js';
 
 const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
@@ -69,8 +71,7 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     vmName: 'mvt-vm',
     stateDir,
     diskDir: stateDir,
-    env,
-    settings: { resolvConf: join(stateDir, 'resolv.conf') },
+    settings: resolvePluginSettings(MACVTAP_SETTINGS, { env, yaml: { network: { settings: { resolvConf: join(stateDir, 'resolv.conf') } } } }).settings,
     vnc: { enabled: true, port: 5900 },
     controlPort: 5800,
   });

@@ -38,12 +38,8 @@ import {
   type NetworkHooks,
   type Prerequisites,
   type VmNic,
-  DnsmasqSupervisor,
-  DNSMASQ_PREREQUISITES,
-  networkStep,
-  parseResolvConf,
-  stopStrayDnsmasq,
 } from '@podvisor/core';
+import { DnsmasqSupervisor, DNSMASQ_PREREQUISITES, networkStep, parseResolvConf, stopStrayDnsmasq } from '@podvisor/net-support';
 import { resolveMacvtapConfig } from './macvtap-config.js';
 import { buildMacvtapDnsmasqArgs, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
 import {

@@ -8,7 +8,7 @@
  * Pure: input is the JSON of `ip -j addr show` / `ip -j -4 route show`.
  */
 import type { ConfigProblem } from '@podvisor/core';
-import type { MacvtapConfig } from './macvtap-config.js';
+import { formatIpv4, ipv4PrefixMask, parseIpv4 } from '@podvisor/net-support';
 
 export interface PodAddress {
   ip: string;
@@ -117,6 +117,14 @@ export interface MacvtapNicPlan {
   links: { macvtap: string; macvlan: string };
 }
 
+/** What the plan needs of the backend's settings (`MacvtapConfig` holds it). */
+export interface MacvtapNicChoice {
+  /** `auto`: every ethernet interface of the pod; `list`: only the named ones. */
+  attach: { mode: 'auto'; origin: string } | { mode: 'list'; interfaces: string[]; origin: string };
+  /** SELECTED_NETWORK: which address of an interface the VM takes (the first when unset). */
+  selectedNetwork: (PodAddress & { origin: string }) | undefined;
+}
+
 /**
  * Chooses the interfaces and plans each one. Returns the problems instead
  * (with the interfaces the pod has, so the message names them) when a named
@@ -124,7 +132,7 @@ export interface MacvtapNicPlan {
  * matches no address. Pure.
  */
 export function planMacvtapNics(
-  config: MacvtapConfig,
+  config: MacvtapNicChoice,
   interfaces: readonly PodInterface[],
   routes: readonly PodRoute[],
 ): { plans: MacvtapNicPlan[]; problems: ConfigProblem[] } {
@@ -173,9 +181,9 @@ export function planMacvtapNics(
 export function selectAddress(addresses: readonly PodAddress[], selected: PodAddress): PodAddress | undefined {
   const exact = addresses.find((a) => a.ip === selected.ip);
   if (exact !== undefined) return exact;
-  const mask = prefixMask(selected.prefix);
-  const net = (ipv4ToInt(selected.ip) & mask) >>> 0;
-  return addresses.find((a) => ((ipv4ToInt(a.ip) & mask) >>> 0) === net);
+  const mask = ipv4PrefixMask(selected.prefix);
+  const net = ((parseIpv4(selected.ip) ?? 0) & mask) >>> 0;
+  return addresses.find((a) => (((parseIpv4(a.ip) ?? 0) & mask) >>> 0) === net);
 }
 
 /**
@@ -186,9 +194,9 @@ export function selectAddress(addresses: readonly PodAddress[], selected: PodAdd
  * for a /0 or when every candidate is taken.
  */
 export function deriveSiblingAddress(vm: PodAddress, taken: ReadonlySet<string> = new Set()): PodAddress | undefined {
-  const ip = ipv4ToInt(vm.ip);
+  const ip = parseIpv4(vm.ip) ?? 0;
   for (let prefix = vm.prefix - 1; prefix >= Math.max(vm.prefix - 8, 1); prefix--) {
-    const candidate = intToIpv4((ip ^ (1 << (31 - prefix))) >>> 0);
+    const candidate = formatIpv4((ip ^ (1 << (31 - prefix))) >>> 0);
     if (!taken.has(candidate) && candidate !== vm.ip) return { ip: candidate, prefix };
   }
   return undefined;
@@ -232,30 +240,4 @@ export function routeReplaceArgs(r: PodRoute): string[] {
   if (r.prefsrc !== undefined) args.push('src', r.prefsrc);
   if (r.metric !== undefined) args.push('metric', String(r.metric));
   return args;
-}
-
-/** Parses a dotted quad; `undefined` when it is not one. */
-export function parseIpv4(text: string): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (m === null) return undefined;
-  const octets = m.slice(1).map(Number);
-  if (octets.some((o) => o > 255)) return undefined;
-  return octets.reduce((acc, o) => acc * 256 + o, 0);
-}
-
-function ipv4ToInt(text: string): number {
-  return parseIpv4(text) ?? 0;
-}
-
-function intToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-}
-
-function prefixMask(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-}
-
-/** The dotted netmask of a prefix length (`24` → `255.255.255.0`). */
-export function netmaskOf(prefix: number): string {
-  return intToIpv4(prefixMask(prefix));
 }

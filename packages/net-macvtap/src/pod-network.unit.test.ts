@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { resolveMacvtapConfig } from './macvtap-config.js';
+import { resolvePluginSettings } from '@podvisor/core';
+import { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
 import { deriveSiblingAddress, parsePodInterfaces, parsePodRoutes, planMacvtapNics, routeReplaceArgs, selectAddress, vmRoutesOf } from './pod-network.js';
 
 const ADDR = JSON.stringify([
@@ -16,7 +17,7 @@ const ROUTES = JSON.stringify([
 ]);
 const interfaces = parsePodInterfaces(ADDR);
 const routes = parsePodRoutes(ROUTES);
-const plan = (env: Record<string, string>) => planMacvtapNics(resolveMacvtapConfig({ env, settings: {} }).config!, interfaces, routes);
+const plan = (env: Record<string, string>) => planMacvtapNics(resolveMacvtapConfig({ settings: resolvePluginSettings(MACVTAP_SETTINGS, { env, yaml: {} }).settings }).config!, interfaces, routes);
 
 describe('pod interfaces and the attach plan', () => {
   it('parses ip -j output in ifindex order, IPv4 only, MACs lower-case', () => {

@@ -8,7 +8,7 @@
  * (SLAAC in the VM's /64, the MTU) and offers the same address by DHCPv6.
  * Pure: nothing here touches the host.
  */
-import { dnsmasqBaseArgs } from '@podvisor/core';
+import { dnsmasqBaseArgs } from '@podvisor/net-support';
 
 export interface DnsmasqParams {
   bridge: string;

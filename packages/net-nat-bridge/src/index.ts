@@ -9,28 +9,24 @@
 import { ContainerModule } from 'inversify';
 import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
-import { NAT_BRIDGE_ENV } from './nat-config.js';
+import { NAT_BRIDGE_SETTINGS } from './nat-config.js';
 
 export { NatBridgeNetworkBackend, NAT_BRIDGE_LINKS, NAT_BRIDGE_PREREQUISITES, natBridgeStatePaths } from './nat-bridge-network-backend.js';
 export type { NatPodInterface } from './nat-bridge-network-backend.js';
 export {
-  NAT_BRIDGE_ENV,
   NAT_BRIDGE_DEFAULTS,
   NAT_BRIDGE_SETTINGS,
   resolveNatBridgeConfig,
+  natVncPort,
+  natVncListen,
   parseNatExclude,
   formatNatExclusion,
-  parseIpv4,
-  formatIpv4,
-  parseIpv4Cidr,
-  ipv4CidrsOverlap,
 } from './nat-config.js';
 export type { NatBridgeConfig, NatPortExclusion, ResolvedNatBridgeConfig } from './nat-config.js';
 export { NAT_TABLE, buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
 export type { NatRulesetParams } from './nat-ruleset.js';
 export { DNSMASQ_LEASE_TIME, buildDnsmasqArgs } from './dnsmasq-args.js';
 export type { DnsmasqParams } from './dnsmasq-args.js';
-export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
 
 /** The `nat-bridge` network backend, bound by name. Bindings only. */
 export const natBridgeModule = new ContainerModule((bind) => {
@@ -39,8 +35,8 @@ export const natBridgeModule = new ContainerModule((bind) => {
 
 const manifest: PluginManifest = {
   name: '@podvisor/net-nat-bridge',
-  apiVersion: PLUGIN_API_VERSION,
-  provides: [{ kind: 'network-backend', name: 'nat-bridge', settings: NAT_BRIDGE_ENV }],
+  apiRange: `^${PLUGIN_API_VERSION}`,
+  provides: [{ kind: 'network-backend', name: 'nat-bridge', settings: NAT_BRIDGE_SETTINGS }],
   module: natBridgeModule,
 };
 

@@ -6,7 +6,7 @@ import manifest, { NatBridgeNetworkBackend } from './index.js';
 describe('the @podvisor/net-nat-bridge manifest', () => {
   it('is a valid plugin manifest providing the nat-bridge network backend', () => {
     expect(manifestProblems(manifest)).toEqual([]);
-    expect(manifest).toMatchObject({ name: '@podvisor/net-nat-bridge', apiVersion: PLUGIN_API_VERSION, provides: [{ kind: 'network-backend', name: 'nat-bridge' }] });
+    expect(manifest).toMatchObject({ name: '@podvisor/net-nat-bridge', apiRange: `^${PLUGIN_API_VERSION}`, provides: [{ kind: 'network-backend', name: 'nat-bridge' }] });
     const registry = new PluginRegistry();
     registry.add(manifest, '@podvisor/net-nat-bridge');
     expect(registry.names('network-backend')).toEqual(['nat-bridge']);

@@ -10,10 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NetnsProcessRunner } from '@podvisor/core/testing';
+import { NetnsProcessRunner, deriveVmMac } from '@podvisor/net-support';
 import {
   ExecaProcessRunner,
   SilentLogger,
+  resolvePluginSettings,
   type ChildHandle,
   type Logger,
   type NetworkAttachSpec,
@@ -22,7 +23,7 @@ import {
   type RunOptions,
 } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
-import { deriveVmMac } from './vm-mac.js';
+import { NAT_BRIDGE_SETTINGS } from './nat-config.js';
 
 const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
 const RUN_ID = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -104,12 +105,12 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     backends.push(b);
     return b;
   };
+  const settingsOf = (yamlSettings: Record<string, unknown>) => resolvePluginSettings(NAT_BRIDGE_SETTINGS, { env: {}, yaml: { network: { settings: yamlSettings } } }).settings;
   const spec = (over: Partial<NetworkAttachSpec> = {}): NetworkAttachSpec => ({
     vmName: 'vm-nat',
     stateDir: join(tmp, 'state'),
     diskDir: join(tmp, 'disk'),
-    env: {},
-    settings: { resolvConf },
+    settings: settingsOf({ resolvConf }),
     vnc: { enabled: true, port: 5900 },
     controlPort: 5800,
     ...over,
@@ -262,7 +263,7 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
 
   it('fails with a coded error naming the interface, and leaves nothing behind', async () => {
     const backend = newBackend();
-    await expect(backend.attach(spec({ settings: { resolvConf, podInterface: 'nosuch0' } }), recordingHooks().hooks)).rejects.toMatchObject({
+    await expect(backend.attach(spec({ settings: settingsOf({ resolvConf, podInterface: 'nosuch0' }) }), recordingHooks().hooks)).rejects.toMatchObject({
       code: 'ERR_NAT_NO_POD_INTERFACE',
       message: expect.stringContaining('nosuch0'),
     });
@@ -350,8 +351,8 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     // ... except the ports podvisor keeps: nothing of the VM answers on them.
     for (const target of ['TCP:127.0.0.1:5900', `TCP:${podIp}:5900`]) expect((await connect(pod, target)).stdout).toBe('');
 
-    // With NO_VNC, 5900 goes to the VM like any other port.
-    await backend.attach(spec({ env: { NO_VNC: '1' } }), recordingHooks().hooks);
+    // With VNC off (NO_VNC), 5900 goes to the VM like any other port.
+    await backend.attach(spec({ vnc: { enabled: false, port: 5900 } }), recordingHooks().hooks);
     await plug();
     expect((await connect(nodeNs, `TCP:${podIp}:5900`)).stdout).toBe('vnc-from-vm\n');
   });

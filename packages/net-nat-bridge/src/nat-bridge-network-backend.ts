@@ -33,19 +33,23 @@ import {
   type NetworkBackend,
   type NetworkHooks,
   type Prerequisites,
+} from '@podvisor/core';
+import {
   DnsmasqSupervisor,
   DNSMASQ_PREREQUISITES,
+  deriveVmMac,
+  ensureVmMac,
   isDhcpHostname,
   networkStep,
   parseResolvConf,
   stopStrayDnsmasq,
+  ipv4CidrsOverlap,
   type PodResolvConf,
-} from '@podvisor/core';
+} from '@podvisor/net-support';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
-import { formatNatExclusion, ipv4CidrsOverlap, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
+import { formatNatExclusion, natVncListen, natVncPort, resolveNatBridgeConfig, type NatBridgeConfig } from './nat-config.js';
 import { batchFailures, ipBatchScript, type IpBatchLine } from './ip-batch.js';
 import { buildNatRuleset, buildNatTeardown, natExclusions } from './nat-ruleset.js';
-import { deriveVmMac, ensureVmMac } from './vm-mac.js';
 import { NAT_BRIDGE_IPV6, natBridgeIpv6Subnet, natBridgeVmIpv6 } from './nat-ipv6.js';
 
 /** The links the backend creates in the pod's namespace. */
@@ -169,11 +173,11 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         { ...makeTap, command: `tuntap add dev ${tap} mode tap` },
         { ...makeTap, command: `link set dev ${tap}${mtu} master ${bridge} up` },
       ]);
-      const { mac } = await ensureVmMac(spec.diskDir, spec.vmName);
+      const { mac } = await ensureVmMac(spec.diskDir, spec.vmName, { file: 'ERR_NAT_MAC_FILE', invalid: 'ERR_NAT_MAC_INVALID' });
 
       ipv6 = await this.step(spec, 'ERR_NAT_SYSCTL', 'enable forwarding in the pod namespace', () => this.enableForwarding(spec, ipv6, hooks));
 
-      const vncPort = config.vncExcluded && spec.vnc.enabled ? spec.vnc.port : undefined;
+      const vncPort = natVncPort(spec.vnc);
       const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
       const v6 = ipv6 && pod.ip6 !== undefined ? { podIp: pod.ip6, vmIp: natBridgeVmIpv6(mac), subnet: natBridgeIpv6Subnet() } : undefined;
       const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions, ...(v6 === undefined ? {} : { ipv6: v6 }) });
@@ -213,8 +217,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 
       const attachment: NetworkAttachment = {
         nics: [{ id: 'net0', mac, backend: { kind: 'tap', ifname: tap }, addresses: [`${config.vmIp}/30`, ...(v6 === undefined ? [] : [`${v6.vmIp}/${NAT_BRIDGE_IPV6.prefixLength}`])] }],
-        // '::' listens on both families (qemu clears IPV6_V6ONLY), so VNC answers on the pod's IPv6 address too.
-        vnc: vncPort === undefined || vncPort < 5900 ? undefined : { kind: 'tcp', host: v6 === undefined ? '0.0.0.0' : '::', display: vncPort - 5900 },
+        vnc: natVncListen(spec.vnc, v6 !== undefined),
         detail: {
           podInterface: pod.name,
           podIp: pod.ip,

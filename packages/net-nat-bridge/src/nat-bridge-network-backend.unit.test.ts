@@ -2,8 +2,9 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PodvisorError, SilentLogger, type NetworkAttachSpec, type ProcessRunner, type RunOptions, type RunResult } from '@podvisor/core';
+import { PodvisorError, SilentLogger, resolvePluginSettings, type NetworkAttachSpec, type ProcessRunner, type RunOptions, type RunResult } from '@podvisor/core';
 import { NatBridgeNetworkBackend } from './nat-bridge-network-backend.js';
+import { NAT_BRIDGE_SETTINGS } from './nat-config.js';
 
 /** A pretend pod namespace: answers the queries the backend makes and tracks the links it creates. */
 class FakePodRunner implements ProcessRunner {
@@ -82,7 +83,6 @@ describe('NatBridgeNetworkBackend.attach failing half-way', () => {
       vmName: 'vm-1',
       stateDir: join(dir, 'state'),
       diskDir: join(dir, 'disk'),
-      env: {},
       settings: {},
       vnc: { enabled: true, port: 5900 },
       controlPort: 5800,
@@ -162,7 +162,7 @@ describe('NatBridgeNetworkBackend.attach failing half-way', () => {
   it('reports bad configuration before touching anything', async () => {
     const runner = new FakePodRunner();
     const backend = new NatBridgeNetworkBackend(runner, new SilentLogger());
-    await expect(backend.attach({ ...spec, env: { VM_IP: '10.0.0.1', VM_GW: '10.0.0.5' } }, { log: new SilentLogger(), warn: () => undefined, notice: () => undefined })).rejects.toMatchObject({
+    await expect(backend.attach({ ...spec, settings: resolvePluginSettings(NAT_BRIDGE_SETTINGS, { env: { VM_IP: '10.0.0.1', VM_GW: '10.0.0.5' }, yaml: {} }).settings }, { log: new SilentLogger(), warn: () => undefined, notice: () => undefined })).rejects.toMatchObject({
       code: 'ERR_CONFIG_INVALID',
       problems: [{ path: 'env VM_GW', value: '10.0.0.5' }],
     });

@@ -1,16 +1,15 @@
 /**
- * The NAT bridge's configuration, resolved from the seed environment variables
- * (`VM_IP`, `VM_GW`, `NO_VNC`, `PODVISOR_NAT_EXCLUDE`) and the YAML section
- * `network.settings` (`vmIp`, `vmGateway`, `natExclude`, `resolvConf`,
- * `podInterface`), with the environment taking precedence over YAML. Pure: it
+ * The NAT bridge's configuration: the settings its manifest declares (the
+ * seed variables `VM_IP`, `VM_GW`, `PODVISOR_NAT_EXCLUDE` and the YAML keys
+ * under `network.settings`), which podvisor resolves and type-checks with its
+ * own settings, and the cross-field checks on them (a /30, ports). Pure: it
  * reads nothing but its argument and reports every problem at once, each with
- * its path, value and what was expected. Also holds the small IPv4 arithmetic
- * the backend needs (a /30, overlap of two prefixes).
+ * its path, value and what was expected. Whether 5900 is podvisor's VNC is
+ * not a setting of this backend: `NO_VNC` is decided by podvisor and arrives
+ * as `spec.vnc`. Also holds the small IPv4 arithmetic the backend needs.
  */
-import type { ConfigProblem, NetworkAttachSpec } from '@podvisor/core';
-
-/** The environment variables only this backend reads (the plugin manifest names them; `NO_VNC` is everyone's). */
-export const NAT_BRIDGE_ENV = ['VM_IP', 'VM_GW', 'PODVISOR_NAT_EXCLUDE'] as const;
+import type { ConfigProblem, NetworkAttachSpec, PluginSetting, VncListen } from '@podvisor/core';
+import { formatIpv4, parseIpv4 } from '@podvisor/net-support';
 
 export const NAT_BRIDGE_DEFAULTS = {
   vmIp: '192.168.254.2',
@@ -18,8 +17,21 @@ export const NAT_BRIDGE_DEFAULTS = {
   resolvConf: '/etc/resolv.conf',
 } as const;
 
-/** The YAML keys of `network.settings` this backend understands. */
-export const NAT_BRIDGE_SETTINGS = ['vmIp', 'vmGateway', 'natExclude', 'resolvConf', 'podInterface'] as const;
+/** The settings of the `nat-bridge` provision, as its manifest declares them. */
+export const NAT_BRIDGE_SETTINGS: readonly PluginSetting[] = [
+  { name: 'vmIp', key: 'network.settings.vmIp', env: ['VM_IP'], type: 'string', default: NAT_BRIDGE_DEFAULTS.vmIp, doc: "the VM's address, in one /30 with its gateway" },
+  { name: 'vmGateway', key: 'network.settings.vmGateway', env: ['VM_GW'], type: 'string', default: NAT_BRIDGE_DEFAULTS.vmGateway, doc: "the VM's gateway (the bridge's address), in the same /30" },
+  {
+    name: 'natExclude',
+    key: 'network.settings.natExclude',
+    env: ['PODVISOR_NAT_EXCLUDE'],
+    type: 'string-list',
+    default: [],
+    doc: 'more pod ports kept out of DNAT, as proto/port (`tcp/22,udp/53`); VNC (unless NO_VNC) and the control port always are',
+  },
+  { name: 'resolvConf', key: 'network.settings.resolvConf', type: 'string', default: NAT_BRIDGE_DEFAULTS.resolvConf, doc: "the pod's resolv.conf, whose servers and search list the VM gets" },
+  { name: 'podInterface', key: 'network.settings.podInterface', type: 'string', doc: 'the pod interface to NAT through (default: the one with the default route)' },
+];
 
 /** One pod port kept out of the DNAT to the VM. */
 export interface NatPortExclusion {
@@ -32,8 +44,6 @@ export interface NatBridgeConfig {
   vmGateway: string;
   /** The /30 both live in, e.g. `192.168.254.0/30`. */
   subnet: string;
-  /** False when `NO_VNC` is set: 5900 then goes to the VM like any port. */
-  vncExcluded: boolean;
   /** `PODVISOR_NAT_EXCLUDE` / `natExclude`, in the order given, without duplicates. */
   exclude: NatPortExclusion[];
   resolvConf: string;
@@ -50,30 +60,36 @@ export interface ResolvedNatBridgeConfig {
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 /**
- * Resolves and checks the configuration. Environment variables win over
- * `network.settings`; an empty variable counts as unset (except `NO_VNC`,
- * whose presence with any non-empty value disables the VNC exclusion).
+ * The TCP port kept out of the DNAT for podvisor's VNC: the spec's port when
+ * VNC is on, none when it is off (`NO_VNC`), so that 5900 then reaches the VM.
  */
-export function resolveNatBridgeConfig(spec: Pick<NetworkAttachSpec, 'env' | 'settings'>): ResolvedNatBridgeConfig {
+export function natVncPort(vnc: NetworkAttachSpec['vnc']): number | undefined {
+  return vnc.enabled ? vnc.port : undefined;
+}
+
+/**
+ * Where the NAT bridge has qemu serve VNC: on every address of the pod at the
+ * port kept out of the DNAT, when VNC is on. In a dual-stack pod that is
+ * `::`, which listens on both families (qemu clears IPV6_V6ONLY), so VNC
+ * answers on the pod's IPv6 address too.
+ */
+export function natVncListen(vnc: NetworkAttachSpec['vnc'], dualStack = false): VncListen | undefined {
+  const port = natVncPort(vnc);
+  return port === undefined || port < 5900 ? undefined : { kind: 'tcp', host: dualStack ? '::' : '0.0.0.0', display: port - 5900 };
+}
+
+/** Checks the resolved settings across fields (a /30, the port list, paths, the interface name). */
+export function resolveNatBridgeConfig(spec: Pick<NetworkAttachSpec, 'settings'>): ResolvedNatBridgeConfig {
   const problems: ConfigProblem[] = [];
-  const settings = spec.settings ?? {};
-
-  for (const key of Object.keys(settings)) {
-    if (!(NAT_BRIDGE_SETTINGS as readonly string[]).includes(key)) {
-      problems.push({ path: `yaml network.settings.${key}`, value: settings[key], expected: `one of the nat-bridge settings: ${NAT_BRIDGE_SETTINGS.join(', ')}` });
-    }
-  }
-
-  const vmIp = pickString(spec, 'VM_IP', 'vmIp', NAT_BRIDGE_DEFAULTS.vmIp, problems);
-  const vmGateway = pickString(spec, 'VM_GW', 'vmGateway', NAT_BRIDGE_DEFAULTS.vmGateway, problems);
-  const ip = vmIp.value === undefined ? undefined : parseIpv4(vmIp.value);
-  const gw = vmGateway.value === undefined ? undefined : parseIpv4(vmGateway.value);
+  const vmIp = pick(spec, 'vmIp', NAT_BRIDGE_DEFAULTS.vmIp);
+  const vmGateway = pick(spec, 'vmGateway', NAT_BRIDGE_DEFAULTS.vmGateway);
+  const ip = parseIpv4(vmIp.value);
+  const gw = parseIpv4(vmGateway.value);
   const usable = (value: number | undefined): value is number => value !== undefined && isUnicast(value);
   for (const [field, value] of [
     [vmIp, ip],
     [vmGateway, gw],
   ] as const) {
-    if (field.value === undefined) continue;
     if (!usable(value)) {
       problems.push({ path: field.path, value: field.value, expected: 'a unicast IPv4 address such as 192.168.254.2' });
       continue;
@@ -100,75 +116,37 @@ export function resolveNatBridgeConfig(spec: Pick<NetworkAttachSpec, 'env' | 'se
     }
   }
 
-  const exclude = pickExclude(spec, problems);
-  const resolvConf = pickString(spec, undefined, 'resolvConf', NAT_BRIDGE_DEFAULTS.resolvConf, problems);
-  if (resolvConf.value !== undefined && !resolvConf.value.startsWith('/')) problems.push({ path: resolvConf.path, value: resolvConf.value, expected: 'an absolute path to a resolv.conf file' });
-  const podInterface = settings.podInterface;
-  if (podInterface !== undefined && (typeof podInterface !== 'string' || !IFNAME.test(podInterface))) {
-    problems.push({ path: 'yaml network.settings.podInterface', value: podInterface, expected: 'a network interface name (1-15 characters, no "/", ":" or spaces)' });
+  const excludeSetting = spec.settings['natExclude'];
+  const entries = Array.isArray(excludeSetting?.value) ? (excludeSetting.value as string[]) : [];
+  const { exclusions: exclude, invalid } = parseNatExclude(entries);
+  for (const bad of invalid) problems.push({ path: excludeSetting?.path ?? 'env PODVISOR_NAT_EXCLUDE', value: bad, expected: 'proto/port with proto tcp or udp and port 1-65535, e.g. tcp/22' });
+  const resolvConf = pick(spec, 'resolvConf', NAT_BRIDGE_DEFAULTS.resolvConf);
+  if (!resolvConf.value.startsWith('/')) problems.push({ path: resolvConf.path, value: resolvConf.value, expected: 'an absolute path to a resolv.conf file' });
+  const podInterface = spec.settings['podInterface'];
+  if (podInterface?.value !== undefined && (typeof podInterface.value !== 'string' || !IFNAME.test(podInterface.value))) {
+    problems.push({ path: podInterface.path, value: podInterface.value, expected: 'a network interface name (1-15 characters, no "/", ":" or spaces)' });
   }
 
   if (problems.length > 0) return { config: undefined, problems };
   return {
     config: {
-      vmIp: vmIp.value as string,
-      vmGateway: vmGateway.value as string,
+      vmIp: vmIp.value,
+      vmGateway: vmGateway.value,
       subnet: `${formatIpv4((ip as number) & ~3)}/30`,
-      vncExcluded: (spec.env.NO_VNC ?? '') === '',
       exclude,
-      resolvConf: resolvConf.value as string,
-      podInterface: podInterface as string | undefined,
+      resolvConf: resolvConf.value,
+      podInterface: podInterface?.value as string | undefined,
     },
     problems,
   };
 }
 
-/** Where a value came from, for problem paths; `undefined` when it was unusable (and already reported). */
-interface Sourced<T> {
-  value: T;
-  path: string;
-}
-
-function pickString(
-  spec: Pick<NetworkAttachSpec, 'env' | 'settings'>,
-  envKey: string | undefined,
-  settingsKey: string,
-  fallback: string,
-  problems: ConfigProblem[],
-): Sourced<string | undefined> {
-  const fromEnv = envKey === undefined ? undefined : spec.env[envKey];
-  if (envKey !== undefined && fromEnv !== undefined && fromEnv !== '') return { value: fromEnv.trim(), path: `env ${envKey}` };
-  const path = `yaml network.settings.${settingsKey}`;
-  const fromYaml = spec.settings?.[settingsKey];
-  if (fromYaml === undefined) return { value: fallback, path: envKey === undefined ? path : `env ${envKey}` };
-  if (typeof fromYaml !== 'string') {
-    problems.push({ path, value: fromYaml, expected: 'a string' });
-    return { value: undefined, path };
-  }
-  return { value: fromYaml.trim(), path };
-}
-
-function pickExclude(spec: Pick<NetworkAttachSpec, 'env' | 'settings'>, problems: ConfigProblem[]): NatPortExclusion[] {
-  const fromEnv = spec.env.PODVISOR_NAT_EXCLUDE;
-  let entries: string[];
-  let path: string;
-  if (fromEnv !== undefined && fromEnv !== '') {
-    path = 'env PODVISOR_NAT_EXCLUDE';
-    entries = fromEnv.split(',');
-  } else {
-    path = 'yaml network.settings.natExclude';
-    const fromYaml = spec.settings?.natExclude;
-    if (fromYaml === undefined) return [];
-    if (typeof fromYaml === 'string') entries = fromYaml.split(',');
-    else if (Array.isArray(fromYaml) && fromYaml.every((e) => typeof e === 'string')) entries = fromYaml as string[];
-    else {
-      problems.push({ path, value: fromYaml, expected: 'a list of proto/port strings such as ["tcp/22", "udp/53"], or one comma-separated string' });
-      return [];
-    }
-  }
-  const { exclusions, invalid } = parseNatExclude(entries);
-  for (const bad of invalid) problems.push({ path, value: bad, expected: 'proto/port with proto tcp or udp and port 1-65535, e.g. tcp/22' });
-  return exclusions;
+/** A string setting's value and path (the default when the spec does not hold it). */
+function pick(spec: Pick<NetworkAttachSpec, 'settings'>, name: string, fallback: string): { value: string; path: string } {
+  const s = spec.settings[name];
+  const declared = NAT_BRIDGE_SETTINGS.find((d) => d.name === name);
+  const path = s?.path ?? (declared?.env?.[0] === undefined ? `yaml ${declared?.key ?? name}` : `env ${declared.env[0]}`);
+  return { value: typeof s?.value === 'string' ? s.value : fallback, path };
 }
 
 /**
@@ -200,45 +178,8 @@ export function formatNatExclusion(e: NatPortExclusion): string {
   return `${e.proto}/${e.port}`;
 }
 
-/** A strict dotted quad (no leading zeros) as an unsigned 32-bit number, or `undefined`. */
-export function parseIpv4(text: string): number | undefined {
-  const m = /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/.exec(text);
-  if (m === null) return undefined;
-  const octets = m.slice(1).map(Number);
-  if (octets.some((o) => o > 255)) return undefined;
-  return (((octets[0] as number) << 24) | ((octets[1] as number) << 16) | ((octets[2] as number) << 8) | (octets[3] as number)) >>> 0;
-}
-
-export function formatIpv4(value: number): string {
-  const v = value >>> 0;
-  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
-}
-
 /** Not 0.0.0.0/8, loopback, multicast or reserved (224.0.0.0 and up). */
 function isUnicast(value: number): boolean {
   const first = value >>> 24;
   return first !== 0 && first !== 127 && first < 224;
-}
-
-/** Parses `a.b.c.d/len` (or a bare address, as /32) into a network and prefix length. */
-export function parseIpv4Cidr(text: string): { network: number; prefixLength: number } | undefined {
-  const [addr, len, ...rest] = text.split('/');
-  if (addr === undefined || rest.length > 0) return undefined;
-  const ip = parseIpv4(addr);
-  const prefixLength = len === undefined ? 32 : /^[0-9]{1,2}$/.test(len) ? Number(len) : NaN;
-  if (ip === undefined || !(prefixLength >= 0 && prefixLength <= 32)) return undefined;
-  return { network: (ip & prefixMask(prefixLength)) >>> 0, prefixLength };
-}
-
-/** True when two IPv4 prefixes share at least one address. Unparsable input never overlaps. */
-export function ipv4CidrsOverlap(a: string, b: string): boolean {
-  const x = parseIpv4Cidr(a);
-  const y = parseIpv4Cidr(b);
-  if (x === undefined || y === undefined) return false;
-  const mask = prefixMask(Math.min(x.prefixLength, y.prefixLength));
-  return ((x.network & mask) >>> 0) === ((y.network & mask) >>> 0);
-}
-
-function prefixMask(length: number): number {
-  return length === 0 ? 0 : (0xffffffff << (32 - length)) >>> 0;
 }

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { ipv4CidrsOverlap, parseIpv4, parseNatExclude, resolveNatBridgeConfig } from './nat-config.js';
+import { resolvePluginSettings } from '@podvisor/core';
+import { NAT_BRIDGE_SETTINGS, parseNatExclude, resolveNatBridgeConfig } from './nat-config.js';
 
-const resolve = (env: Record<string, string | undefined>, settings: Record<string, unknown> = {}) => resolveNatBridgeConfig({ env, settings });
+/** As podvisor does it: the declared settings resolved and type-checked, then (when their types are right) the backend's checks across them. */
+const resolve = (env: Record<string, string | undefined>, settings: Record<string, unknown> = {}) => {
+  const typed = resolvePluginSettings(NAT_BRIDGE_SETTINGS, { env, yaml: { network: { settings } } });
+  if (typed.problems.length > 0) return { config: undefined, problems: typed.problems };
+  return resolveNatBridgeConfig({ settings: typed.settings });
+};
 
 describe('resolveNatBridgeConfig', () => {
   it('defaults to 192.168.254.2 behind 192.168.254.1, VNC kept, nothing else excluded', () => {
@@ -10,7 +16,6 @@ describe('resolveNatBridgeConfig', () => {
         vmIp: '192.168.254.2',
         vmGateway: '192.168.254.1',
         subnet: '192.168.254.0/30',
-        vncExcluded: true,
         exclude: [],
         resolvConf: '/etc/resolv.conf',
         podInterface: undefined,
@@ -68,7 +73,6 @@ describe('resolveNatBridgeConfig', () => {
       vmIp: '10.1.1.2',
       vmGateway: '10.1.1.1',
       subnet: '10.1.1.0/30',
-      vncExcluded: true,
       exclude: [{ proto: 'tcp', port: 22 }],
       resolvConf: '/run/resolv.conf',
       podInterface: 'net1',
@@ -80,22 +84,18 @@ describe('resolveNatBridgeConfig', () => {
     });
   });
 
-  it('names YAML paths for YAML values, and refuses unknown or mistyped keys', () => {
-    const { problems } = resolve({}, { vmIp: '10.1.1.3', vmGateway: 7, natExclude: 'tcp/x', resolvConf: 'resolv.conf', podInterface: 'a/b', noVnc: true });
+  it('a mistyped YAML value is refused by its declared type', () => {
+    expect(resolve({}, { vmGateway: 7 }).problems.map((p) => [p.path, p.value, p.expected])).toEqual([['yaml network.settings.vmGateway', 7, 'a non-empty string']]);
+  });
+
+  it('names YAML paths for YAML values', () => {
+    const { problems } = resolve({}, { vmIp: '10.1.1.3', vmGateway: '10.1.1.1', natExclude: 'tcp/x', resolvConf: 'resolv.conf', podInterface: 'a/b' });
     expect(problems.map((p) => [p.path, p.value])).toEqual([
-      ['yaml network.settings.noVnc', true],
-      ['yaml network.settings.vmGateway', 7],
       ['yaml network.settings.vmIp', '10.1.1.3'],
       ['yaml network.settings.natExclude', 'tcp/x'],
       ['yaml network.settings.resolvConf', 'resolv.conf'],
       ['yaml network.settings.podInterface', 'a/b'],
     ]);
-  });
-
-  it('treats any non-empty NO_VNC as set, and an empty one as unset', () => {
-    expect(resolve({ NO_VNC: '1' }).config?.vncExcluded).toBe(false);
-    expect(resolve({ NO_VNC: 'yes' }).config?.vncExcluded).toBe(false);
-    expect(resolve({ NO_VNC: '' }).config?.vncExcluded).toBe(true);
   });
 });
 
@@ -121,22 +121,5 @@ describe('parseNatExclude', () => {
       'tcp/22/1',
       'tcp/-1',
     ]);
-  });
-});
-
-describe('IPv4 helpers', () => {
-  it('parses dotted quads strictly', () => {
-    expect(parseIpv4('255.255.255.255')).toBe(0xffffffff);
-    expect(parseIpv4('10.0.0.1')).toBe(0x0a000001);
-    expect(parseIpv4(' 10.0.0.1')).toBeUndefined();
-    expect(parseIpv4('10.0.0.1.')).toBeUndefined();
-  });
-
-  it('tells whether two prefixes overlap', () => {
-    expect(ipv4CidrsOverlap('192.168.254.0/24', '192.168.254.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('192.168.254.1', '192.168.254.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('192.168.254.4/30', '192.168.254.0/30')).toBe(false);
-    expect(ipv4CidrsOverlap('0.0.0.0/0', '10.0.0.0/30')).toBe(true);
-    expect(ipv4CidrsOverlap('fe80::/64', '10.0.0.0/30')).toBe(false);
   });
 });

@@ -95,6 +95,8 @@ function netdev(nic: VmNic, passFd: (fd: number) => number): string {
       const fd = passFd(backend.fd);
       return backend.vhostFd === undefined ? `tap,id=${nic.id},fd=${fd}` : `tap,id=${nic.id},fd=${fd},vhost=on,vhostfd=${passFd(backend.vhostFd)}`;
     }
+    case 'stream':
+      return `stream,id=${nic.id},server=off,addr.type=unix,addr.path=${esc(backend.path)}`;
     case 'user':
       return `user,id=${nic.id}`;
     default:
@@ -129,7 +131,8 @@ export function planProblems(plan: VmLaunchPlan): ConfigProblem[] {
     else if (b?.kind === 'tap-fd') {
       check(isFd(b.fd), `${at}.backend.fd`, b.fd, 'an open file descriptor number');
       check(b.vhostFd === undefined || isFd(b.vhostFd), `${at}.backend.vhostFd`, b.vhostFd, 'an open file descriptor number');
-    } else check(b?.kind === 'user', `${at}.backend.kind`, b?.kind, 'tap | tap-fd | user');
+    } else if (b?.kind === 'stream') checkSocketPath(check, `${at}.backend.path`, b.path);
+    else check(b?.kind === 'user', `${at}.backend.kind`, b?.kind, 'tap | tap-fd | stream | user');
   }
   if (plan.vnc?.kind === 'tcp') {
     check(typeof plan.vnc.host === 'string', 'plan.vnc.host', plan.vnc.host, 'an address to listen on');

@@ -60,6 +60,7 @@ describe('buildQemuArgv', () => {
         { id: 'net1', mac: '52:54:00:00:00:02', backend: { kind: 'tap-fd', fd: 17, vhostFd: 18 }, addresses: [] },
         { id: 'net2', mac: '52:54:00:00:00:03', backend: { kind: 'tap-fd', fd: 21 }, addresses: [] },
         { id: 'net3', mac: '52:54:00:00:00:04', backend: { kind: 'user' }, addresses: [], mtu: 1370 },
+        { id: 'net4', mac: '52:54:00:00:00:05', backend: { kind: 'stream', path: '/state/passt,0.sock' }, addresses: [], mtu: 1500 },
       ],
       vnc: { kind: 'tcp', host: '0.0.0.0', display: 0 },
       extraArgs: ['-cpu', 'EPYC', '-device', 'virtio-rng-pci'],
@@ -87,6 +88,8 @@ describe('buildQemuArgv', () => {
       '-device', 'virtio-net-pci,netdev=net2,mac=52:54:00:00:00:03,id=net2-dev',
       '-netdev', 'user,id=net3',
       '-device', 'virtio-net-pci,netdev=net3,mac=52:54:00:00:00:04,id=net3-dev,host_mtu=1370',
+      '-netdev', 'stream,id=net4,server=off,addr.type=unix,addr.path=/state/passt,,0.sock',
+      '-device', 'virtio-net-pci,netdev=net4,mac=52:54:00:00:00:05,id=net4-dev,host_mtu=1500',
       '-vnc', '0.0.0.0:0',
       '-device', 'VGA',
       ...tail,
@@ -132,6 +135,7 @@ describe('buildQemuArgv', () => {
         nics: [
           { id: 'net0', mac: 'zz', backend: { kind: 'tap-fd', fd: -1 }, addresses: [] },
           { id: 'net0', mac: '52:54:00:00:00:02', backend: { kind: 'user' }, addresses: [], mtu: 20 },
+          { id: 'net2', mac: '52:54:00:00:00:03', backend: { kind: 'stream', path: '' }, addresses: [] },
         ],
         qmpSocket: `/${'x'.repeat(120)}`,
       });
@@ -140,7 +144,7 @@ describe('buildQemuArgv', () => {
     }
     expect(caught?.code).toBe('ERR_QEMU_PLAN_INVALID');
     const fields = (caught?.details?.problems as Array<{ path: string }>).map((p) => p.path);
-    expect(fields).toEqual(['plan.uuid', 'plan.vcpus', 'plan.memoryMb', 'plan.nics[0].mac', 'plan.nics[0].backend.fd', 'plan.nics[1].id', 'plan.nics[1].mtu', 'plan.qmpSocket']);
+    expect(fields).toEqual(['plan.uuid', 'plan.vcpus', 'plan.memoryMb', 'plan.nics[0].mac', 'plan.nics[0].backend.fd', 'plan.nics[1].id', 'plan.nics[1].mtu', 'plan.nics[2].backend.path', 'plan.qmpSocket']);
     expect(caught?.message).toContain('plan.vcpus: got 0, expected an integer from 1 to 255');
     expect(caught?.message).toContain('plan.memoryMb: got 8');
   });

@@ -18,4 +18,6 @@ export type { AcceleratorProbeOptions, FirmwareProbeOutcome } from './accel-prob
 export { kvmProbeFirmware, PROBE_EXIT_STATUS } from './kvm-probe-firmware.js';
 export { QemuVmRuntime, QemuRuntimeSettings } from './qemu-vm-runtime.js';
 export type { QemuVmHandle } from './qemu-vm-runtime.js';
-export { qemuModule } from './qemu-module.js';
+export { qemuModule, qemuPlugin } from './qemu-module.js';
+
+export { qemuPlugin as default } from './qemu-module.js';

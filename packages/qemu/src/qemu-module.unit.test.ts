@@ -15,14 +15,14 @@ function container(): Container {
 describe('qemuModule', () => {
   it('binds VmRuntime to one QemuVmRuntime, with or without settings bound', async () => {
     const c = container();
-    const runtime = c.get<VmRuntime>(VmRuntime);
+    const runtime = c.getNamed<VmRuntime>(VmRuntime, 'qemu');
     expect(runtime).toBeInstanceOf(QemuVmRuntime);
-    expect(c.get<VmRuntime>(VmRuntime)).toBe(runtime);
+    expect(c.getNamed<VmRuntime>(VmRuntime, 'qemu')).toBe(runtime);
     expect(c.get(QemuVmRuntime)).toBe(runtime);
 
     const withSettings = container();
     withSettings.bind<QemuRuntimeSettings>(QemuRuntimeSettings).toConstantValue({ qemuBinary: '/nonexistent/qemu-system-x86_64' });
-    const configured = withSettings.get<VmRuntime>(VmRuntime);
+    const configured = withSettings.getNamed<VmRuntime>(VmRuntime, 'qemu');
     // The bound binary is the one launched: a missing one fails before anything else happens.
     await expect(
       configured.launch({

@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, take, timeout, toArray } from 'rxjs';
-import { SqliteEventStore, type EventType, type StoredEvent } from '@podvisor/core';
+import { type EventType, type StoredEvent } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { ChildOutput } from '../../support/child-output.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));

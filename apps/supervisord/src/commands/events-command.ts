@@ -6,7 +6,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { SqliteEventStore, WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
+import { WARNING_EVENTS, type StoredEvent } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { writeAll } from '../process-output.js';
 import type { CommandIo } from './run-command.js';
 import { reportStartupError } from './run-command.js';

@@ -10,25 +10,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  ExecaProcessRunner,
-  JsonLogger,
-  SqliteEventStore,
-  SystemClock,
+  ConfigError,
+  PluginSettings,
+  ProcessRunner,
   isPodvisorError,
+  pluginSettingsName,
   redactUrl,
+  resolvePluginSettings,
   type ImagePullProgress,
-  type Logger,
-  type ProcessRunner,
+  type PluginRegistry,
 } from '@podvisor/core';
-import {
-  ContentImageStore,
-  DEFAULT_MAX_VIRTUAL_SIZE,
-  HttpImageSource,
-  LocalFileImageSource,
-  collectImageGarbage,
-  deriveTarget,
-  listImageCache,
-} from '@podvisor/image-store';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
+import { ContentImageStore, DEFAULT_MAX_VIRTUAL_SIZE, collectImageGarbage, deriveTarget, listImageCache, schemeOf } from '@podvisor/image-store';
+import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { ImageExitCode } from '../exit-codes.js';
 import type { CommandIo } from './run-command.js';
 
@@ -38,7 +32,7 @@ const DEFAULT_IMAGES_DIR = '/var/lib/podvisor/images';
 const DEFAULT_DISK_DIR = '/var/lib/podvisor/disk';
 
 
-const EXIT_CODES = 'Exit codes: 0 ok, 1 internal error, 2 usage error, 3 image error (the message names the URL, path and values).';
+const EXIT_CODES = 'Exit codes: 0 ok, 1 internal error, 2 usage error (or a plugin that cannot load, or its invalid settings), 3 image error (the message names the URL, path and values).';
 
 export const IMAGE_HELP = `Usage: podvisor image <pull|ls|gc|rebase> [options]
 
@@ -59,7 +53,8 @@ const COMMON = `  --images-dir DIR   the shared cache (default $PODVISOR_IMAGES_
 const HELP: Record<string, string> = {
   pull: `Usage: podvisor image pull [SOURCE] [--target NAME] [--sha256 HEX] [options]
 
-Downloads SOURCE (http(s) URL or local path; default $IMG_SOURCE) into the cache
+Downloads SOURCE (http(s) URL, local path, or a URL of a scheme an image-source
+plugin in PODVISOR_PLUGINS serves; default $IMG_SOURCE) into the cache
 under NAME (default $IMG_TARGET, else the last segment of SOURCE). Resumes with
 Range after an interruption, also by a later process (the partial download is
 kept under .tmp when a pull is interrupted or killed), retries 5xx and network
@@ -160,18 +155,18 @@ export async function imageCommand(argv: readonly string[], io: CommandIo): Prom
     io.stdout.write(help);
     return ImageExitCode.Ok;
   }
-  const log = new JsonLogger(io.stderr, 'podvisor', values.verbose === true ? 'info' : 'warn');
-  const runner = new ExecaProcessRunner(log.child({ name: 'ProcessRunner' }));
+  let app: ImageApp | undefined;
   try {
+    app = await imageApp(values, io);
     switch (sub) {
       case 'pull':
-        return await pull(values, positionals[0], io, log, runner);
+        return await pull(values, positionals[0], io, app);
       case 'ls':
-        return await ls(values, io, log, runner);
+        return await ls(values, io, app);
       case 'gc':
-        return await gc(values, io, log, runner);
+        return await gc(values, io, app);
       default:
-        return await rebase(values, io, log, runner);
+        return await rebase(values, io, app);
     }
   } catch (err) {
     if (err instanceof UsageError) {
@@ -180,44 +175,53 @@ export async function imageCommand(argv: readonly string[], io: CommandIo): Prom
     }
     return reportImageError(sub, err, io);
   } finally {
-    await runner.stopAll(1000);
+    await app?.runner.stopAll(1000);
   }
 }
 
-function makeStore(values: Values, io: CommandIo, log: Logger, runner: ProcessRunner): ContentImageStore {
+interface ImageApp {
+  store: ContentImageStore;
+  runner: ProcessRunner;
+  registry: PluginRegistry;
+  container: AppContainer['container'];
+}
+
+/**
+ * The image store of the app's container, with the same plugins as `podvisor
+ * run` (the built-in ones and those in PODVISOR_PLUGINS): an image-source
+ * plugin serves its scheme here too. Throws `ERR_PLUGIN_*` or a usage error.
+ */
+async function imageApp(values: Values, io: CommandIo): Promise<ImageApp> {
   const timeoutMs = values.timeout === undefined ? undefined : positive(values.timeout, '--timeout') * 1000;
   const retries = values.retries === undefined ? undefined : positive(values.retries, '--retries');
   const maxGb = values['max-virtual-size-gb'] === undefined ? undefined : positive(values['max-virtual-size-gb'], '--max-virtual-size-gb');
   const format = values.format ?? io.env['IMG_FORMAT'] ?? 'qcow2';
   if (format !== 'qcow2' && format !== 'raw') throw new UsageError(`--format (IMG_FORMAT): got ${JSON.stringify(format)}, expected qcow2 or raw`);
-  const http = new HttpImageSource(
-    {
+  const { container, registry } = await buildAppContainer({
+    logLevel: values.verbose === true ? 'info' : 'warn',
+    logSink: io.stderr,
+    imagesDir: imagesDir(values, io),
+    maxVirtualSizeBytes: maxGb === undefined ? DEFAULT_MAX_VIRTUAL_SIZE : maxGb * 1024 ** 3,
+    allowRawImage: format === 'raw',
+    progressIntervalMs: 200,
+    ...(values['lock-wait'] === undefined ? {} : { lockMaxWaitMs: nonNegative(values['lock-wait'], '--lock-wait') * 1000 }),
+    http: {
       ...(timeoutMs === undefined ? {} : { headersTimeoutMs: timeoutMs, bodyTimeoutMs: timeoutMs, connectTimeoutMs: timeoutMs }),
       ...(retries === undefined ? {} : { maxAttempts: retries }),
     },
-    new SystemClock(),
-  );
-  return new ContentImageStore(
-    {
-      imagesDir: imagesDir(values, io),
-      maxVirtualSizeBytes: maxGb === undefined ? DEFAULT_MAX_VIRTUAL_SIZE : maxGb * 1024 ** 3,
-      progressIntervalMs: 200,
-      allowRaw: format === 'raw',
-      ...(values['lock-wait'] === undefined ? {} : { lock: { maxWaitMs: nonNegative(values['lock-wait'], '--lock-wait') * 1000 } }),
-    },
-    [new LocalFileImageSource(), http],
-    runner,
-    log,
-  );
+    plugins: (io.env['PODVISOR_PLUGINS'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
+  });
+  return { store: container.get(ContentImageStore), runner: container.get<ProcessRunner>(ProcessRunner), registry, container };
 }
 
-async function pull(values: Values, sourceArg: string | undefined, io: CommandIo, log: Logger, runner: ProcessRunner): Promise<number> {
+async function pull(values: Values, sourceArg: string | undefined, io: CommandIo, app: ImageApp): Promise<number> {
   const source = sourceArg ?? io.env['IMG_SOURCE'];
   if (source === undefined || source === '') throw new UsageError('no SOURCE given and IMG_SOURCE is not set');
+  bindImageSourceSettings(app, source, io);
   const sha = values.sha256 ?? io.env['IMG_SHA256'];
   if (sha !== undefined && sha !== '' && !/^(sha256:)?[0-9a-f]{64}$/i.test(sha)) throw new UsageError(`--sha256: got ${JSON.stringify(sha)}, expected 64 hex digits (optionally prefixed sha256:)`);
   const target = values.target ?? io.env['IMG_TARGET'];
-  const store = makeStore(values, io, log, runner);
+  const { store } = app;
   const tty = (io.stderr as { isTTY?: boolean }).isTTY === true && values.json !== true;
   const bar = tty ? new ProgressBar(io.stderr) : null;
   const controller = new AbortController();
@@ -247,8 +251,23 @@ async function pull(values: Values, sourceArg: string | undefined, io: CommandIo
   }
 }
 
-async function ls(values: Values, io: CommandIo, log: Logger, runner: ProcessRunner): Promise<number> {
-  const listing = await listImageCache(makeStore(values, io, log, runner).layout);
+/**
+ * The settings of the image source that serves SOURCE's scheme, resolved from
+ * the environment as `podvisor run` does (without the YAML file, which
+ * `podvisor image` does not read), and bound for the plugin. Throws a
+ * `ConfigError` listing the problems.
+ */
+function bindImageSourceSettings(app: ImageApp, source: string, io: CommandIo): void {
+  const scheme = schemeOf(source);
+  const provision = app.registry.provision('image-source', scheme);
+  if (provision === undefined) return; // the store names the schemes it has
+  const { settings, problems } = resolvePluginSettings(provision.settings ?? [], { env: io.env, yaml: {} });
+  if (problems.length > 0) throw new ConfigError(problems);
+  app.container.bind<PluginSettings>(PluginSettings).toConstantValue(settings).whenTargetNamed(pluginSettingsName('image-source', scheme));
+}
+
+async function ls(values: Values, io: CommandIo, app: ImageApp): Promise<number> {
+  const listing = await listImageCache(app.store.layout);
   if (values.json === true) {
     io.stdout.write(`${JSON.stringify(listing)}\n`);
     return ImageExitCode.Ok;
@@ -264,12 +283,11 @@ async function ls(values: Values, io: CommandIo, log: Logger, runner: ProcessRun
   return ImageExitCode.Ok;
 }
 
-async function gc(values: Values, io: CommandIo, log: Logger, runner: ProcessRunner): Promise<number> {
+async function gc(values: Values, io: CommandIo, app: ImageApp): Promise<number> {
   const diskDirs = values['disk-dir'] ?? (io.env['PODVISOR_DISK_DIR'] === undefined ? [] : [io.env['PODVISOR_DISK_DIR']]);
   if (diskDirs.length === 0) throw new UsageError('give at least one --disk-dir (or set PODVISOR_DISK_DIR)');
   const minAgeMs = (values['min-age'] === undefined ? 3600 : nonNegative(values['min-age'], '--min-age')) * 1000;
-  const store = makeStore(values, io, log, runner);
-  const report = await collectImageGarbage(store.layout, runner, { diskDirs, dryRun: values.yes !== true, minAgeMs });
+  const report = await collectImageGarbage(app.store.layout, app.runner, { diskDirs, dryRun: values.yes !== true, minAgeMs });
   if (values.json === true) {
     io.stdout.write(`${JSON.stringify(report)}\n`);
     return ImageExitCode.Ok;
@@ -282,14 +300,14 @@ async function gc(values: Values, io: CommandIo, log: Logger, runner: ProcessRun
   return ImageExitCode.Ok;
 }
 
-async function rebase(values: Values, io: CommandIo, log: Logger, runner: ProcessRunner): Promise<number> {
+async function rebase(values: Values, io: CommandIo, app: ImageApp): Promise<number> {
   const diskDir = io.env['PODVISOR_DISK_DIR'] ?? DEFAULT_DISK_DIR;
   const disk = values.disk ?? path.join(diskDir, `${io.env['HOSTNAME'] ?? os.hostname()}.qcow2`);
   const imgSource = io.env['IMG_SOURCE'];
   const to = values.to ?? io.env['IMG_TARGET'] ?? (imgSource === undefined || imgSource === '' ? undefined : deriveTarget(imgSource));
   if (to === undefined) throw new UsageError('give --to NAME|SHA256 (or set IMG_TARGET / IMG_SOURCE)');
   if (!existsSync(disk)) throw new UsageError(`no pet disk at ${disk} (give --disk, or set PODVISOR_DISK_DIR and HOSTNAME)`);
-  const store = makeStore(values, io, log, runner);
+  const { store } = app;
   const base = await store.resolveBase(to);
   const result = await store.rebaseOverlay({ path: disk, base });
   const stateDir = values['state-dir'] ?? io.env['PODVISOR_STATE_DIR'] ?? path.join(path.dirname(disk), '.podvisor');
@@ -330,6 +348,7 @@ function reportImageError(sub: string, err: unknown, io: CommandIo): number {
   if (isPodvisorError(err)) {
     io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'error', logger: 'podvisor', msg: `image ${sub} failed`, err: err.toJSON() })}\n`);
     io.stderr.write(`podvisor image ${sub}: ${err.message}${err.hint === undefined ? '' : `\nhint: ${err.hint}`}\n`);
+    if (err instanceof ConfigError || err.code.startsWith('ERR_PLUGIN')) return ImageExitCode.Usage;
     return err.code === 'ERR_INTERNAL' ? ImageExitCode.Internal : ImageExitCode.Image;
   }
   io.stderr.write(`podvisor image ${sub}: internal error: ${(err as Error)?.stack ?? String(err)}\n`);

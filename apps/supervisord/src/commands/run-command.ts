@@ -15,23 +15,27 @@ import {
   ImageStore,
   Logger,
   NetworkBackend,
+  PluginSettings,
   ProcessRunner,
   Supervisor,
   VmRuntime,
   event,
   isPodvisorError,
-  type ConfigProblem,
+  pluginSettingsName,
   type NetworkAttachSpec,
+  type PluginKind,
+  type PluginRegistry,
   type SupervisorSettings,
 } from '@podvisor/core';
-import { SqliteEventStore, keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
+import { keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { QemuRuntimeSettings } from '@podvisor/qemu';
 import { buildAppContainer, type AppContainer } from '../app-container.js';
 import { preflightForRun } from '../preflight/run-preflight.js';
 import { FIELDS, REMOVED_SETTINGS } from '../config/config-fields.js';
 import { ExitCode, runExitCode } from '../exit-codes.js';
 import { takeOverSignals } from '../pid1/early-signals.js';
-import { resolveConfig, type PodvisorConfig } from '../config/load-config.js';
+import { collectConfig, vncOf, type ConfigInputs, type PodvisorConfig, type SelectedProvision } from '../config/load-config.js';
 import { ConsoleRelay } from '../console-relay.js';
 import { OrphanReaper } from '../pid1/orphan-reaper.js';
 import { ControlTokens } from '../http/control-tokens.js';
@@ -183,14 +187,14 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     },
     stopGraceSeconds: config.stopGrace,
     powerdownIntervalMs: config.powerdownIntervalMs,
-    vnc: { enabled: !config.noVnc, port: 5900 },
+    vnc: vncOf(config),
     extraArgs: config.extraArgs,
   };
   const supervisor = new Supervisor(settings, {
     store,
-    runtime: container.get<VmRuntime>(VmRuntime),
+    runtime: container.getNamed<VmRuntime>(VmRuntime, config.vmRuntime),
     images: container.get<ImageStore>(ImageStore),
-    configDrive: container.get<ConfigDriveBuilder>(ConfigDriveBuilder),
+    configDrive: container.getNamed<ConfigDriveBuilder>(ConfigDriveBuilder, config.configDriveFormat),
     network,
     extraNetworks,
     clock,
@@ -265,52 +269,50 @@ export interface RunSetup {
  * `ConfigError` with every problem, or `ERR_PLUGIN_*`. Creates nothing.
  */
 export async function resolveRunSetup(flags: Record<string, string | undefined>, positionals: readonly string[], io: CommandIo): Promise<RunSetup> {
-  // 1. Configuration.
-  const config = resolveConfig({
+  // 1. Which plugins to load, from a first reading of the configuration (its problems are reported by the whole check below).
+  const inputs: ConfigInputs = {
     yaml: readConfigFile(flags['config']),
     env: io.env,
     flags,
     extraArgs: positionals,
     hostname: io.env['HOSTNAME'] ?? os.hostname(),
     exists: existsSync,
-  });
+  };
+  const first = collectConfig(inputs, null).config;
 
-  // 2. The container and the plugins; the network backend's own validation joins the config check.
+  // 2. The container and the plugins; then the whole configuration, with the registry saying what exists and
+  // the selected plugins' settings checked with podvisor's; the network backend's own validation joins the check.
   const app = await buildAppContainer({
-    logLevel: config.logLevel,
-    imagesDir: config.imagesDir,
-    maxVirtualSizeBytes: config.maxVirtualSizeGb * 1024 ** 3,
-    allowRawImage: config.imageFormat === 'raw',
-    http: { headersTimeoutMs: config.imageTimeoutSeconds * 1000, bodyTimeoutMs: config.imageTimeoutSeconds * 1000, maxAttempts: config.imageRetries },
-    plugins: config.plugins,
+    logLevel: first.logLevel,
+    imagesDir: first.imagesDir,
+    maxVirtualSizeBytes: first.maxVirtualSizeGb * 1024 ** 3,
+    allowRawImage: first.imageFormat === 'raw',
+    http: { headersTimeoutMs: first.imageTimeoutSeconds * 1000, bodyTimeoutMs: first.imageTimeoutSeconds * 1000, maxAttempts: first.imageRetries },
+    plugins: first.plugins,
   });
   const { container, registry } = app;
+  const { config, problems } = collectConfig(inputs, registry);
+  for (const [kind, chosen] of Object.entries(config.selected) as Array<[PluginKind, SelectedProvision]>) {
+    container.bind<PluginSettings>(PluginSettings).toConstantValue(chosen.settings).whenTargetNamed(pluginSettingsName(kind, chosen.name));
+  }
   const controlPort = Number(config.listen.slice(config.listen.lastIndexOf(':') + 1));
   const networkSpec: NetworkAttachSpec = {
     vmName: config.name,
     stateDir: config.stateDir,
     diskDir: config.diskDir,
-    env: io.env,
-    settings: config.networkSettings,
-    vnc: { enabled: !config.noVnc, port: 5900 },
+    settings: config.selected['network-backend']?.settings ?? {},
+    vnc: vncOf(config),
     controlPort,
   };
+  const chosenNetwork = config.selected['network-backend'];
   let network: NetworkBackend | null = null;
-  const problems: ConfigProblem[] = [];
-  if (config.network !== 'none') {
-    if (registry.provider('network-backend', config.network) === undefined) {
-      problems.push({
-        path: config.origins.network,
-        value: config.network,
-        expected: `one of ${['none', ...registry.names('network-backend')].join(', ')} (or a plugin that provides it, named in PODVISOR_PLUGINS)`,
-      });
-    } else {
-      network = container.getNamed<NetworkBackend>(NetworkBackend, config.network);
-      problems.push(...network.validate(networkSpec));
-    }
+  if (chosenNetwork !== undefined) {
+    network = container.getNamed<NetworkBackend>(NetworkBackend, chosenNetwork.name);
+    // The backend's cross-field checks need its values type-checked: they run when its settings have no problem of their own.
+    if (!problems.some((p) => settingPaths(registry, chosenNetwork.name).has(p.path))) problems.push(...network.validate(networkSpec));
   }
   const extraNetworks: RunSetup['extraNetworks'] = [];
-  for (const [name, settings] of Object.entries(config.networkExtra)) {
+  for (const name of Object.keys(config.networkExtra)) {
     const path = config.origins.networkExtra;
     if (name === config.network || registry.provider('network-backend', name) === undefined) {
       problems.push({ path, value: name, expected: `a stackable network backend other than the primary ${config.network} (${registry.names('network-backend').filter((n) => n !== config.network).join(', ')}, or a plugin's, named in PODVISOR_PLUGINS)` });
@@ -321,9 +323,12 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
       problems.push({ path, value: name, expected: `a backend that adds a NIC next to the primary one; ${name} takes over the pod network itself (use it as PODVISOR_NETWORK)` });
       continue;
     }
+    const settings = config.selectedExtra.find((x) => x.name === name)?.settings ?? {};
+    container.bind<PluginSettings>(PluginSettings).toConstantValue(settings).whenTargetNamed(pluginSettingsName('network-backend', name));
     const spec = { ...networkSpec, settings };
     extraNetworks.push({ backend, spec });
-    problems.push(...backend.validate(spec));
+    // As for the primary: the cross-field checks run when the backend's settings have the right types.
+    if (!problems.some((p) => settingPaths(registry, name).has(p.path))) problems.push(...backend.validate(spec));
   }
   // The VNC password (the operator's, else generated in the state dir) reaches qemu over QMP, set by the qemu runtime.
   const vncConfigured = configuredVncPassword({ ...config, origins: { vncPasswordFile: config.origins.vncPasswordFile } }, problems);
@@ -339,6 +344,11 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return { config, app, network, networkSpec, extraNetworks, vncConfigured, tokens };
+}
+
+/** The problem paths of a network backend's declared settings (`yaml KEY`, `env VAR`). */
+function settingPaths(registry: PluginRegistry, backend: string): Set<string> {
+  return new Set((registry.provision('network-backend', backend)?.settings ?? []).flatMap((s) => [`yaml ${s.key}`, ...(s.env ?? []).map((e) => `env ${e}`)]));
 }
 
 function readConfigFile(explicit: string | undefined): { text: string; path: string } | null {

@@ -77,13 +77,10 @@ const size: Parse<number | undefined> = (raw) => {
   return { ok: Number(m[1]) * mult };
 };
 
-/** A free-form mapping (backend settings). */
-const mapping: Parse<Record<string, unknown>> = (raw) =>
-  typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? { ok: raw as Record<string, unknown> } : { expected: 'a mapping' };
-
 /**
  * Stacked network backends: a list of names (`l2-segment`, or `a,b` in the
- * environment), or in YAML a mapping of each name to its own settings.
+ * environment), or in YAML a mapping of each name to its own settings (the keys that
+ * backend declares, under `network.extra.NAME`).
  * Kept in the order given, which is the order of their NICs.
  */
 const extraNetworks: Parse<Record<string, Record<string, unknown>>> = (raw, source) => {
@@ -102,7 +99,7 @@ export const FIELDS = {
   accel: { key: 'vm.accel', env: ['PODVISOR_ACCEL'], flag: 'accel', parse: oneOf<AcceleratorChoice>(['auto', 'kvm', 'tcg']), doc: 'auto | kvm | tcg' } as FieldSpec<AcceleratorChoice>,
   accelProbeTimeoutMs: { key: 'vm.accelProbeTimeoutMs', env: ['PODVISOR_ACCEL_PROBE_TIMEOUT_MS'], parse: int(100, 60_000), doc: 'bound of the KVM probe' } as FieldSpec<number>,
   extraArgs: { key: 'vm.extraArgs', parse: stringList, doc: 'extra qemu arguments (the container CMD)' } as FieldSpec<string[]>,
-  imageSource: { key: 'image.source', env: ['IMG_SOURCE'], flag: 'image', parse: optionalStr, doc: 'http(s) URL or local path of the base qcow2' } as FieldSpec<string | undefined>,
+  imageSource: { key: 'image.source', env: ['IMG_SOURCE'], flag: 'image', parse: optionalStr, doc: 'URL (http, https, file, or an image-source plugin\'s scheme) or local path of the base qcow2' } as FieldSpec<string | undefined>,
   imageTarget: { key: 'image.target', env: ['IMG_TARGET'], parse: optionalStr, doc: 'name of the base in the images volume' } as FieldSpec<string | undefined>,
   imageSha256: { key: 'image.sha256', env: ['IMG_SHA256'], parse: sha256, doc: 'pinned sha256 of the base' } as FieldSpec<string | undefined>,
   imageFormat: { key: 'image.format', env: ['IMG_FORMAT'], parse: oneOf(['qcow2', 'raw'] as const), doc: 'format of the base: `raw` lets a body that is no qcow2 be a raw disk' } as FieldSpec<'qcow2' | 'raw'>,
@@ -116,10 +113,10 @@ export const FIELDS = {
   stateDir: { key: 'paths.stateDir', env: ['PODVISOR_STATE_DIR'], flag: 'state-dir', parse: absPath, doc: 'event log, sockets, console buffer' } as FieldSpec<string>,
   userData: { key: 'configDrive.userData', env: ['PODVISOR_USERDATA'], parse: absPath, doc: 'user-data source file' } as FieldSpec<string>,
   metaData: { key: 'configDrive.metaData', env: ['PODVISOR_METADATA'], parse: absPath, doc: 'meta-data source file' } as FieldSpec<string>,
-  configDriveFormat: { key: 'configDrive.format', env: ['PODVISOR_CONFIGDRIVE'], parse: oneOf<ConfigDriveFormat>(['config-2', 'nocloud']), doc: 'config-2 | nocloud' } as FieldSpec<ConfigDriveFormat>,
-  network: { key: 'network.backend', env: ['PODVISOR_NETWORK'], flag: 'network', parse: str, doc: 'nat-bridge | macvtap | none | a plugin' } as FieldSpec<string>,
-  networkSettings: { key: 'network.settings', parse: mapping, doc: "the backend's own settings" } as FieldSpec<Record<string, unknown>>,
-  networkExtra: { key: 'network.extra', env: ['PODVISOR_NETWORK_EXTRA'], flag: 'network-extra', parse: extraNetworks, doc: 'more network backends that each add a NIC next to the primary one (e.g. l2-segment)' } as FieldSpec<Record<string, Record<string, unknown>>>,
+  configDriveFormat: { key: 'configDrive.format', env: ['PODVISOR_CONFIGDRIVE'], parse: str, doc: 'config-2 | nocloud | a config-drive plugin' } as FieldSpec<ConfigDriveFormat>,
+  vmRuntime: { key: 'vm.runtime', env: ['PODVISOR_VM_RUNTIME'], parse: str, doc: 'qemu | a vm-runtime plugin' } as FieldSpec<string>,
+  network: { key: 'network.backend', env: ['PODVISOR_NETWORK'], flag: 'network', parse: str, doc: 'nat-bridge | macvtap | none | a network-backend plugin' } as FieldSpec<string>,
+  networkExtra: { key: 'network.extra', env: ['PODVISOR_NETWORK_EXTRA'], flag: 'network-extra', parse: extraNetworks, doc: 'more network backends that each add a NIC next to the primary one (e.g. l2-segment); in YAML, a mapping of each name to its settings' } as FieldSpec<Record<string, Record<string, unknown>>>,
   plugins: { key: 'plugins', env: ['PODVISOR_PLUGINS'], parse: stringList, doc: 'extra plugin modules (package names or paths)' } as FieldSpec<string[]>,
   noVnc: { key: 'vnc.disabled', env: ['NO_VNC'], parse: flagBool, doc: 'no VNC; 5900 is forwarded to the VM' } as FieldSpec<boolean>,
   vncPasswordFile: { key: 'vnc.passwordFile', env: ['PODVISOR_VNC_PASSWORD_FILE'], parse: optionalStr, doc: 'VNC password file' } as FieldSpec<string | undefined>,

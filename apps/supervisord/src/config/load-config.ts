@@ -1,20 +1,52 @@
 /**
  * Resolves podvisor's configuration with the precedence defaults < YAML file
  * < environment < flags, and reports every problem at once (each with where
- * the value came from, the value, and what was expected). Pure: file reads
- * and existence checks come in as functions.
+ * the value came from, the value, and what was expected). The plugin
+ * registry says which network backends, config-drive formats, VM runtimes
+ * and image URL schemes exist, and the settings of the selected provisions
+ * (declared in their manifests) are resolved and checked here too, with the
+ * core settings. Pure: file reads and existence checks come in as functions.
  */
 import path from 'node:path';
-import { ConfigError, parseYaml, redactUrl, type ConfigProblem } from '@podvisor/core';
+import {
+  ConfigError,
+  parseYaml,
+  redactUrl,
+  resolvePluginSettings,
+  type ConfigProblem,
+  type NetworkAttachSpec,
+  type PluginKind,
+  type PluginRegistry,
+  type PluginSettings,
+} from '@podvisor/core';
+import { schemeOf } from '@podvisor/image-store';
 import { FIELDS, REMOVED_SETTINGS, type FieldName, type FieldSpec } from './config-fields.js';
 
 type Values = { [K in FieldName]: (typeof FIELDS)[K] extends FieldSpec<infer T> ? T : never };
+
+/** The provision selected for a kind, and its resolved settings. */
+export interface SelectedProvision {
+  name: string;
+  settings: PluginSettings;
+}
 
 export interface PodvisorConfig extends Values {
   /** Where each value came from: `default`, `yaml KEY`, `env VAR` or `flag --x`. */
   origins: Record<FieldName, string>;
   /** The YAML file that was read, if any. */
   configFile: string | null;
+  /**
+   * Per plugin kind, the provision selected and its settings: the network
+   * backend (none for `none`), the config-drive format, the VM runtime, and
+   * the image source of IMG_SOURCE's scheme (none without an image).
+   */
+  selected: Partial<Record<PluginKind, SelectedProvision>>;
+  /**
+   * The stacked network backends (`network.extra`) that the registry has,
+   * other than the primary, in order, each with its resolved settings; the
+   * composition root checks that each is stackable.
+   */
+  selectedExtra: SelectedProvision[];
 }
 
 export interface ConfigInputs {
@@ -50,8 +82,8 @@ const DEFAULTS: Partial<Values> = {
   userData: '/userdata',
   metaData: '/metadata',
   configDriveFormat: 'config-2',
+  vmRuntime: 'qemu',
   network: 'nat-bridge',
-  networkSettings: {},
   networkExtra: {},
   plugins: [],
   noVnc: false,
@@ -70,10 +102,25 @@ const DEFAULTS: Partial<Values> = {
   logLevel: 'info',
 };
 
-/** Throws `ConfigError` listing every problem. */
-export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
+/**
+ * Throws `ConfigError` listing every problem. `plugins` is the registry of
+ * the loaded plugins; with `null` no plugin is known (every selection of a
+ * plugin kind is then a problem).
+ */
+export function resolveConfig(inputs: ConfigInputs, plugins: PluginRegistry | null): PodvisorConfig {
+  const { config, problems } = collectConfig(inputs, plugins);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * Like `resolveConfig`, but returns the problems instead of throwing; where
+ * a value has a problem, the config holds its default. Used to learn which
+ * plugins to load before the configuration can be checked whole.
+ */
+export function collectConfig(inputs: ConfigInputs, plugins: PluginRegistry | null): { config: PodvisorConfig; problems: ConfigProblem[] } {
   const problems: ConfigProblem[] = [];
-  const yaml = inputs.yaml === null ? {} : readYaml(inputs.yaml, problems);
+  const yaml = inputs.yaml === null ? {} : readYaml(inputs.yaml, pluginKeys(plugins), problems);
   const values: Record<string, unknown> = {};
   const origins: Record<string, string> = {};
 
@@ -134,27 +181,82 @@ export function resolveConfig(inputs: ConfigInputs): PodvisorConfig {
     problems.push({ path: origins['backoffMaxMs'] ?? 'restart.backoffMaxMs', value: values['backoffMaxMs'], expected: `at least restart.backoffInitialMs (${String(values['backoffInitialMs'])})` });
   }
 
-  // The image: required unless the pet disk exists; a local path must exist.
+  // The image: required unless the pet disk exists; a URL's scheme must be one an image source serves; a local path must exist.
   const source = values['imageSource'] as string | undefined;
   const disk = path.join(String(values['diskDir']), `${String(values['name'])}.qcow2`);
+  const schemes = plugins?.names('image-source') ?? [];
+  const urlSchemes = schemes.filter((x) => x !== 'file').map((x) => `${x}://`);
+  let imageScheme: string | undefined;
   if (source === undefined) {
     if (!inputs.exists(disk)) {
-      problems.push({ path: 'env IMG_SOURCE', value: undefined, expected: `an http(s) URL or a local path of a base image (required: there is no pet disk at ${disk})` });
+      problems.push({ path: 'env IMG_SOURCE', value: undefined, expected: `a URL or a local path of a base image (required: there is no pet disk at ${disk})` });
     }
   } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
-    if (!/^(https?|file):\/\//i.test(source)) problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: redactUrl(source), expected: 'an http://, https:// or file:// URL, or an absolute path' });
+    imageScheme = schemeOf(source);
+    if (!schemes.includes(imageScheme)) {
+      problems.push({
+        path: origins['imageSource'] ?? 'IMG_SOURCE',
+        value: redactUrl(source),
+        expected: `a URL of a scheme an image source serves (${[...urlSchemes, ...(schemes.includes('file') ? ['file://'] : [])].join(', ')}), or an absolute path; an image-source plugin named in PODVISOR_PLUGINS adds a scheme`,
+      });
+    }
   } else if (!source.startsWith('/')) {
-    problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: source, expected: 'an http(s) URL or an absolute path' });
+    problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: source, expected: `a URL (${urlSchemes.join(', ')}) or an absolute path` });
   } else if (!inputs.exists(source)) {
     problems.push({ path: origins['imageSource'] ?? 'IMG_SOURCE', value: source, expected: 'an existing image file (no such file)' });
+  } else {
+    imageScheme = 'file';
   }
 
-  if (problems.length > 0) throw new ConfigError(problems);
-  return { ...(values as unknown as Values), origins: origins as Record<FieldName, string>, configFile: inputs.yaml?.path ?? null };
+  // The plugin kinds: each selection must name a provision the registry has, and the selected provision's settings join the check.
+  const selections: Array<{ kind: PluginKind; field: FieldName | null; name: string | undefined; none?: string }> = [
+    { kind: 'network-backend', field: 'network', name: String(values['network']), none: 'none' },
+    { kind: 'config-drive', field: 'configDriveFormat', name: String(values['configDriveFormat']) },
+    { kind: 'vm-runtime', field: 'vmRuntime', name: String(values['vmRuntime']) },
+    { kind: 'image-source', field: null, name: imageScheme },
+  ];
+  const selected: Partial<Record<PluginKind, SelectedProvision>> = {};
+  for (const { kind, field, name, none } of selections) {
+    if (name === undefined || name === none) continue;
+    const provision = plugins?.provision(kind, name);
+    if (provision === undefined) {
+      if (field !== null) {
+        const available = [...(none === undefined ? [] : [none]), ...(plugins?.names(kind) ?? [])];
+        problems.push({ path: origins[field] ?? FIELDS[field].key, value: name, expected: `one of ${available.join(', ')} (or a plugin that provides ${kind} "${name}", named in PODVISOR_PLUGINS)` });
+      }
+      continue;
+    }
+    const resolved = resolvePluginSettings(provision.settings ?? [], { env: inputs.env, yaml });
+    problems.push(...resolved.problems);
+    selected[kind] = { name, settings: resolved.settings };
+  }
+
+  // The stacked network backends: each one's settings join the check too (its YAML keys are under network.extra.NAME).
+  const selectedExtra: SelectedProvision[] = [];
+  for (const [name, section] of Object.entries(values['networkExtra'] as Record<string, Record<string, unknown>>)) {
+    const provision = name === values['network'] ? undefined : plugins?.provision('network-backend', name);
+    if (provision === undefined) continue;
+    const keys = new Set((provision.settings ?? []).map((s) => s.key));
+    for (const [k, v] of Object.entries(section)) {
+      const key = `${FIELDS.networkExtra.key}.${name}.${k}`;
+      if (!keys.has(key)) problems.push({ path: `yaml ${key}`, value: v, expected: `one of the ${name} settings: ${[...keys].map((x) => x.slice(x.lastIndexOf('.') + 1)).join(', ')}` });
+    }
+    const resolved = resolvePluginSettings(provision.settings ?? [], { env: inputs.env, yaml });
+    problems.push(...resolved.problems);
+    selectedExtra.push({ name, settings: resolved.settings });
+  }
+
+  return { config: { ...(values as unknown as Values), origins: origins as Record<FieldName, string>, configFile: inputs.yaml?.path ?? null, selected, selectedExtra }, problems };
 }
 
-/** Parses the YAML file; syntax errors and unknown keys become problems. */
-function readYaml(file: { text: string; path: string }, problems: ConfigProblem[]): Record<string, unknown> {
+/** The YAML keys the loaded plugins declare. */
+function pluginKeys(plugins: PluginRegistry | null): string[] {
+  if (plugins === null) return [];
+  return (['network-backend', 'image-source', 'config-drive', 'vm-runtime'] as const).flatMap((kind) => plugins.provisions(kind).flatMap((p) => (p.settings ?? []).map((s) => s.key)));
+}
+
+/** Parses the YAML file; syntax errors and unknown keys (neither podvisor's nor a loaded plugin's) become problems. */
+function readYaml(file: { text: string; path: string }, extraKeys: readonly string[], problems: ConfigProblem[]): Record<string, unknown> {
   const parsed = parseYaml(file.text);
   if (!parsed.ok) {
     for (const e of parsed.problems) {
@@ -169,12 +271,11 @@ function readYaml(file: { text: string; path: string }, problems: ConfigProblem[
     return {};
   }
   // Removed keys are reported with their replacement, not as unknown.
-  const known = new Set([...Object.values(FIELDS).map((f) => f.key), ...REMOVED_SETTINGS.map((r) => r.key)]);
-  const freeForm = new Set(['network.settings']);
+  const known = new Set([...Object.values(FIELDS).map((f) => f.key), ...REMOVED_SETTINGS.map((r) => r.key), ...extraKeys]);
   const walk = (obj: Record<string, unknown>, prefix: string): void => {
     for (const [k, v] of Object.entries(obj)) {
       const key = prefix === '' ? k : `${prefix}.${k}`;
-      if (known.has(key) || freeForm.has(key)) continue;
+      if (known.has(key)) continue;
       const isSection = [...known].some((x) => x.startsWith(`${key}.`));
       if (isSection && typeof v === 'object' && v !== null && !Array.isArray(v)) walk(v as Record<string, unknown>, key);
       else problems.push({ path: `yaml ${key}`, value: v, expected: isSection ? 'a mapping' : `a known key (unknown key; see docs/configuration.md)` });
@@ -191,4 +292,14 @@ function getPath(obj: Record<string, unknown>, dotted: string): unknown {
     cur = (cur as Record<string, unknown>)[part];
   }
   return cur;
+}
+
+/**
+ * What `NO_VNC` means, decided once: VNC is on unless `NO_VNC` is set (a
+ * value other than empty, 0, false, no or off). When on, qemu serves it on
+ * 5900 and no network backend forwards 5900 to the VM; when off, 5900 is
+ * the VM's like any port. Every network backend gets this in its spec.
+ */
+export function vncOf(config: Pick<PodvisorConfig, 'noVnc'>): NetworkAttachSpec['vnc'] {
+  return { enabled: !config.noVnc, port: 5900 };
 }

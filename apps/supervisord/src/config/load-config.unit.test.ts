@@ -1,7 +1,15 @@
-import { describe, expect, it } from 'vitest';
-import { ConfigError } from '@podvisor/core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, type PluginRegistry } from '@podvisor/core';
 import { billionLaughsYaml } from '@podvisor/core/testing';
-import { resolveConfig, type ConfigInputs } from './load-config.js';
+import { buildAppContainer } from '../app-container.js';
+import { resolveConfig as resolveWith, type ConfigInputs } from './load-config.js';
+
+/** The registry of the real app's built-in plugins. */
+let registry: PluginRegistry;
+beforeAll(async () => {
+  ({ registry } = await buildAppContainer({ logLevel: 'error', imagesDir: '/nonexistent', maxVirtualSizeBytes: 1, plugins: [], logSink: { write: () => true } }));
+});
+const resolveConfig = (inputs: ConfigInputs) => resolveWith(inputs, registry);
 
 const base: ConfigInputs = {
   yaml: null,
@@ -61,10 +69,12 @@ describe('resolveConfig', () => {
 
   it('reports every problem at once, each with its path, value and expectation', () => {
     const found = problems({
-      yaml: { path: '/etc/p.yaml', text: 'vm:\n  colour: blue\nnetwork:\n  backend: nat-bridge\n  settings:\n    anything: goes\n' },
-      env: { IMG_SOURCE: '/nope.qcow2', IMG_RAM_MB: '-1', IMG_VCPU: 'two', PODVISOR_ACCEL: 'fast' },
+      yaml: { path: '/etc/p.yaml', text: 'vm:\n  colour: blue\nnetwork:\n  backend: nat-bridge\n  settings:\n    anything: goes\n    vmIp: 7\n' },
+      env: { IMG_SOURCE: '/nope.qcow2', IMG_RAM_MB: '-1', IMG_VCPU: 'two', PODVISOR_ACCEL: 'fast', VM_GW: '' },
     });
     expect([...found].sort()).toEqual([
+      'yaml network.settings.anything = "goes" (a known key (unknown key; see docs/configuration.md))',
+      'yaml network.settings.vmIp = 7 (a non-empty string)',
       'env IMG_VCPU = "two" (an integer from 1 to 255)',
       'env IMG_RAM_MB = "-1" (an integer from 16 to 4194304)',
       'env PODVISOR_ACCEL = "fast" (one of auto, kvm, tcg)',
@@ -78,11 +88,37 @@ describe('resolveConfig', () => {
     expect(problems({ env: {}, exists: (p) => p === '/var/lib/podvisor/disk/vm-7.qcow2' })).toEqual([]);
   });
 
-  it('accepts the seeds\' URL sources and refuses other schemes, hiding credentials', () => {
+  it('accepts the URL schemes the registry has an image source for and refuses others, naming those and hiding credentials', () => {
     expect(problems({ env: { IMG_SOURCE: 'https://user:pw@example.invalid/x.qcow2' } })).toEqual([]);
+    expect(problems({ env: { IMG_SOURCE: 'file:///images/base.qcow2' } })).toEqual([]);
     const found = problems({ env: { IMG_SOURCE: 'ftp://user:pw@example.invalid/x.qcow2' } });
-    expect(found[0]).toContain('ftp://***:***@example.invalid/x.qcow2');
-    expect(found[0]).not.toContain('pw');
+    expect(found).toEqual([
+      'env IMG_SOURCE = "ftp://***:***@example.invalid/x.qcow2" (a URL of a scheme an image source serves (http://, https://, file://), or an absolute path; an image-source plugin named in PODVISOR_PLUGINS adds a scheme)',
+    ]);
+  });
+
+  it('asks the registry which network backends, config-drive formats and VM runtimes exist', () => {
+    expect(problems({ env: { ...base.env, PODVISOR_NETWORK: 'passt', PODVISOR_CONFIGDRIVE: 'iso9660', PODVISOR_VM_RUNTIME: 'firecracker' } })).toEqual([
+      'env PODVISOR_NETWORK = "passt" (one of none, l2-segment, macvtap, nat-bridge (or a plugin that provides network-backend "passt", named in PODVISOR_PLUGINS))',
+      'env PODVISOR_CONFIGDRIVE = "iso9660" (one of config-2, nocloud (or a plugin that provides config-drive "iso9660", named in PODVISOR_PLUGINS))',
+      'env PODVISOR_VM_RUNTIME = "firecracker" (one of qemu (or a plugin that provides vm-runtime "firecracker", named in PODVISOR_PLUGINS))',
+    ]);
+  });
+
+  it('resolves the settings of the selected provisions only, with their origins', () => {
+    const c = resolveConfig({ ...base, env: { ...base.env, VM_IP: '10.9.8.6', AUTO_ATTACH: 'maybe' }, yaml: { path: '/p.yaml', text: 'network:\n  settings:\n    vmGateway: 10.9.8.5\n' } });
+    expect(c.selected['network-backend']).toEqual({
+      name: 'nat-bridge',
+      settings: {
+        vmIp: { value: '10.9.8.6', path: 'env VM_IP', given: true },
+        vmGateway: { value: '10.9.8.5', path: 'yaml network.settings.vmGateway', given: true },
+        natExclude: { value: [], path: 'env PODVISOR_NAT_EXCLUDE', given: false },
+        resolvConf: { value: '/etc/resolv.conf', path: 'yaml network.settings.resolvConf', given: false },
+        podInterface: { value: undefined, path: 'yaml network.settings.podInterface', given: false },
+      },
+    });
+    expect(Object.keys(c.selected).sort()).toEqual(['config-drive', 'image-source', 'network-backend', 'vm-runtime']);
+    expect(c.selected['image-source']).toEqual({ name: 'file', settings: {} });
   });
 
   it('NO_VNC is set by any non-empty value but 0/false/no/off', () => {
@@ -131,5 +167,17 @@ describe('resolveConfig', () => {
     const yaml = { text: 'network:\n  extra:\n    l2-segment:\n      reloadMs: 500\n', path: '/etc/podvisor/podvisor.yaml' };
     expect(resolveConfig({ ...base, yaml }).networkExtra).toEqual({ 'l2-segment': { reloadMs: 500 } });
     expect(problems({ yaml: { text: 'network:\n  extra: 3\n', path: 'p.yaml' } })).toEqual(['yaml network.extra = 3 (a list of network backend names, or a mapping of each name to its settings)']);
+  });
+
+  it("resolves a stacked backend's declared settings with podvisor's (environment over its YAML section), and refuses a key it does not declare", () => {
+    const yaml = { text: 'network:\n  extra:\n    l2-segment:\n      reloadMs: 500\n      wireguard: userspace\n', path: 'p.yaml' };
+    const c = resolveConfig({ ...base, yaml, env: { ...base.env, PODVISOR_L2_RELOAD_MS: '800' } });
+    expect(c.selectedExtra.map((x) => [x.name, x.settings['reloadMs'], x.settings['wireguard']?.value])).toEqual([['l2-segment', { value: 800, path: 'env PODVISOR_L2_RELOAD_MS', given: true }, 'userspace']]);
+    const bad = { text: 'network:\n  extra:\n    l2-segment:\n      colour: blue\n      reloadMs: fast\n', path: 'p.yaml' };
+    expect(problems({ yaml: bad, env: { ...base.env, PODVISOR_L2_WIREGUARD: 'ipsec' } })).toEqual([
+      'yaml network.extra.l2-segment.colour = "blue" (one of the l2-segment settings: peers, privateKey, wireguard, reloadMs, podInterface)',
+      'env PODVISOR_L2_WIREGUARD = "ipsec" (one of auto, kernel, userspace)',
+      'yaml network.extra.l2-segment.reloadMs = "fast" (an integer from 100 to 3600000)',
+    ]);
   });
 });

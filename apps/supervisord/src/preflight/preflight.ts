@@ -43,6 +43,7 @@ export const PREFLIGHT_MIN_FREE_BYTES = { images: 1024 ** 3, disk: 256 * 1024 **
  */
 export function configuredPrerequisites(
   container: Container,
+  chosen: Pick<PodvisorConfig, 'vmRuntime' | 'configDriveFormat'>,
   network: NetworkBackend | null,
   spec: NetworkAttachSpec,
   extraNetworks: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }> = [],
@@ -52,9 +53,9 @@ export function configuredPrerequisites(
   try {
     declared = [
       ['process runner', PROCESS_RUNNER_PREREQUISITES],
-      ['qemu', container.get<VmRuntime>(VmRuntime).prerequisites?.()],
+      [chosen.vmRuntime, container.getNamed<VmRuntime>(VmRuntime, chosen.vmRuntime).prerequisites?.()],
       ['image store', container.get<ImageStore>(ImageStore).prerequisites?.()],
-      ['config drive', container.get<ConfigDriveBuilder>(ConfigDriveBuilder).prerequisites?.()],
+      ['config drive', container.getNamed<ConfigDriveBuilder>(ConfigDriveBuilder, chosen.configDriveFormat).prerequisites?.()],
       ...(network === null ? [] : [[network.name, network.prerequisites?.(spec)] as [string, Prerequisites | undefined]]),
       ...extraNetworks.map((e) => [e.backend.name, e.backend.prerequisites?.(e.spec)] as [string, Prerequisites | undefined]),
     ];
@@ -118,13 +119,13 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
   const started = performance.now();
   const { config, container } = request;
   const needs: PreflightNeeds = {
-    components: configuredPrerequisites(container, request.network, request.networkSpec, request.extraNetworks),
+    components: configuredPrerequisites(container, config, request.network, request.networkSpec, request.extraNetworks),
     volumes: volumeNeeds(config),
     accelerator: request.probeAccelerator ? config.accel : null,
   };
   const facts = await probeHost(probeList(needs), {
     // Only doctor probes KVM, and it binds nothing afterwards.
-    ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(container.get<VmRuntime>(VmRuntime), config) } : {}),
+    ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(container.getNamed<VmRuntime>(VmRuntime, config.vmRuntime), config) } : {}),
   });
   return { needs, findings: evaluatePreflight(needs, facts), durationMs: Math.round(performance.now() - started) };
 }
@@ -147,9 +148,9 @@ async function probeKvm(runtime: VmRuntime, config: PodvisorConfig): Promise<Acc
  */
 export async function spawnableBinaries(): Promise<string[]> {
   const { container, registry } = await buildAppContainer({ logLevel: 'error', imagesDir: '/var/lib/podvisor/images', maxVirtualSizeBytes: 1, plugins: [], logSink: { write: () => true } });
-  const spec: NetworkAttachSpec = { vmName: 'podvisor', stateDir: '/var/lib/podvisor/disk/.podvisor', diskDir: '/var/lib/podvisor/disk', env: {}, settings: {}, vnc: { enabled: true, port: 5900 }, controlPort: 5800 };
+  const spec: NetworkAttachSpec = { vmName: 'podvisor', stateDir: '/var/lib/podvisor/disk/.podvisor', diskDir: '/var/lib/podvisor/disk', settings: {}, vnc: { enabled: true, port: 5900 }, controlPort: 5800 };
   const components = [
-    ...configuredPrerequisites(container, null, spec),
+    ...registry.names('vm-runtime').flatMap((vmRuntime) => registry.names('config-drive').flatMap((configDriveFormat) => configuredPrerequisites(container, { vmRuntime, configDriveFormat }, null, spec))),
     ...registry.names('network-backend').map((name) => {
       const backend = container.getNamed<NetworkBackend>(NetworkBackend, name);
       return { component: name, prerequisites: backend.prerequisites?.(spec) ?? {} };

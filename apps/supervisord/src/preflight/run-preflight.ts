@@ -9,7 +9,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Logger, PodvisorError, SqliteEventStore, errorMessage, type DomainEvent } from '@podvisor/core';
+import { Logger, PodvisorError, errorMessage, type DomainEvent } from '@podvisor/core';
+import { SqliteEventStore } from '@podvisor/core/sqlite';
 import { ExitCode } from '../exit-codes.js';
 import type { CommandIo, RunSetup } from '../commands/run-command.js';
 import { formatFindings, type PreflightFinding } from './preflight-model.js';

@@ -16,13 +16,14 @@ describe('parseResolvConf', () => {
       '# generated',
       'nameserver 127.0.0.53',
       'nameserver fd00::10',
+      'nameserver 192.0.2.256',
       'nameserver 192.0.2.53 ; trailing',
       'nameserver 192.0.2.53',
       'search a.example b.example.',
       'domain corp.example',
       '',
     ].join('\n');
-    expect(parseResolvConf(text)).toEqual({ nameservers: ['192.0.2.53'], search: ['corp.example'], skipped: ['127.0.0.53', 'fd00::10'] });
+    expect(parseResolvConf(text)).toEqual({ nameservers: ['192.0.2.53'], search: ['corp.example'], skipped: ['127.0.0.53', 'fd00::10', '192.0.2.256'] });
   });
 });
 

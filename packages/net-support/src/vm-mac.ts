@@ -1,5 +1,5 @@
 /**
- * The VM's MAC address on the NAT bridge. It must stay the same across
+ * The VM's MAC address, for a network plugin. It must stay the same across
  * restarts (the guest's DHCP client and cloud-init key on it), so it is derived
  * from the VM's name with qemu's locally administered `52:54:00` prefix, and
  * persisted next to the pet disk so that a later change of derivation, or an
@@ -32,26 +32,32 @@ export function vmMacPath(diskDir: string, vmName: string): string {
   return join(diskDir, `${vmName.replace(/\//g, '_')}.mac`);
 }
 
+/** The plugin's own error codes for `ensureVmMac` (nat-bridge: its MAC_FILE and MAC_INVALID codes). */
+export interface VmMacErrorCodes {
+  file: string;
+  invalid: string;
+}
+
 /**
  * Returns the persisted MAC, creating the file (and `diskDir`) from the
- * derived one when it is absent. Throws `ERR_NAT_MAC_INVALID` when the file
- * holds something that is not a unicast MAC, and `ERR_NAT_MAC_FILE` when it
+ * derived one when it is absent. Throws the plugin's `codes.invalid` when the
+ * file holds something that is not a unicast MAC, and `codes.file` when it
  * cannot be read or written.
  */
-export async function ensureVmMac(diskDir: string, vmName: string): Promise<{ mac: string; path: string; created: boolean }> {
+export async function ensureVmMac(diskDir: string, vmName: string, codes: VmMacErrorCodes): Promise<{ mac: string; path: string; created: boolean }> {
   const path = vmMacPath(diskDir, vmName);
   let text: string | undefined;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new PodvisorError('ERR_NAT_MAC_FILE', `cannot read the VM's MAC address from ${path}: ${(err as Error).message}`, { cause: err });
+      throw new PodvisorError(codes.file, `cannot read the VM's MAC address from ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
   if (text !== undefined) {
     const mac = text.trim().toLowerCase();
     if (!isUnicastMac(mac)) {
-      throw new PodvisorError('ERR_NAT_MAC_INVALID', `${path} holds ${JSON.stringify(text.trim())}, which is not a unicast MAC address`, {
+      throw new PodvisorError(codes.invalid, `${path} holds ${JSON.stringify(text.trim())}, which is not a unicast MAC address`, {
         hint: `write a MAC such as ${deriveVmMac(vmName)} into it, or delete it to have one derived from the VM's name`,
       });
     }
@@ -65,7 +71,7 @@ export async function ensureVmMac(diskDir: string, vmName: string): Promise<{ ma
     await writeFile(tmp, `${mac}\n`, { mode: 0o644 });
     await rename(tmp, path);
   } catch (err) {
-    throw new PodvisorError('ERR_NAT_MAC_FILE', `cannot persist the VM's MAC address to ${path}: ${(err as Error).message}`, {
+    throw new PodvisorError(codes.file, `cannot persist the VM's MAC address to ${path}: ${(err as Error).message}`, {
       hint: 'the disk dir (PODVISOR_DISK_DIR) must be a writable volume',
       cause: err,
     });

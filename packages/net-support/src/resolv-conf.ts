@@ -1,8 +1,10 @@
 /**
- * Plugin support: what the pod's resolv.conf tells a VM's DHCP server. The
+ * What the pod's resolv.conf tells a VM's DHCP server. The
  * pod's own nameservers and search list are handed to the guest, so the VM
  * resolves names as the pod does (the seeds' dnsmasq did the same).
  */
+
+import { parseIpv4 } from './ipv4.js';
 
 export interface PodResolvConf {
   /** IPv4 nameservers, in order, without duplicates; loopback ones are not reachable from the VM. */
@@ -21,7 +23,7 @@ export function parseResolvConf(text: string): PodResolvConf {
     const [keyword, ...values] = raw.replace(/[#;].*$/, '').trim().split(/\s+/);
     if (keyword === 'nameserver' && values[0] !== undefined) {
       const server = values[0];
-      if (/^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/.test(server) && !server.startsWith('127.')) {
+      if (parseIpv4(server) !== undefined && !server.startsWith('127.')) {
         if (!nameservers.includes(server)) nameservers.push(server);
       } else skipped.push(server);
     } else if ((keyword === 'search' || keyword === 'domain') && values.length > 0) {

@@ -1,6 +1,6 @@
 /**
- * Plugin support: keeps a network backend's dnsmasq running for as long as the
- * network is attached (both built-in network plugins use it). dnsmasq is spawned through the core `ProcessRunner` in the
+ * Keeps a network backend's dnsmasq running for as long as the
+ * network is attached (the network plugins use it). dnsmasq is spawned through the core `ProcessRunner` in the
  * foreground; it counts as started once it has written its pid file (it does
  * so after binding its DHCP socket). If it dies while supervised, it is
  * restarted with exponential backoff, a bounded number of times in a row, and
@@ -23,12 +23,22 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { hasCapabilities, ownEffectiveCapabilities } from './capabilities.js';
-import { SystemClock, type Clock } from './clock.js';
-import { PodvisorError } from './errors.js';
-import type { Logger } from './logger.js';
-import type { BinaryNeed, CapabilityNeed, NetworkHooks } from './ports.js';
-import { UNKILLABLE_HINT, terminateChild, type ChildHandle, type ProcessRunner } from './process-runner.js';
+import {
+  PodvisorError,
+  SystemClock,
+  UNKILLABLE_HINT,
+  hasCapabilities,
+  ownEffectiveCapabilities,
+  terminateChild,
+  type BinaryNeed,
+  type CapabilityNeed,
+  type ChildHandle,
+  type Clock,
+  type Logger,
+  type NetworkHooks,
+  type ProcessRunner,
+} from '@podvisor/core';
+import { readPid, stopStrayProcess } from './stray-process.js';
 
 /**
  * What a supervised dnsmasq needs, for the prerequisites of the backends that
@@ -262,61 +272,5 @@ export function dnsmasqOwnerFile(pidFile: string): string {
  */
 export async function stopStrayDnsmasq(pidFile: string, log: Logger, clock: Clock = new SystemClock()): Promise<number | undefined> {
   await rm(dnsmasqOwnerFile(pidFile), { force: true });
-  const pid = await readPid(pidFile);
-  let stopped: number | undefined;
-  if (pid !== undefined && (await isOurDnsmasq(pid, pidFile))) {
-    log.info('stopping a dnsmasq left by an earlier run', { pid, pidFile });
-    signal(pid, 'SIGTERM');
-    if (!(await waitGone(pid, 2000, clock))) {
-      signal(pid, 'SIGKILL');
-      if (!(await waitGone(pid, 2000, clock))) log.error('a dnsmasq left by an earlier run could not be stopped; left running', { pid, pidFile, hint: UNKILLABLE_HINT });
-    }
-    stopped = pid;
-  }
-  await rm(pidFile, { force: true });
-  return stopped;
-}
-
-async function readPid(pidFile: string): Promise<number | undefined> {
-  try {
-    const pid = Number((await readFile(pidFile, 'utf8')).trim());
-    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function isOurDnsmasq(pid: number, pidFile: string): Promise<boolean> {
-  try {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    return (argv[0] ?? '').split('/').pop() === 'dnsmasq' && argv.includes(`--pid-file=${pidFile}`);
-  } catch {
-    return false;
-  }
-}
-
-/** True once the process is gone or a zombie (its parent has not reaped it yet). */
-async function waitGone(pid: number, timeoutMs: number, clock: Clock): Promise<boolean> {
-  const deadline = clock.now().getTime() + timeoutMs;
-  for (;;) {
-    let state: string | undefined;
-    try {
-      // `pid (comm) S ...`; comm may itself hold spaces and parentheses.
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-      state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    } catch {
-      return true;
-    }
-    if (state === 'Z' || state === 'X') return true;
-    if (clock.now().getTime() > deadline) return false;
-    await clock.sleep(POLL_MS);
-  }
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // Already gone.
-  }
+  return stopStrayProcess({ pidFile, program: 'dnsmasq', marker: `--pid-file=${pidFile}` }, log, clock);
 }

@@ -4,7 +4,7 @@
  * in the pod. Backends route every host change through the runner, so their
  * int tests can run the real backend against a simulated pod.
  */
-import type { ChildHandle, ProcessRunner, RunOptions, RunResult, SpawnOptions } from './process-runner.js';
+import type { ChildHandle, ProcessRunner, RunOptions, RunResult, SpawnOptions } from '@podvisor/core';
 
 export class NetnsProcessRunner implements ProcessRunner {
   constructor(

@@ -1,10 +1,10 @@
 /**
- * Plugin support: one host-changing step of a network backend (create a link,
+ * One host-changing step of a network backend (create a link,
  * apply rules, start dnsmasq). A failure becomes the step's own coded error,
  * named after what it was doing, unless it is already one of this backend's
  * coded errors; the hint and details of a wrapped coded error are kept.
  */
-import { PodvisorError, errorMessage } from './errors.js';
+import { PodvisorError, errorMessage } from '@podvisor/core';
 
 export interface NetworkStep {
   /** The backend's name, first in the message (`nat-bridge: cannot ...`). */

@@ -1,0 +1,133 @@
+/**
+ * The contract every `NetworkBackend` must pass, as a reusable vitest suite.
+ * A backend's own test file calls `describeNetworkBackendContract` with a
+ * factory for a fresh backend and a spec that attaches in the test's sandbox
+ * (a network namespace the test made, a temp state dir), plus a probe of what
+ * the backend may leave on the host. Plugin authors run it against theirs the
+ * same way. It checks what the supervisor relies on: `validate` is pure and
+ * reports problems as `{path, value, expected}`; `detach` is idempotent and
+ * safe before any attach or after a crash; `attach` hands back NICs qemu can
+ * use, and after `detach` the host is as it was.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SilentLogger } from './logger.js';
+import type { NetworkAttachSpec, NetworkAttachment, NetworkBackend, NetworkHooks, PluginWarning } from './ports.js';
+
+export interface NetworkBackendContractSubject {
+  /** A new backend instance; called more than once per test (a second instance plays a restarted podvisor). */
+  create: () => NetworkBackend;
+  /** A spec that attaches in the sandbox: state and disk dirs of its own, settings that work there. */
+  spec: NetworkAttachSpec;
+  /**
+   * What the backend has left on the host (links, rules, processes, files), as
+   * strings; `[]` when the host is as before attach. Compared before and after.
+   */
+  leftovers: () => Promise<string[]>;
+  /** A spec change that `validate` must refuse (merged into `spec`, e.g. resolved `settings` holding a bad value), and the problem path it must name. */
+  invalid?: { spec: Partial<NetworkAttachSpec>; path: string };
+  /** Removes the sandbox; runs after every test, even a failed one. */
+  cleanup: () => Promise<void>;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+const NIC_KINDS = ['tap', 'tap-fd', 'stream', 'user'];
+
+function recordingHooks(): NetworkHooks & { warnings: PluginWarning[] } {
+  const warnings: PluginWarning[] = [];
+  return { log: new SilentLogger(), warnings, warn: (w) => warnings.push(w), notice: () => undefined };
+}
+
+/** Registers the `NetworkBackend` contract tests under `describe(name)`. */
+export function describeNetworkBackendContract(name: string, make: () => Promise<NetworkBackendContractSubject>): void {
+  describe(`NetworkBackend contract: ${name}`, () => {
+    let subject: NetworkBackendContractSubject;
+    let attached: NetworkBackend[] = [];
+
+    beforeEach(async () => {
+      subject = await make();
+      attached = [];
+    });
+
+    afterEach(async () => {
+      for (const b of attached) await b.detach(subject.spec).catch(() => undefined);
+      await subject.cleanup();
+    });
+
+    it('has a name and a pure validate that accepts the sandbox spec', () => {
+      const backend = subject.create();
+      expect(typeof backend.name).toBe('string');
+      expect(backend.name).not.toBe('');
+      expect(backend.validate(subject.spec)).toEqual([]);
+      expect(backend.validate(subject.spec)).toEqual([]);
+    });
+
+    it('reports a bad setting as {path, value, expected}, naming it', () => {
+      if (subject.invalid === undefined) return;
+      const problems = subject.create().validate({ ...subject.spec, ...subject.invalid.spec });
+      expect(problems.length).toBeGreaterThan(0);
+      for (const p of problems) {
+        expect(typeof p.path).toBe('string');
+        expect(typeof p.expected).toBe('string');
+      }
+      expect(problems.map((p) => p.path)).toContain(subject.invalid.path);
+    });
+
+    it('declares prerequisites without touching the host', async () => {
+      const before = await subject.leftovers();
+      const needs = subject.create().prerequisites?.(subject.spec) ?? {};
+      for (const b of needs.binaries ?? []) expect(b.name).not.toBe('');
+      for (const c of needs.capabilities ?? []) expect(c.name).toMatch(/^[A-Z_]+$/);
+      expect(await subject.leftovers()).toEqual(before);
+    });
+
+    it('detach before any attach is a no-op, twice', async () => {
+      expect(await subject.leftovers()).toEqual([]);
+      const backend = subject.create();
+      await backend.detach(subject.spec);
+      await backend.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+    });
+
+    it('attach hands back usable NICs; detach leaves the host as it was, and is idempotent', async () => {
+      const backend = subject.create();
+      const hooks = recordingHooks();
+      const attachment: NetworkAttachment = await backend.attach(subject.spec, hooks);
+      attached.push(backend);
+      const ids = attachment.nics.map((n) => n.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      for (const nic of attachment.nics) {
+        expect(nic.id).toMatch(/^[A-Za-z][A-Za-z0-9_.-]*$/);
+        expect(nic.mac).toMatch(MAC);
+        expect(NIC_KINDS).toContain(nic.backend.kind);
+        expect(Array.isArray(nic.addresses)).toBe(true);
+      }
+      expect(typeof attachment.detail).toBe('object');
+      await backend.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+      await backend.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+    });
+
+    it('a new instance cleans up after one that was never detached (a crashed run), and attaches again', async () => {
+      const crashed = subject.create();
+      await crashed.attach(subject.spec, recordingHooks());
+      attached.push(crashed);
+      const next = subject.create();
+      await next.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+      await next.attach(subject.spec, recordingHooks());
+      attached.push(next);
+      await next.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+    });
+
+    it('an aborted attach throws and leaves nothing behind', async () => {
+      const backend = subject.create();
+      const controller = new AbortController();
+      controller.abort(new Error('contract: aborted'));
+      await expect(backend.attach({ ...subject.spec, signal: controller.signal }, recordingHooks())).rejects.toThrow();
+      await backend.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+    });
+  });
+}
