@@ -228,8 +228,10 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
     const [firstPid] = await dnsmasqPidsInPod();
 
     const second = newBackend();
-    const { hooks, notices } = recordingHooks();
+    const { hooks, notices, warnings } = recordingHooks();
     await second.attach(spec(), hooks);
+    // The first run's bridge still routed the VM's /30: that is a leftover to replace, not an overlap.
+    expect(warnings).toEqual([]);
     // The first instance sees its dnsmasq die, and stands down instead of fighting.
     await firstLog.waitFor('no longer owns the network');
 

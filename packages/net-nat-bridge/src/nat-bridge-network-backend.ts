@@ -403,10 +403,12 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     return false;
   }
 
-  /** Warns (never throws) when the VM's /30 collides with an address or route the pod has. */
+  /** Warns (never throws) when the VM's /30 collides with an address or route the pod has (not through podvisor's own links). */
   private warnOnOverlap(config: NatBridgeConfig, pod: NatPodInterface, routes: readonly PodRoute[], hooks: NetworkHooks): void {
+    // Routes through podvisor's own links are an earlier run's leftovers, which the link batch replaces.
+    const ours = new Set<string>(Object.values(NAT_BRIDGE_LINKS));
     const clashes = routes
-      .filter((r) => typeof r.dst === 'string' && r.dst !== 'default' && ipv4CidrsOverlap(r.dst, config.subnet))
+      .filter((r) => typeof r.dst === 'string' && r.dst !== 'default' && !ours.has(r.dev ?? '') && ipv4CidrsOverlap(r.dst, config.subnet))
       .map((r) => `${r.dst} dev ${r.dev ?? '?'}${r.table === undefined ? '' : ` table ${r.table}`}`);
     if (ipv4CidrsOverlap(pod.ip, config.subnet) && !clashes.some((c) => c.startsWith(`${pod.ip} `))) clashes.push(`${pod.ip} (the pod IP)`);
     if (clashes.length === 0) return;
