@@ -120,28 +120,33 @@ function fakeQemu(execute: (command: string, exit: (e: QemuExit) => void) => Pro
   } as VmHandle;
 }
 
+/** A Supervisor around a fake qemu: a TCG probe, a launch that hands back `vm`, an existing overlay, no config drive. */
+function supervisorAround(vm: VmHandle, o: { store: MemoryEventStore; clock: Clock; network: NetworkBackend | null; stopGraceSeconds: number; exitCodeOf: SupervisorDeps['exitCodeOf'] }): Supervisor {
+  const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
+  return new Supervisor(
+    { ...settings, accel: 'tcg', stopGraceSeconds: o.stopGraceSeconds },
+    {
+      store: o.store,
+      runtime: {
+        probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
+        launch: () => Promise.resolve(vm),
+      } as unknown as VmRuntime,
+      images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
+      configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
+      network: o.network,
+      clock: o.clock,
+      log: new SilentLogger(),
+      exitCodeOf: o.exitCodeOf,
+    },
+  );
+}
+
 describe('Supervisor: a qemu that answers no QMP', () => {
   it('a stop asked through act() escalates to quit and SIGKILL on its timers, ends forced, and leaves no unhandled rejection', async () => {
     // Every QMP call fails at once (a refused or broken monitor).
     const vm = fakeQemu(() => Promise.reject(new PodvisorError('ERR_QMP_INTERRUPTED', 'QMP command interrupted: the QMP socket closed')));
-    const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
     const store = new MemoryEventStore();
-    const supervisor = new Supervisor(
-      { ...settings, accel: 'tcg', stopGraceSeconds: 3 },
-      {
-        store,
-        runtime: {
-          probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
-          launch: () => Promise.resolve(vm),
-        } as unknown as VmRuntime,
-        images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
-        configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
-        network: null,
-        clock: new SystemClock(),
-        log: new SilentLogger(),
-        exitCodeOf: (o) => (o.kind === 'forced' ? 7 : 0),
-      },
-    );
+    const supervisor = supervisorAround(vm, { store, clock: new SystemClock(), network: null, stopGraceSeconds: 3, exitCodeOf: (o) => (o.kind === 'forced' ? 7 : 0) });
     const done = supervisor.run();
     await firstValueFrom(store.follow(0).pipe(filter((e) => e.type === 'VmStarted')));
     await supervisor.act('stop', 'unix-socket');
@@ -244,24 +249,8 @@ describe('Supervisor: the teardown gets what is left of the stop budget', () => 
         return new Promise<void>((r) => (finishDetach = r));
       },
     };
-    const overlay: Overlay = { path: '/d/vm.qcow2', created: false, backingFile: null, backingFormat: null, virtualSize: 1, backingSha256: null, behindBase: false };
     const store = new MemoryEventStore({ clock });
-    const supervisor = new Supervisor(
-      { ...settings, accel: 'tcg', stopGraceSeconds },
-      {
-        store,
-        runtime: {
-          probeAccelerator: () => Promise.resolve({ requested: 'tcg', selected: 'tcg', kvmWorks: false, probeMs: 0, detail: '' }),
-          launch: () => Promise.resolve(vm),
-        } as unknown as VmRuntime,
-        images: { ensureOverlay: () => Promise.resolve(overlay) } as unknown as ImageStore,
-        configDrive: { build: () => Promise.resolve(null) } as unknown as ConfigDriveBuilder,
-        network,
-        clock,
-        log: new SilentLogger(),
-        exitCodeOf: () => 0,
-      },
-    );
+    const supervisor = supervisorAround(vm, { store, clock, network, stopGraceSeconds, exitCodeOf: () => 0 });
     return { clock, store, supervisor, detaching, finishDetach: () => finishDetach() };
   }
 
