@@ -4,7 +4,8 @@
  * reach `wc -l` whole in every run, both read from the file (`podvisor events`)
  * and paged through the control endpoint (`podvisor ctl events`, over the real
  * unix socket); a reader that goes away ends the command quietly with 141, a
- * full disk behind `> file` is an error (exit 1); a
+ * full disk behind `> file` is an error (exit 1); `events --follow` keeps
+ * printing what another writer commits until a signal; a
  * "billion laughs" config file is a configuration error (exit 2), not a crash.
  */
 import { execFile } from 'node:child_process';
@@ -110,6 +111,31 @@ describe('podvisor output through a pipe', () => {
     store = await logOfTenThousand();
     const r = await run('bash', ['-c', `${process.execPath} ${CLI} events --json --state-dir '${dirs.stateDir}' > /dev/full; echo "exit $?"`]);
     expect(r).toEqual({ stdout: 'exit 1\n', stderr: 'podvisor: cannot write to stdout: ENOSPC: no space left on device, write\n' });
+  });
+});
+
+describe('podvisor events --follow', () => {
+  it('prints the backlog, then each event another process commits, until SIGINT or SIGTERM (exit 0)', async () => {
+    await mkdir(dirs.stateDir, { recursive: true });
+    store = SqliteEventStore.open({ path: path.join(dirs.stateDir, 'events.db') });
+    const s = store;
+    const pulled = (bytes: number): DomainEvent => ({ type: 'ImagePullProgressed', data: { source: 'https://images.example/base.qcow2', target: 'base.qcow2', bytes, total: 3, percent: 0, bytesPerSecond: 1 } });
+    s.append('pv-follow', [pulled(1)]);
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      const p = new PodvisorProcess(['events', '--follow', '--state-dir', dirs.stateDir], {});
+      try {
+        await p.waitForStdout(/ImagePullProgressed .*bytes=1 /);
+        // Still following once the backlog is printed: the next event written by this process (another writer) appears.
+        const next = s.lastPosition() + 1;
+        s.append('pv-follow', [pulled(next)]);
+        await p.waitForStdout(new RegExp(`ImagePullProgressed .*bytes=${next} `));
+        expect(p.ended).toBe(false);
+        p.signal(sig);
+        expect([sig, await p.exited]).toEqual([sig, { code: 0, signal: null }]);
+      } finally {
+        await p.killed();
+      }
+    }
   });
 });
 

@@ -20,11 +20,12 @@ export const EVENTS_HELP = `Usage: podvisor events [--json] [--follow] [--after 
 
 Prints the VM's event log (oldest first).
   --json            one JSON envelope per line: {position, at, type, schemaVersion, vm, data, correlationId}
-  -f, --follow      keep printing new events until interrupted
+  -f, --follow      keep printing new events until SIGINT or SIGTERM
   --after N         only events after position N (default 0)
   --state-dir DIR   the state dir (default $PODVISOR_STATE_DIR, else $PODVISOR_DISK_DIR/.podvisor,
                     else /var/lib/podvisor/disk/.podvisor)
-Exit codes: 0 ok, 2 usage error or no event log there, 141 the reader of stdout went away.
+Exit codes: 0 ok (--follow: ended by SIGINT or SIGTERM), 1 the log could not be read, 2 usage error
+or no event log there, 141 the reader of stdout went away.
 `;
 
 export async function eventsCommand(argv: readonly string[], io: CommandIo): Promise<number> {
@@ -82,16 +83,33 @@ export async function eventsCommand(argv: readonly string[], io: CommandIo): Pro
       }
       return ExitCode.Ok;
     }
+    let failed: unknown = null;
     await new Promise<void>((resolve) => {
-      const sub = store.follow(after).subscribe({ next: print, complete: resolve, error: resolve });
+      // The store polls for other writers on an unref'd timer (it must not keep a daemon alive):
+      // this timer keeps the command alive until a signal or the end of the log.
+      const alive = setInterval(() => undefined, 1 << 30);
+      const done = (): void => {
+        clearInterval(alive);
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      const sub = store.follow(after).subscribe({
+        next: print,
+        complete: done,
+        error: (err: unknown) => {
+          failed = err;
+          done();
+        },
+      });
       const stop = (): void => {
         sub.unsubscribe();
-        resolve();
+        done();
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
-    return ExitCode.Ok;
+    return failed === null ? ExitCode.Ok : reportStartupError(failed, io);
   } finally {
     store.close();
   }
