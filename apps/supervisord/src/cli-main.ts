@@ -21,6 +21,12 @@ Commands:
 Run 'podvisor <command> --help' for a command's options.
 `;
 
+const VERSION_HELP = `Usage: podvisor version
+
+Prints podvisor's version.
+Exit codes: 0 ok, 2 usage error.
+`;
+
 export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -41,6 +47,14 @@ export async function main(argv: readonly string[], io: CommandIo): Promise<numb
       return (await import('./commands/plugins-command.js')).pluginsCommand(rest, io);
     case 'version':
     case '--version':
+      if (rest.length === 1 && (rest[0] === '--help' || rest[0] === '-h')) {
+        io.stdout.write(VERSION_HELP);
+        return 0;
+      }
+      if (rest.length > 0) {
+        io.stderr.write(`podvisor version: unexpected argument ${JSON.stringify(rest[0])}\n\n${VERSION_HELP}`);
+        return 2;
+      }
       io.stdout.write(`podvisor ${VERSION}\n`);
       return 0;
     case undefined:

@@ -26,7 +26,7 @@ ${DEFAULT_CONFIG_FILE} if it exists) would run:
 Each finding that is not ok names its fix. 'podvisor run' performs the same
 checks (without the KVM probe) and stops before any pull when one fails.
 
-  --json      one JSON object: {status, findings: [{id, check, status, finding, fix}]}
+  --json      one JSON object: {status, network, accel, durationMs, findings: [{id, check, status, finding, fix}]}
   -h, --help  this help
 
 Exit codes: 0 nothing failed (warnings allowed), 2 invalid configuration or

@@ -59,18 +59,25 @@ export const RUN_FLAGS = Object.fromEntries(
     .map((f) => [f.flag as string, { type: 'string' as const }]),
 );
 
+/** Two columns, the second one starting two spaces after the longest first cell. */
+function helpRows(rows: readonly (readonly [string, string])[]): string {
+  const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
+  return rows.map(([flag, doc]) => `  ${flag.padEnd(width)}${doc}`).join('\n');
+}
+
 export const RUN_HELP = `Usage: podvisor run [flags] [--] [qemu arguments...]
 
 Runs one VM as this container's main process. Arguments after the flags are
 appended to qemu's command line as given (the container's CMD).
 
 Flags (each also an environment variable and a YAML key; see docs/configuration.md):
-  --config FILE        YAML configuration (default ${DEFAULT_CONFIG_FILE} if it exists)
-${Object.values(FIELDS)
-  .filter((f) => f.flag !== undefined)
-  .map((f) => `  --${`${f.flag} VALUE`.padEnd(19)}${f.doc}${f.env === undefined ? '' : ` [${f.env.join(', ')}]`}`)
-  .join('\n')}
-  -h, --help           this help
+${helpRows([
+  ['--config FILE', `YAML configuration (default ${DEFAULT_CONFIG_FILE} if it exists)`],
+  ...Object.values(FIELDS)
+    .filter((f) => f.flag !== undefined)
+    .map((f): [string, string] => [`--${f.flag} VALUE`, `${f.doc}${f.env === undefined ? '' : ` [${f.env.join(', ')}]`}`]),
+  ['-h, --help', 'this help'],
+])}
 
 Signals: SIGTERM/SIGINT stop the VM within PODVISOR_STOP_GRACE (ACPI, then QMP quit,
 then SIGKILL); a second one skips to QMP quit; SIGQUIT kills qemu at once; SIGHUP is
