@@ -151,6 +151,14 @@ export class ControlHandler {
     ]);
   }
 
+  /**
+   * Every path and method this handler serves, as the OpenAPI file spells
+   * them (noVNC's files as `/console/novnc/{file}`), from the dispatch table itself.
+   */
+  served(): { path: string; methods: string[] }[] {
+    return [...[...this.routes].map(([path, methods]) => ({ path, methods: Object.keys(methods) })), { path: `${WEB_CONSOLE_PREFIX}{file}`, methods: ['GET'] }];
+  }
+
   /** Answers one request. Never throws; never rejects. */
   handle(req: IncomingMessage, res: ServerResponse, origin: RequestOrigin): void {
     const rawPath = (req.url ?? '/').split('?', 1)[0] ?? '/';
