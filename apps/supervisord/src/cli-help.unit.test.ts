@@ -43,13 +43,18 @@ describe('podvisor --help and docs/cli.md', () => {
     }
   }, 60_000);
 
-  it('each option row of every --help is "flag [METAVAR]", then two spaces or more, then its description', async () => {
+  it('each option row of every --help is "flag [METAVAR]", two spaces or more, then its description, all in one column', async () => {
     const bad: string[] = [];
-    for (const c of await commands()) {
-      const { stdout } = await podvisor(c, '--help');
-      for (const line of stdout.split('\n').filter((l) => /^ {2}-[\w-]/.test(l))) {
-        if (!/^ {2}(-\w, )?--?[\w-]+( [A-Z]+)?( {2,}\S.*)?$/.test(line)) bad.push(`${c}: ${line}`);
+    const helps = [...(await commands()).map((c) => [c]), ...['pull', 'ls', 'gc', 'rebase'].map((s) => ['image', s])];
+    for (const argv of helps) {
+      const { code, stdout } = await podvisor(...argv, '--help');
+      expect([argv, code]).toEqual([argv, 0]);
+      const rows = stdout.split('\n').filter((l) => /^ {2}-[\w-]/.test(l));
+      for (const line of rows) {
+        if (!/^ {2}(-\w, )?--?[\w-]+( [\w|]+)?( {2,}\S.*)?$/.test(line)) bad.push(`${argv.join(' ')}: ${line}`);
       }
+      const columns = new Set(rows.filter((l) => / {2,}\S/.test(l.slice(2))).map((l) => 2 + (/ {2,}\S/.exec(l.slice(2)) as RegExpExecArray).index + (/ {2,}/.exec(l.slice(2)) as RegExpExecArray)[0].length));
+      if (columns.size > 1) bad.push(`${argv.join(' ')}: descriptions start at columns ${[...columns].join(', ')}`);
     }
     expect(bad).toEqual([]);
   }, 60_000);

@@ -45,10 +45,17 @@ Run 'podvisor image <subcommand> --help' for its options.
 ${EXIT_CODES}
 `;
 
-const COMMON = `  --images-dir DIR   the shared cache (default $PODVISOR_IMAGES_DIR, else ${DEFAULT_IMAGES_DIR})
-  --json             print the result as one JSON document on stdout
-  -v, --verbose      JSON log lines on stderr (info level)
-  -h, --help         this help`;
+/** The options every subcommand takes, their descriptions starting at `width` + 2, as the subcommand's own rows do. */
+function common(width: number): string {
+  return [
+    ['--images-dir DIR', `the shared cache (default $PODVISOR_IMAGES_DIR, else ${DEFAULT_IMAGES_DIR})`],
+    ['--json', 'print the result as one JSON document on stdout'],
+    ['-v, --verbose', 'JSON log lines on stderr (info level)'],
+    ['-h, --help', 'this help'],
+  ]
+    .map(([flag, doc]) => `  ${(flag as string).padEnd(width)}${doc}`)
+    .join('\n');
+}
 
 const HELP: Record<string, string> = {
   pull: `Usage: podvisor image pull [SOURCE] [--target NAME] [--sha256 HEX] [options]
@@ -71,13 +78,13 @@ an unchanged source (ETag/Last-Modified), transfers nothing.
   --timeout SECONDS        headers and body-idle timeout (default 30)
   --retries N              attempts in a row without progress (default 5)
   --max-virtual-size-gb N  refuse larger images (default 2048)
-${COMMON}
+${common(25)}
 ${EXIT_CODES}
 `,
   ls: `Usage: podvisor image ls [options]
 
 Lists each name (source, sha256, when fetched) and each content (size, names).
-${COMMON}
+${common(19)}
 ${EXIT_CODES}
 `,
   gc: `Usage: podvisor image gc --disk-dir DIR [--disk-dir DIR...] [--yes] [options]
@@ -91,7 +98,7 @@ Symlinked pet disks are followed.
   --disk-dir DIR       a directory of pet disks (repeat; default $PODVISOR_DISK_DIR)
   --yes                remove them
   --min-age SECONDS    keep contents younger than this (default 3600)
-${COMMON}
+${common(21)}
 ${EXIT_CODES}
 `,
   rebase: `Usage: podvisor image rebase [--disk PATH] [--to NAME|SHA256] [options]
@@ -102,7 +109,7 @@ VM must be stopped. Records a DiskRebased event when the disk dir has an event l
   --disk PATH        the pet disk (default $PODVISOR_DISK_DIR/$HOSTNAME.qcow2)
   --to NAME|SHA256   the new base (default $IMG_TARGET, else derived from $IMG_SOURCE)
   --state-dir DIR    the event log's dir (default $PODVISOR_STATE_DIR, else <disk dir>/.podvisor)
-${COMMON}
+${common(19)}
 ${EXIT_CODES}
 `,
 };
