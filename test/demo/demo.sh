@@ -100,8 +100,10 @@ echo "DEMO_VETH=$VETH"
 echo "DEMO_WORK=$WORK"
 
 say "starting podvisor in the pod (console: $WORK/console.log, logs: $WORK/podvisor.log)"
-# `ip netns exec` execs node, so $! is podvisor itself.
-env -i PATH="$PATH" HOSTNAME="$NAME" \
+# `ip netns exec` execs node, so $! is podvisor itself. setsid (which execs too: a
+# background job is no process group leader) puts it in a session of its own, so
+# the terminal's Ctrl-C reaches this script only, which stops podvisor with SIGTERM.
+setsid env -i PATH="$PATH" HOSTNAME="$NAME" \
   IMG_SOURCE="$GUEST" IMG_TARGET=guest.qcow2 IMG_RAM_MB=256 \
   PODVISOR_IMAGES_DIR="$WORK/images" PODVISOR_DISK_DIR="$WORK/disk" \
   PODVISOR_USERDATA="$WORK/userdata" PODVISOR_METADATA="$WORK/metadata" \
@@ -144,10 +146,14 @@ cat <<EOF
   pod            $NAME (network namespace; ip netns exec $NAME ...)
   pod IP         $POD_IP  (every TCP/UDP port goes to the VM, except 5800 and 5900)
   guest page     curl http://$POD_IP/
-  VNC            $POD_IP:5900  (qemu's own VNC server: vncviewer $POD_IP::5900)
+  VNC            $POD_IP:5900  (qemu's own VNC server: vncviewer $POD_IP::5900;
+                 its password: podvisor ctl vnc-password, below)
   control        http://$POD_IP:5800  (e.g. curl http://$POD_IP:5800/v1/vm)
                  unix socket $WORK/disk/.podvisor/control.sock
                  (curl --unix-socket $WORK/disk/.podvisor/control.sock http://x/v1/vm)
+  podvisor       export PODVISOR_STATE_DIR=$WORK/disk/.podvisor
+                 alias podvisor='node $CLI'
+                 podvisor ctl status; podvisor events --follow; podvisor console
   serial console $WORK/console.log  (tail -f)
   podvisor logs  $WORK/podvisor.log
 

@@ -3,14 +3,17 @@
  * to the real root namespace, boots the test guest in it under podvisor with
  * the NAT bridge, and must remove everything it created when it ends: in CI
  * mode (`DEMO_CHECK=1`, which curls the page from the root namespace and
- * checks it), and when the user presses Ctrl-C (SIGINT) in interactive mode.
+ * checks it), and when the user presses Ctrl-C in interactive mode (SIGINT to
+ * the whole process group, as a terminal sends it). The commands its banner
+ * prints for the operator work while it runs.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, requireBuilt } from './support/podvisor-process.js';
+import { CLI, REPO, requireBuilt } from './support/podvisor-process.js';
 
 const DEMO = path.join(REPO, 'test/demo/demo.sh');
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -24,16 +27,19 @@ interface DemoRun {
 
 let name = '';
 let child: ReturnType<typeof spawn> | null = null;
+/** The demo's temp dir, as soon as it says it: what a failed test must still remove. */
+let work = '';
 
-/** Runs demo.sh; `onStdout` may signal it. Resolves when it has exited. */
+/** Runs demo.sh in a process group of its own; `onStdout` may signal that group, as a terminal does. Resolves when it has exited. */
 function runDemo(env: Record<string, string>, onStdout?: (all: string, signal: (s: NodeJS.Signals) => void) => void): Promise<DemoRun> {
-  const c = spawn(DEMO, [], { env: { ...process.env, DEMO_NAME: name, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = spawn(DEMO, [], { env: { ...process.env, DEMO_NAME: name, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   child = c;
   let stdout = '';
   let stderr = '';
   c.stdout.setEncoding('utf8').on('data', (d: string) => {
     stdout += d;
-    onStdout?.(stdout, (s) => c.kill(s));
+    work = /^DEMO_WORK=(.+)$/m.exec(stdout)?.[1] ?? work;
+    onStdout?.(stdout, (s) => process.kill(-(c.pid as number), s));
   });
   c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   return new Promise((resolve) =>
@@ -44,14 +50,15 @@ function runDemo(env: Record<string, string>, onStdout?: (all: string, signal: (
   );
 }
 
-/** Every process whose command line mentions `needle`. */
-function processesMentioning(needle: string): string[] {
+/** Every process whose command line (or, with `environ`, environment) mentions `needle`. */
+function processesMentioning(needle: string, environ = false): string[] {
   return readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .flatMap((pid) => {
       try {
         const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-        return cmdline.includes(needle) ? [`${pid}: ${cmdline}`] : [];
+        const env = environ ? readFileSync(`/proc/${pid}/environ`, 'utf8') : '';
+        return cmdline.includes(needle) || env.includes(needle) ? [`${pid}: ${cmdline}`] : [];
       } catch {
         return [];
       }
@@ -69,14 +76,20 @@ function expectNothingLeft(run: DemoRun): void {
   expect(execFileSync('ip', ['-br', 'link', 'show'], { encoding: 'utf8' })).not.toContain(veth as string);
   expect(execFileSync('ip', ['-4', 'route', 'show', `${podIp}/32`], { encoding: 'utf8' })).toBe('');
   expect(existsSync(work as string)).toBe(false);
-  expect(processesMentioning(work as string)).toEqual([]);
+  expect(processesMentioning(work as string, true)).toEqual([]);
 }
 
 beforeAll(() => requireBuilt());
 
 afterEach(() => {
-  if (child !== null && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  if (child !== null && child.exitCode === null && child.signalCode === null) process.kill(-(child.pid as number), 'SIGKILL');
   child = null;
+  // podvisor runs in a session of its own, qemu and dnsmasq in their own groups: each process of this demo, by its work dir.
+  if (work !== '') {
+    for (const p of processesMentioning(work, true)) process.kill(Number(p.slice(0, p.indexOf(':'))), 'SIGKILL');
+    rmSync(work, { recursive: true, force: true });
+    work = '';
+  }
   // If the demo failed to clean up, do it here (pod.sh destroy is idempotent).
   if (name !== '') execFileSync(POD_SH, ['destroy', name], { stdio: 'ignore' });
 });
@@ -91,17 +104,30 @@ describe('make demo (test/demo/demo.sh)', () => {
     expectNothingLeft(run);
   });
 
-  it('interactive: prints the pod IP, page URL, VNC and control endpoint, and Ctrl-C shuts the VM down and removes everything', async () => {
+  it('interactive: prints the pod IP, page URL, VNC and control endpoint and the podvisor commands, which work; Ctrl-C shuts the VM down and removes everything', async () => {
     name = `pvdemoe-${randomBytes(3).toString('hex')}`;
     let signalled = false;
+    let status: Promise<{ stdout: string; stderr: string }> | null = null;
+    let password: Promise<{ stdout: string; stderr: string }> | null = null;
     const run = await runDemo({}, (all, signal) => {
       if (!signalled && all.includes('Ctrl-C shuts the VM down')) {
         signalled = true;
-        signal('SIGINT');
+        // What the banner tells the operator to run, while the VM runs; then Ctrl-C.
+        const stateDir = /export PODVISOR_STATE_DIR=(\S+)/.exec(all)?.[1] ?? 'missing from the banner';
+        const podvisor = (...args: string[]): Promise<{ stdout: string; stderr: string }> => promisify(execFile)(process.execPath, [CLI, ...args], { env: { PATH: process.env['PATH'] ?? '', PODVISOR_STATE_DIR: stateDir } });
+        status = podvisor('ctl', 'status');
+        password = podvisor('ctl', 'vnc-password');
+        void Promise.allSettled([status, password]).then(() => signal('SIGINT'));
       }
     });
     expect(signalled).toBe(true);
     expect(run.code, run.stderr).toBe(0);
+    expect((await (status as unknown as Promise<{ stdout: string }>)).stdout).toMatch(new RegExp(`^${name}  Running\n`));
+    expect((await (password as unknown as Promise<{ stdout: string }>)).stdout).toMatch(/^\S{1,8}\n$/);
+    expect(run.stdout).toContain(`alias podvisor='node ${CLI}'`);
+    // The terminal's SIGINT reached the script only, which stopped podvisor with SIGTERM.
+    expect(run.stderr).toContain('shutting the VM down (SIGTERM to podvisor');
+    expect(run.stderr).not.toContain('exited by itself');
     const podIp = run.facts['DEMO_POD_IP'] as string;
     expect(run.stdout).toContain(`guest page     curl http://${podIp}/`);
     expect(run.stdout).toContain(`VNC            ${podIp}:5900`);
