@@ -17,7 +17,7 @@ IMAGE_BASE := localhost/podvisor-base:trixie
 # runc and rlimits podman accepts here (see the file).
 PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
 
-.PHONY: help deps apt npm build guest image example-plugin test-example test test-unit test-int test-e2e demo bench clean
+.PHONY: help deps apt kubectl npm build guest image example-plugin test-example test test-unit test-int test-e2e demo bench clean
 
 help:
 	@echo "make demo   # a real VM in a simulated Calico-style pod, reachable on the pod IP"
@@ -88,7 +88,12 @@ example-plugin: build
 test-example: apt example-plugin
 	cd $(EXAMPLE) && npx vitest run
 
-test: deps build guest image test-example
+# kubectl (its built-in kustomize renders deploy/kubernetes in the manifests test)
+# is no Debian 12 package: it must be on the machine already.
+kubectl:
+	@command -v kubectl >/dev/null || { echo "kubectl is missing: the e2e manifests test runs 'kubectl kustomize' (kubectl 1.32 or newer; Debian 12 does not package it)" >&2; exit 1; }
+
+test: deps kubectl build guest image test-example
 	@mkdir -p test/.artifacts
 	npx vitest run --project unit --project int --project e2e --reporter=default --reporter=json --outputFile.json=test/.artifacts/vitest.json
 	@node scripts/test-summary.mjs test/.artifacts/vitest.json
@@ -97,7 +102,7 @@ test-unit: npm
 	npx vitest run --project unit
 test-int: deps
 	npx vitest run --project int
-test-e2e: deps build guest image example-plugin
+test-e2e: deps kubectl build guest image example-plugin
 	npx vitest run --project e2e
 
 demo: deps build guest
