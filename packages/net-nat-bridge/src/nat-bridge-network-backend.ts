@@ -14,7 +14,7 @@
  * `sysctl`, `dnsmasq`), in whatever namespace the runner runs commands: the
  * supervisor's own, in production.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject, injectable, optional } from 'inversify';
 import {
@@ -44,6 +44,9 @@ import {
   parseResolvConf,
   stopStrayDnsmasq,
   ipv4CidrsOverlap,
+  enableSysctlsKeepingPrevious,
+  restoreKeptSysctls,
+  sysctlValues,
   type PodResolvConf,
 } from '@podvisor/net-support';
 import { buildDnsmasqArgs } from './dnsmasq-args.js';
@@ -270,21 +273,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     if (parts.table) await attempt('delete the nftables tables ip podvisor and ip6 podvisor', () => this.runner.run('nft', ['-f', '-'], { input: buildNatTeardown() }));
     if (parts.links) await attempt(`delete ${NAT_BRIDGE_LINKS.tap} and ${NAT_BRIDGE_LINKS.bridge}`, () => this.links(spec, this.deleteLinkLines(), false));
     // The forwarding values from before attach, restored in one sysctl run.
-    const restore: { key: string; file: string; previous: string }[] = [];
-    for (const { key, file } of forwardingSysctls(paths)) {
-      const previous = await readFile(file, 'utf8').then(
-        (text) => text.trim(),
-        () => undefined,
-      );
-      if (previous !== undefined && /^[01]$/.test(previous)) restore.push({ key, file, previous });
-      else await rm(file, { force: true });
-    }
-    if (restore.length > 0) {
-      await attempt(`restore ${restore.map((r) => r.key).join(' and ')}`, async () => {
-        await this.runner.run('sysctl', ['-w', ...restore.map((r) => `${r.key}=${r.previous}`)]);
-        for (const r of restore) await rm(r.file, { force: true });
-      });
-    }
+    await attempt('restore the forwarding sysctls', () => restoreKeptSysctls(this.runner, forwardingSysctls(paths)));
     if (failures.length > 0) {
       throw new PodvisorError('ERR_NAT_DETACH', `nat-bridge: could not remove everything: ${failures.join('; ')}`, {
         hint: 'the pod network namespace goes away with the pod; until then, remove the leftovers by hand (ip link del pvbr0, nft delete table ip podvisor, nft delete table ip6 podvisor)',
@@ -370,8 +359,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
     const [v4, v6] = forwardingSysctls(paths) as [{ key: string; file: string }, { key: string; file: string }];
     // route_localnet on the bridge lets traffic the pod sends to 127.0.0.1 be routed to the VM; it goes with the bridge.
     const localnet = `net.ipv4.conf.${NAT_BRIDGE_LINKS.bridge}.route_localnet`;
-    const wanted = ipv6 ? [v4, v6] : [v4];
-    const out = await this.runner.run('sysctl', [...wanted.flatMap(({ key }) => [key, `${key}=1`]), `${localnet}=1`], { signal: spec.signal, check: false });
+    const { outcomes, result: out } = await enableSysctlsKeepingPrevious(this.runner, ipv6 ? [v4, v6] : [v4], { extra: [`${localnet}=1`], signal: spec.signal });
     if (sysctlValues(out.stdout, localnet)[0] !== '1') {
       hooks.warn({
         code: 'WARN_NAT_NO_LOCALHOST',
@@ -379,22 +367,12 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         hint: '/proc/sys is read-only in this container; sidecars and kubectl port-forward can use the pod IP instead of localhost',
       });
     }
-    /** 'on' already, 'set' now (the old value kept), or 'off'. */
-    const enable = async ({ key, file }: { key: string; file: string }): Promise<'on' | 'set' | 'off'> => {
-      const [previous, now] = sysctlValues(out.stdout, key);
-      if (previous === '1') return 'on';
-      if (previous !== undefined && /^[01]$/.test(previous) && now === '1') {
-        await writeFile(file, `${previous}\n`);
-        return 'set';
-      }
-      return 'off';
-    };
-    if ((await enable(v4)) === 'off') {
+    if (outcomes.get(v4.key) === 'off') {
       throw new PodvisorError('ERR_NAT_SYSCTL', `cannot enable net.ipv4.ip_forward in the pod: ${out.stderr.trim() || out.stdout.trim() || `sysctl exited with ${out.exitCode}`}`, {
         hint: 'in an unprivileged container /proc/sys is read-only: set it in the pod instead (docker run --sysctl net.ipv4.ip_forward=1, or the pod securityContext.sysctls with the kubelet --allowed-unsafe-sysctls)',
       });
     }
-    if (!ipv6 || (await enable(v6)) !== 'off') return ipv6;
+    if (!ipv6 || outcomes.get(v6.key) !== 'off') return ipv6;
     hooks.warn({
       code: 'WARN_NAT_NO_IPV6',
       message: `cannot enable ${v6.key} in the pod (${out.stderr.trim() || 'no output'}): the VM gets IPv4 only`,
@@ -444,13 +422,6 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
 }
 
 /** The values `sysctl KEY ...` printed for `key`, in order (`KEY = VALUE` lines). */
-function sysctlValues(stdout: string, key: string): string[] {
-  return stdout.split('\n').flatMap((line) => {
-    const [k, v] = line.split('=').map((x) => x.trim());
-    return k === key && v !== undefined ? [v] : [];
-  });
-}
-
 function parseJson<T>(text: string): T {
   const trimmed = text.trim();
   return (trimmed === '' ? [] : JSON.parse(trimmed)) as T;

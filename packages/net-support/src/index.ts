@@ -26,3 +26,6 @@ export type { StrayProcess } from './stray-process.js';
 export { VM_MAC_PREFIX, deriveVmMac, isUnicastMac, vmMacPath, ensureVmMac } from './vm-mac.js';
 export type { VmMacErrorCodes } from './vm-mac.js';
 export { parseIpv4, formatIpv4, ipv4PrefixMask, ipv4Netmask, parseIpv4Cidr, ipv4CidrsOverlap } from './ipv4.js';
+export { parseIpv6, formatIpv6 } from './ipv6.js';
+export { enableSysctlsKeepingPrevious, restoreKeptSysctls, sysctlValues } from './kept-sysctl.js';
+export type { KeptSysctl, SysctlOutcome } from './kept-sysctl.js';
