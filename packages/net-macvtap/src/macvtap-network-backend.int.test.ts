@@ -21,6 +21,9 @@ import {
   type NetworkAttachSpec,
   type NetworkHooks,
   type PluginWarning,
+  type ProcessRunner,
+  type RunOptions,
+  type RunResult,
 } from '@podvisor/core';
 import { resolvePluginSettings } from '@podvisor/core';
 import { MACVTAP_SETTINGS } from './macvtap-config.js';
@@ -194,13 +197,88 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     expect(during.routes.filter((r) => r.includes('"eth0"'))).toEqual(before.routes.filter((r) => r.includes('"eth0"')));
   });
 
-  it('a dual-stack pod: the VM gets the IPv4 addresses, and a warning names the IPv6 ones that stay behind', async () => {
+  /** The pod's IPv6 side: global addresses per link, IPv6 routes of the main table, and the forwarding sysctl. */
+  function podView6(name: string): { addresses: Record<string, string[]>; routes: string[]; forwarding: string } {
+    const links = JSON.parse(execFileSync('ip', ['-n', name, '-j', '-6', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' })) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
+    const routes = JSON.parse(execFileSync('ip', ['-n', name, '-j', '-6', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as Record<string, unknown>[];
+    return {
+      addresses: Object.fromEntries(links.map((l) => [l.ifname, l.addr_info.filter((a) => a.local !== undefined).map((a) => `${a.local}/${a.prefixlen}`)] as const).filter(([, a]) => a.length > 0)),
+      routes: routes.map((r) => JSON.stringify(r)).sort(),
+      forwarding: execFileSync('ip', ['netns', 'exec', name, 'sysctl', '-n', 'net.ipv6.conf.all.forwarding'], { encoding: 'utf8' }).trim(),
+    };
+  }
+
+  const dualStackPod = async (): Promise<void> => {
     execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
-    execFileSync(POD_SH, ['create', pod, '--if', 'eth0=10.55.1.7/32,fd10:55::7/128'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(POD_SH, ['create', pod, '--calico', '--if', 'eth0=10.55.1.7/32,fd10:55::7/128'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await writeFile(join(stateDir, 'resolv.conf'), 'nameserver 10.96.0.10\nnameserver fd00:96::a\nsearch svc.cluster.local\n');
+  };
+
+  it('a dual-stack pod: the VM takes the IPv6 address too, the sibling is its router, the pod forwards; detach (also after kill -9) gives it all back', async () => {
+    await dualStackPod();
+    const before = podView(pod);
+    const before6 = podView6(pod);
+    expect(before6).toMatchObject({ addresses: { eth0: ['fd10:55::7/128'] }, forwarding: '0' });
+    const eth0 = before.links.find((l) => l.name === 'eth0');
     const attachment = await backend().attach(spec(), hooks);
+    expect(attachment.nics.map((n) => n.addresses)).toEqual([['10.55.1.7/32', 'fd10:55::7/128']]);
+    expect(warnings.map((w) => w.code)).not.toContain('WARN_MACVTAP_IPV6_NOT_PASSED');
+
+    const i0 = Number(execFileSync('ip', ['netns', 'exec', pod, 'cat', '/sys/class/net/eth0/ifindex'], { encoding: 'utf8' }));
+    const during6 = podView6(pod);
+    expect(during6.addresses).toEqual({ [`pvmvl${i0}`]: [`fd70:7664:6d76:${i0.toString(16)}::1/64`] });
+    expect(during6.forwarding).toBe('1');
+    // The pod keeps its IPv6 default route, and reaches the VM's address through the sibling.
+    expect(during6.routes).toEqual(expect.arrayContaining(before6.routes.filter((r) => r.includes('"default"'))));
+    expect(during6.routes.some((r) => r.includes('"dst":"fd10:55::7"') && r.includes(`"dev":"pvmvl${i0}"`))).toBe(true);
+    const [dnsmasq] = nsPids(pod).map((p) => execFileSync('cat', [`/proc/${p}/cmdline`], { encoding: 'utf8' }).split('\0'));
+    expect(dnsmasq).toEqual(
+      expect.arrayContaining([
+        `--dhcp-host=${eth0?.mac},set:net0,10.55.1.7,[fd10:55::7],mvt-vm,infinite`,
+        `--shared-network=pvmvl${i0},fd10:55::7`,
+        '--dhcp-range=set:net0,fd10:55::7,static,128,infinite',
+        `--ra-param=pvmvl${i0},mtu:1500,high,60,1800`,
+        '--dhcp-option=tag:net0,option6:dns-server,[fd00:96::a]',
+        '--enable-ra',
+      ]),
+    );
+
+    // kill -9 of podvisor: a fresh backend that only knows the state dir puts everything back.
+    await new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger()).detach(spec());
+    expect(podView(pod)).toEqual(before);
+    expect(podView6(pod)).toEqual(before6);
+    expect(nsPids(pod)).toEqual([]);
+    // Idempotent.
+    await backend().detach(spec());
+    expect(podView6(pod)).toEqual(before6);
+  });
+
+  it('a dual-stack pod that cannot forward IPv6: the VM gets IPv4 only, the IPv6 address stays with the pod, and a warning says why', async () => {
+    await dualStackPod();
+    const before6 = podView6(pod);
+    // /proc/sys read-only (an unprivileged container), as sysctl reports it: the value read, the write refused.
+    const readOnlySysctl: ProcessRunner = Object.assign(Object.create(new NetnsProcessRunner(runner, pod)) as ProcessRunner, {
+      run: async (file: string, args: readonly string[], options?: RunOptions): Promise<RunResult> => {
+        const inner = new NetnsProcessRunner(runner, pod);
+        if (file !== 'sysctl' || args[0] === '-n') return inner.run(file, args, options);
+        const read = await inner.run('sysctl', args.filter((a) => !a.includes('=')), options);
+        return { ...read, exitCode: 255, stderr: 'sysctl: permission denied on key "net.ipv6.conf.all.forwarding"' };
+      },
+    });
+    const b = new MacvtapNetworkBackend(readOnlySysctl, new SilentLogger());
+    backends.push(b);
+    const attachment = await b.attach(spec(), hooks);
     expect(attachment.nics.map((n) => n.addresses)).toEqual([['10.55.1.7/32']]);
-    expect(warnings.filter((w) => w.code === 'WARN_MACVTAP_IPV6_NOT_PASSED').map((w) => w.message)).toEqual([
-      'the VM gets the IPv4 addresses only: the IPv6 addresses of eth0 (fd10:55::7) are not handed over',
+    expect(warnings.filter((w) => w.code === 'WARN_MACVTAP_IPV6_NOT_PASSED').map((w) => [w.message, w.hint])).toEqual([
+      [
+        'the VM gets the IPv4 addresses only: the IPv6 addresses of eth0 (fd10:55::7) stay with the pod: cannot enable net.ipv6.conf.all.forwarding in the pod (sysctl: permission denied on key "net.ipv6.conf.all.forwarding"), which the VM\'s outbound IPv6 needs',
+        expect.stringContaining('--allowed-unsafe-sysctls'),
+      ],
     ]);
+    expect(podView6(pod)).toMatchObject({ addresses: { eth0: ['fd10:55::7/128'] }, forwarding: '0' });
+    const [dnsmasq] = nsPids(pod).map((p) => execFileSync('cat', [`/proc/${p}/cmdline`], { encoding: 'utf8' }).split('\0'));
+    expect(dnsmasq?.filter((a) => a.includes('fd10:55::7') || a === '--enable-ra')).toEqual([]);
+    await b.detach(spec());
+    expect(podView6(pod)).toEqual(before6);
   });
 });

@@ -12,10 +12,16 @@
  * a private node with `mknod` in a fresh directory under /dev (a tmpfs that
  * runc mounts without `nodev`; volumes are mounted `nodev`), opens it and
  * removes it at once: the open fd is all qemu needs, and no node outlives
- * the open. Before touching anything, attach records the pod's interfaces
- * (MACs, addresses, routes) in the state dir; detach puts them back from that
- * record, so it also undoes a crashed run. Every host change goes through the
- * injected `ProcessRunner` (`ip`, `mknod`, `cat` of sysfs, `dnsmasq`), in
+ * the open. A dual-stack interface also hands the VM its IPv6 address: the
+ * sibling is the VM's IPv6 router (dnsmasq's router advertisements with the M
+ * flag, DHCPv6 for the address), and the pod namespace forwards the VM's
+ * IPv6 traffic to the pod's own IPv6 gateway (net.ipv6.conf.all.forwarding,
+ * its old value kept in the state dir); when forwarding cannot be turned on,
+ * the IPv6 addresses stay with the pod and a warning says so. Before touching
+ * anything, attach records the pod's interfaces (MACs, addresses, routes) in
+ * the state dir; detach puts them back from that record, so it also undoes a
+ * crashed run. Every host change goes through the
+ * injected `ProcessRunner` (`ip`, `mknod`, `cat` of sysfs, `sysctl`, `dnsmasq`), in
  * whatever namespace it runs commands.
  */
 import { randomBytes } from 'node:crypto';
@@ -31,6 +37,8 @@ import {
   PodvisorError,
   ProcessRunner,
   errorMessage,
+  hasCapabilities,
+  ownEffectiveCapabilities,
   type ConfigProblem,
   type NetworkAttachSpec,
   type NetworkAttachment,
@@ -39,7 +47,17 @@ import {
   type Prerequisites,
   type VmNic,
 } from '@podvisor/core';
-import { DnsmasqSupervisor, DNSMASQ_PREREQUISITES, networkStep, parseResolvConf, stopStrayDnsmasq } from '@podvisor/net-support';
+import {
+  DnsmasqSupervisor,
+  DNSMASQ_PREREQUISITES,
+  enableSysctlsKeepingPrevious,
+  networkStep,
+  parseResolvConf,
+  restoreKeptSysctls,
+  stopStrayDnsmasq,
+  type KeptSysctl,
+  type PodResolvConf,
+} from '@podvisor/net-support';
 import { resolveMacvtapConfig } from './macvtap-config.js';
 import { buildMacvtapDnsmasqArgs, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
 import {
@@ -55,20 +73,31 @@ import {
   type PodRoute,
 } from './pod-network.js';
 
-/** What attach records before it changes anything, so that detach (even after a crash) can put it back. */
+/**
+ * What attach records before it changes anything, so that detach (even after
+ * a crash) can put it back. Version 2 adds the IPv6 addresses the VM took
+ * (`addresses6`) and the interface's IPv6 routes (`family: 'inet6'`);
+ * a version 1 record (IPv4 only) is still read.
+ */
 export interface MacvtapRestoreRecord {
-  version: 1;
-  interfaces: { name: string; mac: string; addresses: PodAddress[]; routes: PodRoute[] }[];
+  version: 1 | 2;
+  interfaces: { name: string; mac: string; addresses: PodAddress[]; addresses6?: PodAddress[]; routes: PodRoute[] }[];
 }
 
 /** The files the backend keeps in the state dir. */
-export function macvtapStatePaths(stateDir: string): { record: string; pidFile: string; leaseFile: string; vncSocket: string } {
+export function macvtapStatePaths(stateDir: string): { record: string; pidFile: string; leaseFile: string; vncSocket: string; ipv6ForwardFile: string } {
   return {
     record: join(stateDir, 'macvtap-restore.json'),
     pidFile: join(stateDir, 'macvtap-dnsmasq.pid'),
     leaseFile: join(stateDir, 'macvtap-dnsmasq.leases'),
     vncSocket: join(stateDir, 'vnc.sock'),
+    ipv6ForwardFile: join(stateDir, 'macvtap.ipv6_forward'),
   };
+}
+
+/** The sysctl a dual-stack pod needs for the VM's outbound IPv6, and the state file that keeps its old value. */
+function ipv6Forwarding(stateDir: string): KeptSysctl {
+  return { key: 'net.ipv6.conf.all.forwarding', file: macvtapStatePaths(stateDir).ipv6ForwardFile };
 }
 
 /**
@@ -92,6 +121,7 @@ export const MACVTAP_PREREQUISITES: Prerequisites = {
     { name: 'ip', why: 'creates the macvtap and macvlan links, moves addresses and routes' },
     { name: 'mknod', why: 'makes a private tap node when /dev has no right /dev/tapN' },
     { name: 'cat', why: "reads the macvtap's device numbers from sysfs" },
+    { name: 'sysctl', why: "turns on net.ipv6.conf.all.forwarding for a dual-stack pod (without it the VM gets IPv4 only)", optional: true },
     ...DNSMASQ_PREREQUISITES.binaries,
   ],
   capabilities: [
@@ -156,41 +186,56 @@ export class MacvtapNetworkBackend implements NetworkBackend {
 
     const interfaces = parsePodInterfaces((await this.ip(spec, '-j', '-d', 'addr', 'show')).stdout);
     const routes = parsePodRoutes((await this.ip(spec, '-j', '-4', 'route', 'show', 'table', 'main')).stdout);
+    const routes6 = parsePodRoutes((await this.ip(spec, '-j', '-6', 'route', 'show', 'table', 'main')).stdout, 'inet6');
     const planned = planMacvtapNics(config, interfaces, routes);
     if (planned.problems.length > 0) {
       throw new ConfigError(planned.problems, { hint: 'name interfaces the pod has (see the list); nothing was changed' });
     }
     const resolv = await this.readResolvConf(config.resolvConf, hooks);
-    this.warnOnIpv6(planned.plans.map((plan) => plan.pod), hooks);
+    // IPv6 is handed over only when dnsmasq can advertise (CAP_NET_RAW) and the pod can forward; else it stays with the pod.
+    let ipv6 = planned.plans.some((plan) => plan.vmAddress6 !== undefined) && this.ipv6Possible(planned.plans, hooks);
+    const withoutIpv6 = (plans: readonly MacvtapNicPlan[]): MacvtapNicPlan[] => plans.map((plan) => ({ ...plan, vmAddress6: undefined, siblingAddress6: undefined }));
+    let plans = ipv6 ? planned.plans : withoutIpv6(planned.plans);
 
     try {
+      if (ipv6 && !(await this.enableIpv6Forwarding(spec, plans, hooks))) {
+        ipv6 = false;
+        plans = withoutIpv6(plans);
+      }
       await this.step(spec, 'ERR_MACVTAP_STATE_DIR', `record the pod interfaces in ${paths.record}`, async () => {
         await mkdir(spec.stateDir, { recursive: true });
         const record: MacvtapRestoreRecord = {
-          version: 1,
-          interfaces: planned.plans.map(({ pod }) => ({ name: pod.name, mac: pod.mac, addresses: pod.addresses, routes: restorableRoutes(routes, pod.name) })),
+          version: 2,
+          interfaces: plans.map(({ pod, vmAddress6 }) => ({
+            name: pod.name,
+            mac: pod.mac,
+            addresses: pod.addresses,
+            addresses6: vmAddress6 === undefined ? [] : [vmAddress6],
+            routes: restorableRoutes([...routes, ...routes6], pod.name),
+          })),
         };
         await writeFile(`${paths.record}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
         await rename(`${paths.record}.tmp`, paths.record);
       });
-
       const vhost = this.vhostAvailable(hooks);
       const nics: VmNic[] = [];
       const dhcpNics: MacvtapDhcpNic[] = [];
       const details: Record<string, unknown>[] = [];
-      for (const plan of planned.plans) {
-        const { tapPath, fd } = await this.attachOne(spec, plan);
+      for (const plan of plans) {
+        const { tapPath, fd } = await this.attachOne(spec, plan, restorableRoutes(routes6, plan.pod.name));
         const vhostFd = vhost ? this.open(VHOST_NET_DEVICE) : undefined;
-        const vmCidr = plan.vmAddress === undefined ? [] : [`${plan.vmAddress.ip}/${plan.vmAddress.prefix}`];
+        const vmCidr = [plan.vmAddress, plan.vmAddress6].flatMap((a) => (a === undefined ? [] : [`${a.ip}/${a.prefix}`]));
         nics.push({ id: plan.id, mac: plan.pod.mac, backend: { kind: 'tap-fd', fd, ...(vhostFd === undefined ? {} : { vhostFd }) }, addresses: vmCidr });
-        if (plan.vmAddress !== undefined) {
-          dhcpNics.push({ tag: plan.id, listenOn: plan.links.macvlan, mac: plan.pod.mac, address: plan.vmAddress, gateway: plan.gateway, routes: plan.vmRoutes, mtu: plan.pod.mtu });
+        const v6 = plan.vmAddress6 !== undefined && plan.siblingAddress6 !== undefined ? { address: plan.vmAddress6, sibling: plan.siblingAddress6 } : undefined;
+        if (plan.vmAddress !== undefined || v6 !== undefined) {
+          dhcpNics.push({ tag: plan.id, listenOn: plan.links.macvlan, mac: plan.pod.mac, address: plan.vmAddress, ipv6: v6, gateway: plan.gateway, routes: plan.vmRoutes, mtu: plan.pod.mtu });
         }
         details.push({
           podInterface: plan.pod.name,
           mac: plan.pod.mac,
           addresses: vmCidr,
           sibling: plan.siblingAddress === undefined ? null : `${plan.siblingAddress.ip}/${plan.siblingAddress.prefix}`,
+          ...(v6 === undefined ? {} : { sibling6: `${v6.sibling.ip}/${v6.sibling.prefix}` }),
           macvtap: plan.links.macvtap,
           macvlan: plan.links.macvlan,
           tapDevice: tapPath,
@@ -206,6 +251,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         pidFile: paths.pidFile,
         leaseFile: paths.leaseFile,
         dnsServers: resolv.nameservers,
+        dnsServers6: resolv.nameservers6,
         searchDomains: resolv.search,
       });
       if (args !== undefined) {
@@ -227,7 +273,11 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         nics,
         // The VM owns the pod's addresses: VNC goes to a unix socket, as QMP does.
         vnc: spec.vnc.enabled ? { kind: 'unix', path: paths.vncSocket } : undefined,
-        detail: { interfaces: details, dhcp: { dnsServers: resolv.nameservers, searchDomains: resolv.search, dnsmasqPid: this.dhcp?.pid ?? null } },
+        detail: {
+          interfaces: details,
+          ipv6,
+          dhcp: { dnsServers: resolv.nameservers, ...(ipv6 ? { dnsServers6: resolv.nameservers6 } : {}), searchDomains: resolv.search, dnsmasqPid: this.dhcp?.pid ?? null },
+        },
       };
       this.log.info('attached', { ...attachment.detail, durationMs: Math.round(performance.now() - started) });
       return attachment;
@@ -241,8 +291,9 @@ export class MacvtapNetworkBackend implements NetworkBackend {
    * Stops dnsmasq (this run's, or a leftover found through its pid file),
    * closes the tap and vhost fds, deletes every `pvmvt*`/`pvmvl*` link, and,
    * when the state dir holds a record of the pod's interfaces, gives them
-   * back their MACs, addresses (in their order) and routes, then removes the
-   * record. Idempotent and safe after a crash. Throws `ERR_MACVTAP_DETACH`
+   * back their MACs, addresses (in their order; the IPv6 ones the VM took)
+   * and routes (IPv4 and IPv6), then removes the record, and puts back the
+   * IPv6 forwarding value from before attach. Idempotent and safe after a crash. Throws `ERR_MACVTAP_DETACH`
    * listing the steps that failed, after trying all of them (the record is
    * kept then, so a later detach retries).
    */
@@ -286,11 +337,14 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         // Flushed and re-added in the recorded order, so the primary address stays the primary.
         await this.runner.run('ip', ['-4', 'addr', 'flush', 'dev', i.name]);
         for (const a of i.addresses) await this.runner.run('ip', ['addr', 'add', `${a.ip}/${a.prefix}`, 'dev', i.name]);
+        // The VM is gone: no duplicate address detection to wait for.
+        for (const a of i.addresses6 ?? []) await this.runner.run('ip', ['-6', 'addr', 'replace', `${a.ip}/${a.prefix}`, 'dev', i.name, 'nodad']);
         for (const r of i.routes) await this.runner.run('ip', routeReplaceArgs(r));
       });
     }
     if (failures.length === before) await rm(paths.record, { force: true });
     if (record !== undefined) this.log.info('pod interfaces restored', { interfaces: record.interfaces.map((i) => i.name) });
+    await attempt('restore net.ipv6.conf.all.forwarding', () => restoreKeptSysctls(this.runner, [ipv6Forwarding(spec.stateDir)]));
     if (failures.length > 0) {
       throw new PodvisorError('ERR_MACVTAP_DETACH', `macvtap: could not put everything back: ${failures.join('; ')}`, {
         hint: `the record of the pod's interfaces stays in ${paths.record}; the next start retries`,
@@ -300,7 +354,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   }
 
   /** Moves one pod interface's identity to a macvtap and a sibling macvlan, and opens the macvtap's tap device. */
-  private async attachOne(spec: NetworkAttachSpec, plan: MacvtapNicPlan): Promise<{ tapPath: string; fd: number }> {
+  private async attachOne(spec: NetworkAttachSpec, plan: MacvtapNicPlan, routes6: readonly PodRoute[]): Promise<{ tapPath: string; fd: number }> {
     const { pod, links } = plan;
     const code = 'ERR_MACVTAP_LINK';
     await this.step(spec, code, `give ${pod.name} a random MAC and create macvtap ${links.macvtap} with its MAC ${pod.mac}`, async () => {
@@ -320,6 +374,19 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         // Deleting a primary address deletes its secondaries too (unless promote_secondaries): put the others back.
         for (const a of pod.addresses) if (a !== plan.vmAddress) await this.ip(spec, 'addr', 'replace', `${a.ip}/${a.prefix}`, 'dev', pod.name);
         await this.ip(spec, 'addr', 'add', sibling, 'dev', links.macvlan);
+      });
+    }
+    const { vmAddress6, siblingAddress6 } = plan;
+    if (vmAddress6 !== undefined && siblingAddress6 !== undefined) {
+      const vm6 = `${vmAddress6.ip}/${vmAddress6.prefix}`;
+      const sibling6 = `${siblingAddress6.ip}/${siblingAddress6.prefix}`;
+      await this.step(spec, 'ERR_MACVTAP_ADDRESS', `move ${vm6} off ${pod.name} and make ${links.macvlan} (${sibling6}) the VM's IPv6 router`, async () => {
+        await this.ip(spec, '-6', 'addr', 'del', vm6, 'dev', pod.name);
+        // The pod keeps its IPv6 routes (its default route via the node), which the VM's outbound traffic follows.
+        for (const r of routes6) await this.ip(spec, ...routeReplaceArgs(r));
+        await this.ip(spec, '-6', 'addr', 'add', sibling6, 'dev', links.macvlan, 'nodad');
+        // The pod itself reaches the VM's address through the sibling, as it does the IPv4 one.
+        await this.ip(spec, '-6', 'route', 'replace', `${vmAddress6.ip}/128`, 'dev', links.macvlan);
       });
     }
     return this.step(spec, 'ERR_MACVTAP_TAP_DEVICE', `open the tap device of ${links.macvtap}`, async () => {
@@ -371,17 +438,48 @@ export class MacvtapNetworkBackend implements NetworkBackend {
   }
 
   /**
-   * Warns when an attached pod interface has IPv6 addresses: the VM gets its
-   * IPv4 addresses by DHCP, but a Calico-style IPv6 /128 would need DHCPv6 in
-   * the guest and a router for it, which this backend does not provide yet.
+   * Whether dnsmasq can send the VM router advertisements: they need a raw
+   * ICMPv6 socket (CAP_NET_RAW). Warns when it cannot.
    */
-  private warnOnIpv6(pods: readonly PodInterface[], hooks: NetworkHooks): void {
-    const withIpv6 = pods.filter((p) => (p.ipv6Addresses ?? []).length > 0);
-    if (withIpv6.length === 0) return;
+  private ipv6Possible(plans: readonly MacvtapNicPlan[], hooks: NetworkHooks): boolean {
+    const mask = ownEffectiveCapabilities();
+    if (mask === undefined || hasCapabilities(mask, ['CAP_NET_RAW'])) return true;
+    this.warnIpv6NotPassed(plans, 'podvisor lacks CAP_NET_RAW, which dnsmasq needs to send the VM router advertisements', 'add NET_RAW to the container securityContext capabilities', hooks);
+    return false;
+  }
+
+  /**
+   * Turns on net.ipv6.conf.all.forwarding in the pod (the VM's outbound IPv6
+   * goes in through the sibling and out the pod interface), keeping the old
+   * value for detach. Returns false, with a warning, when it stays off.
+   */
+  private async enableIpv6Forwarding(spec: NetworkAttachSpec, plans: readonly MacvtapNicPlan[], hooks: NetworkHooks): Promise<boolean> {
+    const forwarding = ipv6Forwarding(spec.stateDir);
+    let reason: string;
+    try {
+      const { outcomes, result } = await enableSysctlsKeepingPrevious(this.runner, [forwarding], { signal: spec.signal });
+      if (outcomes.get(forwarding.key) !== 'off') return true;
+      reason = result.stderr.trim() || result.stdout.trim() || `sysctl exited with ${result.exitCode}`;
+    } catch (err) {
+      spec.signal?.throwIfAborted();
+      reason = errorMessage(err);
+    }
+    this.warnIpv6NotPassed(
+      plans,
+      `cannot enable ${forwarding.key} in the pod (${reason}), which the VM's outbound IPv6 needs`,
+      `set ${forwarding.key}=1 through the pod's sysctls (podman/docker --sysctl ${forwarding.key}=1; Kubernetes securityContext.sysctls with the kubelet --allowed-unsafe-sysctls), or run the container privileged, as macvtap in Kubernetes needs anyway (docs/kubernetes.md)`,
+      hooks,
+    );
+    return false;
+  }
+
+  /** The warning that the IPv6 addresses stay with the pod, naming them and why. */
+  private warnIpv6NotPassed(plans: readonly MacvtapNicPlan[], why: string, hint: string, hooks: NetworkHooks): void {
+    const withIpv6 = plans.filter((p) => p.vmAddress6 !== undefined).map((p) => `${p.pod.name} (${p.pod.ipv6Addresses.map((a) => a.ip).join(', ')})`);
     hooks.warn({
       code: 'WARN_MACVTAP_IPV6_NOT_PASSED',
-      message: `the VM gets the IPv4 addresses only: the IPv6 addresses of ${withIpv6.map((p) => `${p.name} (${(p.ipv6Addresses ?? []).join(', ')})`).join(', ')} are not handed over`,
-      hint: 'for IPv6 in the VM use the nat-bridge backend, which maps the pod IPv6 address to the VM',
+      message: `the VM gets the IPv4 addresses only: the IPv6 addresses of ${withIpv6.join(', ')} stay with the pod: ${why}`,
+      hint,
     });
   }
 
@@ -400,7 +498,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
     }
   }
 
-  private async readResolvConf(path: string, hooks: NetworkHooks): Promise<{ nameservers: string[]; search: string[] }> {
+  private async readResolvConf(path: string, hooks: NetworkHooks): Promise<PodResolvConf> {
     try {
       return parseResolvConf(await readFile(path, 'utf8'));
     } catch (err) {
@@ -409,7 +507,7 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         message: `cannot read ${path} (${errorMessage(err)}); the VM gets no name servers or search domains over DHCP`,
         hint: 'point network.settings.resolvConf at the pod resolv.conf',
       });
-      return { nameservers: [], search: [] };
+      return { nameservers: [], nameservers6: [], search: [], skipped: [] };
     }
   }
 

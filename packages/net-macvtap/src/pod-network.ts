@@ -1,22 +1,27 @@
 /**
- * The pod's IPv4 network as the macvtap backend sees it, and the plan it
- * derives from it: which pod interfaces go to the VM (in the pod's own
- * order), which address of each the VM takes, which routes it gets over DHCP,
- * and the non-conflicting address the pod keeps on a sibling macvlan (BBVA
+ * The pod's network as the macvtap backend sees it, and the plan it derives
+ * from it: which pod interfaces go to the VM (in the pod's own order), which
+ * address of each the VM takes, which routes it gets over DHCP, and the
+ * non-conflicting address the pod keeps on a sibling macvlan (BBVA
  * docker-kvm's rule: flip the first host bit outside the prefix, and widen
  * the prefix by one, so the sibling's subnet still holds the VM's address).
- * Pure: input is the JSON of `ip -j addr show` / `ip -j -4 route show`.
+ * A dual-stack interface also hands the VM its first global IPv6 address;
+ * the sibling then carries a fixed unique-local /64 of its own
+ * (`macvtapSiblingIpv6`), which only gives dnsmasq a DHCPv6 context to send
+ * router advertisements from: the VM's router is the sibling.
+ * Pure: input is the JSON of `ip -j addr show` / `ip -j -4|-6 route show`.
  */
 import type { ConfigProblem } from '@podvisor/core';
-import { formatIpv4, ipv4PrefixMask, parseIpv4 } from '@podvisor/net-support';
+import { formatIpv4, formatIpv6, ipv4PrefixMask, parseIpv4, parseIpv6 } from '@podvisor/net-support';
 
 export interface PodAddress {
   ip: string;
   prefix: number;
 }
 
-/** One route of the pod's main table, as `ip -j -4 route show` gives it. */
+/** One route of the pod's main table, as `ip -j -4 route show` (or `-6`, then `family` is `inet6`) gives it. */
 export interface PodRoute {
+  family?: 'inet6';
   dst: string;
   gateway?: string;
   dev: string;
@@ -34,8 +39,8 @@ export interface PodInterface {
   mtu: number;
   /** IPv4 addresses in the kernel's order (the first is the primary). */
   addresses: PodAddress[];
-  /** Global IPv6 addresses (a dual-stack pod), which the backend does not hand over. */
-  ipv6Addresses?: string[];
+  /** Global IPv6 addresses (a dual-stack pod) in the kernel's order; the VM takes the first. */
+  ipv6Addresses: PodAddress[];
   /** `ip -d`'s `linkinfo.info_kind` (veth, macvlan, bridge...), if any. */
   kind: string | undefined;
   linkType: string;
@@ -83,17 +88,21 @@ export function parsePodInterfaces(json: string): PodInterface[] {
       addresses: (l.addr_info ?? [])
         .filter((a) => a.family === 'inet' && typeof a.local === 'string' && typeof a.prefixlen === 'number')
         .map((a) => ({ ip: a.local as string, prefix: a.prefixlen as number })),
-      ipv6Addresses: (l.addr_info ?? []).filter((a) => a.family === 'inet6' && a.scope === 'global' && typeof a.local === 'string').map((a) => a.local as string),
+      ipv6Addresses: (l.addr_info ?? [])
+        .filter((a) => a.family === 'inet6' && a.scope === 'global' && typeof a.local === 'string' && typeof a.prefixlen === 'number')
+        .map((a) => ({ ip: a.local as string, prefix: a.prefixlen as number })),
       kind: l.linkinfo?.info_kind,
       linkType: l.link_type ?? '',
     }))
     .sort((a, b) => a.ifindex - b.ifindex);
 }
 
-/** Reads `ip -j -4 route show table main`. */
-export function parsePodRoutes(json: string): PodRoute[] {
+/** Reads `ip -j -4 route show table main`, or with `inet6` the `-6` one (its routes are marked `family: 'inet6'`). */
+export function parsePodRoutes(json: string, family: 'inet' | 'inet6' = 'inet'): PodRoute[] {
   const text = json.trim();
-  return ((text === '' ? [] : JSON.parse(text)) as PodRoute[]).filter((r) => typeof r.dst === 'string' && typeof r.dev === 'string');
+  return ((text === '' ? [] : JSON.parse(text)) as PodRoute[])
+    .filter((r) => typeof r.dst === 'string' && typeof r.dev === 'string')
+    .map((r) => (family === 'inet6' ? { family: 'inet6' as const, ...r } : r));
 }
 
 /** Whether AUTO_ATTACH=yes takes this interface: an ethernet link that is not loopback, a bridge or one of ours. */
@@ -110,6 +119,10 @@ export interface MacvtapNicPlan {
   vmAddress: PodAddress | undefined;
   /** The address the sibling macvlan carries, in a subnet one bit wider that still holds `vmAddress`. */
   siblingAddress: PodAddress | undefined;
+  /** The first global IPv6 address of the interface, which the VM takes over DHCPv6 (when the pod can forward IPv6). */
+  vmAddress6: PodAddress | undefined;
+  /** The sibling's unique-local /64 address (dnsmasq's DHCPv6 and router advertisement context), with `vmAddress6`. */
+  siblingAddress6: PodAddress | undefined;
   /** The routes of the pod through this interface, for option 121, the default one last. */
   vmRoutes: VmRoute[];
   /** The default gateway, when the pod's default route goes through this interface. */
@@ -172,9 +185,31 @@ export function planMacvtapNics(
     if (siblingAddress !== undefined) taken.add(siblingAddress.ip);
     const own = routes.filter((r) => r.dev === pod.name);
     const gateway = own.find((r) => r.dst === 'default')?.gateway;
-    return { id: `net${n}`, pod, vmAddress, siblingAddress, vmRoutes: vmRoutesOf(own), gateway, links: macvtapLinkNames(pod.ifindex) };
+    const vmAddress6 = pod.ipv6Addresses[0];
+    const siblingAddress6 = vmAddress6 === undefined ? undefined : macvtapSiblingIpv6(pod.ifindex);
+    return { id: `net${n}`, pod, vmAddress, siblingAddress, vmAddress6, siblingAddress6, vmRoutes: vmRoutesOf(own), gateway, links: macvtapLinkNames(pod.ifindex) };
   });
   return { plans, problems };
+}
+
+/** The unique-local prefix of the siblings' IPv6 addresses: `fd70:7664:6d76:<ifindex>::/64` ("pv", "mv"). */
+export const MACVTAP_SIBLING_IPV6_PREFIX = [0xfd70, 0x7664, 0x6d76] as const;
+
+/**
+ * The sibling's IPv6 address on the pod interface with this ifindex:
+ * `fd70:7664:6d76:<ifindex in hex>::1/64`. dnsmasq sends router
+ * advertisements and answers DHCPv6 only on an interface with an address in
+ * one of its ranges; `--shared-network` then lets it lease the pod's /128.
+ */
+export function macvtapSiblingIpv6(ifindex: number): PodAddress {
+  return { ip: formatIpv6([...MACVTAP_SIBLING_IPV6_PREFIX, ifindex & 0xffff, 0, 0, 0, 1]), prefix: 64 };
+}
+
+/** The /64 network of a sibling address, as dnsmasq's range start: `fd70:7664:6d76:5::`. */
+export function ipv6Network64(address: PodAddress): string {
+  const groups = parseIpv6(address.ip);
+  if (groups === undefined) throw new Error(`not an IPv6 address: ${address.ip}`);
+  return formatIpv6([...groups.slice(0, 4), 0, 0, 0, 0]);
 }
 
 /** The address equal to `selected`'s IP, else the first one inside `selected`'s network. */
@@ -231,7 +266,7 @@ export function restorableRoutes(routes: readonly PodRoute[], dev: string): PodR
 
 /** The `ip route replace` arguments that put one recorded route back. */
 export function routeReplaceArgs(r: PodRoute): string[] {
-  const args = ['route', 'replace', r.dst];
+  const args = [...(r.family === 'inet6' ? ['-6'] : []), 'route', 'replace', r.dst];
   if (r.gateway !== undefined) args.push('via', r.gateway);
   args.push('dev', r.dev);
   if (r.flags?.includes('onlink') === true) args.push('onlink');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { resolvePluginSettings } from '@podvisor/core';
 import { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
-import { deriveSiblingAddress, parsePodInterfaces, parsePodRoutes, planMacvtapNics, routeReplaceArgs, selectAddress, vmRoutesOf } from './pod-network.js';
+import { deriveSiblingAddress, ipv6Network64, macvtapSiblingIpv6, parsePodInterfaces, parsePodRoutes, planMacvtapNics, restorableRoutes, routeReplaceArgs, selectAddress, vmRoutesOf } from './pod-network.js';
 
 const ADDR = JSON.stringify([
   { ifindex: 1, ifname: 'lo', address: '00:00:00:00:00:00', mtu: 65536, link_type: 'loopback', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
@@ -27,8 +27,8 @@ describe('pod interfaces and the attach plan', () => {
       ['eth1', 3, 'aa:00:00:00:00:03', ['10.56.1.2/24', '10.57.1.2/24']],
       ['br0', 4, 'aa:00:00:00:00:04', []],
     ]);
-    // The global IPv6 addresses are read too (for the warning that they are not handed over); link-local ones are not.
-    expect(interfaces.map((i) => i.ipv6Addresses)).toEqual([[], ['fd10:55::7'], [], []]);
+    // The global IPv6 addresses are read too (the VM takes the first); link-local ones are not.
+    expect(interfaces.map((i) => i.ipv6Addresses)).toEqual([[], [{ ip: 'fd10:55::7', prefix: 128 }], [], []]);
   });
 
   it('AUTO_ATTACH takes the ethernet interfaces in the pod order, with routes for option 121 (Calico on-link first, default last)', () => {
@@ -40,6 +40,33 @@ describe('pod interfaces and the attach plan', () => {
     ]);
     expect(plans[0]?.vmRoutes).toEqual([{ dst: '169.254.1.1/32', gateway: '0.0.0.0' }, { dst: '0.0.0.0/0', gateway: '169.254.1.1' }]);
     expect(plans[1]?.vmRoutes).toEqual([{ dst: '10.99.0.0/16', gateway: '10.56.1.1' }]);
+    // The dual-stack eth0 also hands over its IPv6 address; its sibling gets a unique-local /64 to be the VM's router from.
+    expect(plans.map((p) => [p.vmAddress6, p.siblingAddress6])).toEqual([
+      [{ ip: 'fd10:55::7', prefix: 128 }, { ip: 'fd70:7664:6d76:2::1', prefix: 64 }],
+      [undefined, undefined],
+    ]);
+  });
+
+  it('the sibling IPv6 address is per ifindex, and its /64 is the DHCPv6 range start', () => {
+    expect(macvtapSiblingIpv6(300)).toEqual({ ip: 'fd70:7664:6d76:12c::1', prefix: 64 });
+    expect(ipv6Network64(macvtapSiblingIpv6(2))).toBe('fd70:7664:6d76:2::');
+  });
+
+  it('records the IPv6 routes (not the kernel ones) and puts them back with -6', () => {
+    const routes6 = parsePodRoutes(
+      JSON.stringify([
+        { dst: 'fd10:55::7', dev: 'eth0', protocol: 'kernel', metric: 256, flags: [], pref: 'medium' },
+        { dst: 'fe80::/64', dev: 'eth0', protocol: 'kernel', metric: 256, flags: [], pref: 'medium' },
+        { dst: 'default', gateway: 'fe80::ecee:eeff:feee:eeee', dev: 'eth0', metric: 1024, flags: [], pref: 'medium' },
+      ]),
+      'inet6',
+    );
+    const kept = restorableRoutes([...routes, ...routes6], 'eth0');
+    expect(kept.map((r) => routeReplaceArgs(r).join(' '))).toEqual([
+      'route replace 169.254.1.1 dev eth0 scope link',
+      'route replace default via 169.254.1.1 dev eth0',
+      '-6 route replace default via fe80::ecee:eeff:feee:eeee dev eth0 metric 1024',
+    ]);
   });
 
   it('SELECTED_NETWORK picks the matching address on the interfaces that have one', () => {

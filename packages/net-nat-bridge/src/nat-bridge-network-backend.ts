@@ -407,7 +407,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
         message: `cannot read ${config.resolvConf} (${errorMessage(err)}); the VM gets no name servers or search domains over DHCP`,
         hint: 'point network.settings.resolvConf at the pod resolv.conf',
       });
-      return { nameservers: [], search: [], skipped: [] };
+      return { nameservers: [], nameservers6: [], search: [], skipped: [] };
     }
     const resolv = parseResolvConf(text);
     if (resolv.skipped.length > 0) this.log.warn('name servers the VM cannot use were left out', { resolvConf: config.resolvConf, skipped: resolv.skipped });
