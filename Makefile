@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 genisoimage \
-  linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
+  linux-image-amd64 busybox-static dhcpcd-base syslinux syslinux-common mtools dosfstools cpio kmod fdisk \
   curl socat chromium \
   podman buildah runc catatonit containernetworking-plugins iptables debootstrap \
   wireguard-go wireguard-tools tcpdump passt

@@ -4,13 +4,15 @@
 # kernel and a busybox initramfs that runs the whole guest (see README.md for
 # what it does). Nothing is mounted: the FAT image is filled with mtools and
 # syslinux's mtools-based installer, then dd-ed into the disk at its offset.
+# The initramfs also holds dhcpcd (the guest's DHCPv6 client) with the shared
+# libraries it links, copied as initramfs-tools' copy_exec does.
 # The build is reproducible (same inputs, same bytes) and cached: it is redone
 # only when the hash of its inputs (this script, rootfs/, syslinux.cfg and the
 # versions of the Debian packages used) differs from .cache/guest.stamp.
 #
 # Needs these Debian packages (it checks, it never installs them):
 #   linux-image-amd64 busybox-static syslinux syslinux-common mtools
-#   dosfstools cpio kmod fdisk qemu-utils
+#   dosfstools cpio kmod fdisk qemu-utils dhcpcd-base
 #
 # Environment: PODVISOR_GUEST_CACHE overrides the cache directory.
 # Prints one line: whether it reused or rebuilt the image, and how long it took.
@@ -63,6 +65,8 @@ need_cmd depmod kmod
 need_cmd modprobe kmod
 need_cmd sfdisk fdisk
 need_cmd qemu-img qemu-utils
+need_cmd ldd libc-bin
+need_file /usr/sbin/dhcpcd dhcpcd-base
 kernel=$(ls -1 /boot/vmlinuz-* 2> /dev/null | sort -V | tail -n 1 || true)
 kver=${kernel#/boot/vmlinuz-}
 if [ -z "$kernel" ]; then
@@ -76,7 +80,7 @@ if [ -z "$busybox_version" ] || [ ! -x /bin/busybox ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'guest build: missing Debian package: %s\n' "${missing[@]}" >&2
-  die "install them with: apt-get install -y linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk qemu-utils"
+  die "install them with: apt-get install -y linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk qemu-utils dhcpcd-base"
 fi
 
 # --- cache -------------------------------------------------------------------
@@ -87,7 +91,8 @@ kernel_pkg=$(dpkg-query -S "$kernel" 2> /dev/null | cut -d: -f1 || true)
 hash=$(
   {
     echo "kernel $kver ${kernel_pkg:-unpackaged} $(pkg_version "${kernel_pkg:-none}")"
-    for p in busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk qemu-utils; do
+    # dhcpcd-base and libc6: their files are copied into the initramfs.
+    for p in busybox-static syslinux syslinux-common mtools dosfstools cpio kmod fdisk qemu-utils dhcpcd-base libc6; do
       echo "package $p $(pkg_version "$p")"
     done
     echo "epoch $SOURCE_DATE_EPOCH"
@@ -146,6 +151,18 @@ cp /bin/busybox "$root/bin/busybox"
   [ -e "$root/$applet" ] || [ -L "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
 ln -s /bin/busybox "$root/init"
+# copy_exec BINARY: the binary and every shared library ldd lists (and the ELF
+# interpreter), each at its own path, so the dynamic loader finds them.
+copy_exec() {
+  local f
+  for f in "$1" $(ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+  done
+}
+copy_exec /usr/sbin/dhcpcd
+# The privilege-separation user's home, where dhcpcd chroots (rootfs/etc/passwd).
+mkdir -p "$root/usr/lib/dhcpcd"
 # init needs /dev/console before rcS mounts devtmpfs.
 mknod -m 600 "$root/dev/console" c 5 1
 mknod -m 666 "$root/dev/null" c 1 3
