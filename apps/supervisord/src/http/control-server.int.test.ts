@@ -117,7 +117,15 @@ let tcp: ControlClient;
 let clients: ControlClient[];
 
 async function start(
-  extra: { tokens?: string; qmpAllow?: string[]; webConsole?: WebConsole | null; vncPassword?: string; limits?: Parameters<typeof startControlServer>[0]['limits']; log?: Logger } = {},
+  extra: {
+    tokens?: string;
+    qmpAllow?: string[];
+    webConsole?: WebConsole | null;
+    vncPassword?: string;
+    limits?: Parameters<typeof startControlServer>[0]['limits'];
+    timeouts?: Parameters<typeof startControlServer>[0]['timeouts'];
+    log?: Logger;
+  } = {},
 ): Promise<void> {
   let tokenFile: string | undefined;
   if (extra.tokens !== undefined) {
@@ -134,7 +142,10 @@ async function start(
     webConsole: extra.webConsole ?? null,
     vncPassword: () => extra.vncPassword,
     ...(extra.limits === undefined ? {} : { limits: extra.limits }),
-    timeouts: { headersMs: 300, requestMs: 600, checkIntervalMs: 50 },
+    // The server's own timeouts (seconds) unless a test is about them: a request's headers
+    // timer starts when the connection is accepted, so short ones cut off the tests' own
+    // requests (408) whenever this process is held up (a loaded machine, 512 connections at once).
+    ...(extra.timeouts === undefined ? {} : { timeouts: extra.timeouts }),
   });
   unix = client({ socketPath: server.unixSocket });
   tcp = client({});
@@ -355,7 +366,8 @@ describe('control endpoint: bad input', () => {
   });
 
   it('cuts off a slow client (headers never finished) and a client that never sends its body, and keeps serving', async () => {
-    await start({ tokens: `ops:admin:${ADMIN}\n` });
+    // Short timeouts, still far above what the complete requests here take.
+    await start({ tokens: `ops:admin:${ADMIN}\n`, timeouts: { headersMs: 1000, requestMs: 2000, checkIntervalMs: 50 } });
     const [headers, body] = await Promise.all([
       raw('GET /v1/vm HTTP/1.1\r\nHost: x\r\nX-Slow: '),
       raw(`POST /v1/vm/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"act`),
@@ -694,7 +706,11 @@ describe('control endpoint: floods', () => {
     expect(status).toBe('HTTP/1.1 200 OK');
     await seen('event stream cut off: the client stopped reading');
     socket.destroy();
-    // A reader gets the whole backlog, in order, with no gap.
+    // A reader gets the whole backlog, in order, with no gap. It reads in this process, which a
+    // loaded machine can hold up for longer than the short stall bound above: a server with the
+    // default bound serves it.
+    await server.close();
+    await start({ limits: { sseReplayPage: 20 } });
     const ac = new AbortController();
     const stream = await unix.stream('/v1/events', { signal: ac.signal });
     const parser = new SseParser();
