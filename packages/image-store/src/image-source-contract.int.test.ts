@@ -24,7 +24,8 @@ describeImageSourceContract('file', async () => {
 
 describeImageSourceContract('http', async () => {
   const server = await new HttpImageServer().start();
-  const fast = { backoffInitialMs: 10, backoffMaxMs: 50, headersTimeoutMs: 2000, bodyTimeoutMs: 2000, maxAttempts: 2 };
+  // Quick retries; the source's own timeouts (30 s), which a loaded machine does not run into.
+  const fast = { backoffInitialMs: 10, backoffMaxMs: 50, maxAttempts: 2 };
   return {
     source: new HttpImageSource(fast),
     serve: async (content) => {
