@@ -21,6 +21,12 @@ const ORPHAN = (body: string) => ORPHAN_NOW(`while kill -0 $$ 2>/dev/null; do sl
 /** The same, with `body` started at once: for a body that cannot end before its shell does. */
 const ORPHAN_NOW = (body: string) => ['-c', `(${body}) </dev/null >/dev/null 2>&1 & echo $!; exit 0`];
 
+/**
+ * A shell loop that returns once `file` exists: an orphan that must still be
+ * there when the test looks at it waits on the test, not on a time.
+ */
+const UNTIL_EXISTS = (file: string) => `while [ ! -e '${file}' ]; do sleep 0.01; done`;
+
 function zombieChildren(parent: number): ProcStat[] {
   return readProcStats().filter((p) => p.state === 'Z' && p.ppid === parent);
 }
@@ -103,12 +109,19 @@ describe.skipIf(process.platform !== 'linux')('OrphanReaper as a child subreaper
   });
 
   it('reaps an orphan re-parented to this process, with its exit code, and leaves no zombie', async () => {
-    const pid = await startOrphan('sleep 0.3; exit 7');
-    // The shell has exited: the orphan now belongs to us, the subreaper, not to the host's init.
-    expect(ppidOf(pid)).toBe(process.pid);
-    const orphan = await reapedOrphan(pid);
-    expect(orphan).toEqual({ pid, comm: 'sh', code: 7, signal: null });
-    expect(zombieChildren(process.pid)).toEqual([]);
+    const dir = mkdtempSync(join(tmpdir(), 'podvisor-orphan-'));
+    try {
+      const go = join(dir, 'go');
+      const pid = await startOrphan(`${UNTIL_EXISTS(go)}; exit 7`);
+      // The shell has exited: the orphan now belongs to us, the subreaper, not to the host's init.
+      expect(ppidOf(pid)).toBe(process.pid);
+      writeFileSync(go, '');
+      const orphan = await reapedOrphan(pid);
+      expect(orphan).toEqual({ pid, comm: 'sh', code: 7, signal: null });
+      expect(zombieChildren(process.pid)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports an orphan killed by a signal with the signal name', async () => {
@@ -197,7 +210,7 @@ describe.skipIf(process.getuid?.() !== 0)('OrphanReaper as the real PID 1 of a n
 
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'podvisor-pid1-'));
-    writeFileSync(join(dir, 'pid1-fixture.ts'), PID1_FIXTURE(fileURLToPath(new URL('.', import.meta.url))));
+    writeFileSync(join(dir, 'pid1-fixture.ts'), PID1_FIXTURE(fileURLToPath(new URL('.', import.meta.url)), join(dir, 'go')));
   });
 
   afterAll(() => {
@@ -211,7 +224,8 @@ describe.skipIf(process.getuid?.() !== 0)('OrphanReaper as the real PID 1 of a n
     const result = await runner.run(
       'unshare',
       ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, viteNode, '--config', join(repo, 'vitest.config.ts'), join(dir, 'pid1-fixture.ts')],
-      { cwd: repo, timeoutMs: 60_000, check: false },
+      // vite-node transforms the fixture's sources first: seconds, many more on a loaded machine.
+      { cwd: repo, timeoutMs: 120_000, check: false },
     );
     const report = result.stdout.split('\n').find((l) => l.startsWith('{"pid1":'));
     expect(report, `no report; exit ${result.exitCode}, stderr:\n${result.stderr}`).toBeDefined();
@@ -225,11 +239,13 @@ describe.skipIf(process.getuid?.() !== 0)('OrphanReaper as the real PID 1 of a n
     });
     expect((r.orphan as ReapedOrphan).pid).toBe(r.orphanPid);
     expect(result.exitCode).toBe(0);
-  });
+    // Past the run's own bound, so that a slow fixture fails with its output, not the test runner's timeout.
+  }, 150_000);
 });
 
 /** A script for vite-node, run as PID 1: it exits 0 only if the orphan was reaped. */
-const PID1_FIXTURE = (pid1Dir: string) => `
+const PID1_FIXTURE = (pid1Dir: string, go: string) => `
+import { writeFileSync } from 'node:fs';
 import { ExecaProcessRunner, SilentLogger } from '@podvisor/core';
 import { OrphanReaper } from ${JSON.stringify(join(pid1Dir, 'orphan-reaper.ts'))};
 import { readProcStats } from ${JSON.stringify(join(pid1Dir, 'read-proc-stats.ts'))};
@@ -246,9 +262,11 @@ const orphanReaped = new Promise((resolve) => loaded.reaper.onDidReap((o) => { r
 loaded.reaper.start();
 
 const owned = await runner.spawn('sleep', ['0.5'], { name: 'owned-sleep' });
-const { stdout } = await runner.run('sh', ${JSON.stringify(ORPHAN('sleep 0.2; exit 7'))});
+// The orphan waits for the go file, so that it is still there to be looked at.
+const { stdout } = await runner.run('sh', ${JSON.stringify(ORPHAN(`${UNTIL_EXISTS(go)}; exit 7`))});
 const orphanPid = Number(stdout.trim());
 const orphanPpidBeforeExit = readProcStats().find((p) => p.pid === orphanPid)?.ppid;
+writeFileSync(${JSON.stringify(go)}, '');
 await within(10_000, orphanReaped).catch(() => undefined);
 const ownedExit = await within(10_000, owned.exited).catch(() => undefined);
 loaded.reaper.stop();
