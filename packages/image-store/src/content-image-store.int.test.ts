@@ -17,9 +17,11 @@ const runner = new ExecaProcessRunner(log);
 let dir: string;
 let store: ContentImageStore;
 
+// A lease far past the refresh: stores in this process wait on each other's live locks, and a loaded
+// machine that holds up a refresh must not make a live lock look stale (a second download).
 function newStore(): ContentImageStore {
   return new ContentImageStore(
-    { imagesDir: path.join(dir, 'images'), maxVirtualSizeBytes: 1024 ** 3, lock: { pollMs: 20, staleMs: 2000, refreshMs: 200 } },
+    { imagesDir: path.join(dir, 'images'), maxVirtualSizeBytes: 1024 ** 3, lock: { pollMs: 20, staleMs: 30_000, refreshMs: 200 } },
     [new LocalFileImageSource(), new HttpImageSource({ backoffInitialMs: 10 })],
     runner,
     log,

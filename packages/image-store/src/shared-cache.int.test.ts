@@ -24,9 +24,11 @@ let dir: string;
 let images: string;
 let server: HttpImageServer;
 
+// A lease far past the refresh: stores in this process wait on each other's live locks, and a loaded
+// machine that holds up a refresh must not make a live lock look stale (a second download).
 function newStore(extra: Partial<ImageStoreSettings> = {}): ContentImageStore {
   return new ContentImageStore(
-    { imagesDir: images, maxVirtualSizeBytes: 1024 ** 3, lock: { pollMs: 20, staleMs: 2000, refreshMs: 200 }, ...extra },
+    { imagesDir: images, maxVirtualSizeBytes: 1024 ** 3, lock: { pollMs: 20, staleMs: 30_000, refreshMs: 200 }, ...extra },
     [new LocalFileImageSource(), new HttpImageSource({ backoffInitialMs: 10, backoffMaxMs: 50, maxAttempts: 2 })],
     runner,
     log,
