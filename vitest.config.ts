@@ -25,7 +25,15 @@ export default defineConfig({
     projects: [
       {
         resolve: { alias },
-        test: { name: 'unit', include: ['packages/*/src/**/*.unit.test.ts', 'apps/*/src/**/*.unit.test.ts'] },
+        test: {
+          name: 'unit',
+          include: ['packages/*/src/**/*.unit.test.ts', 'apps/*/src/**/*.unit.test.ts'],
+          // Not vitest's 5 s: a test that loads the app's module graph or scans the sources takes
+          // ~1 s here, and several times that on a loaded 2-core CI machine. Fast tests stay fast;
+          // the bound only ends a hang.
+          testTimeout: 30_000,
+          hookTimeout: 30_000,
+        },
       },
       {
         resolve: { alias },
