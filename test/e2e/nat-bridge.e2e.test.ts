@@ -18,6 +18,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startNodeHttpProbe } from './support/node-http-probe.js';
+import { curlFromNode, guestPageFromNode } from './support/pod-namespace.js';
 import { GUEST, PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -69,23 +70,9 @@ function podvisorRules(): string[] {
     .filter((l) => /(dnat|snat|return|maxseg)/.test(l));
 }
 
-/** curl from the node namespace; '' when it fails. */
-function curlFromNode(url: string): string {
-  try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '5', url], { encoding: 'utf8' });
-  } catch {
-    return '';
-  }
-}
-
 /** The guest's page on the pod IP, fetched from the node namespace (waits for it, bounded). */
-async function guestPage(port = 80, expected = 'podvisor-test-guest'): Promise<string> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const body = curlFromNode(`http://${facts['POD_IP']}:${port}/`);
-    if (body.includes(expected) || Date.now() > deadline) return body;
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function guestPage(port = 80, expected = 'podvisor-test-guest'): Promise<string> {
+  return guestPageFromNode(pod, facts['POD_IP'] as string, { port, expected });
 }
 
 /** The first 12 bytes sent by whatever answers POD_IP:5900 (an RFB server speaks first). */
@@ -179,7 +166,7 @@ describe('nat-bridge network (real binary, TCG guest, Calico-style pod namespace
     // 2. 5900 stays with the pod: qemu's own VNC server speaks first.
     expect(bannerOn5900()).toBe('RFB 003.008\n');
     // ...and so does the control port (podvisor answers, not the VM).
-    expect(curlFromNode(`http://${podIp}:5800/healthz`)).not.toBe('');
+    expect(curlFromNode(pod, `http://${podIp}:5800/healthz`)).not.toBe('');
 
     // From inside the pod (a sidecar): localhost and the pod IP reach the guest; 5800 stays podvisor's.
     for (const host of ['127.0.0.1', podIp]) {

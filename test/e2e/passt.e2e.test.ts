@@ -15,6 +15,7 @@ import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startNodeHttpProbe } from './support/node-http-probe.js';
+import { guestPageFromNode } from './support/pod-namespace.js';
 import { PodvisorProcess, REPO, keepArtifacts, makeVmDirs, readEvents, requireBuilt, types, vmEnv, type VmDirs } from './support/podvisor-process.js';
 
 const POD_SH = path.join(REPO, 'test/support/pod.sh');
@@ -70,21 +71,8 @@ function pidOf(comm: RegExp): number | undefined {
   });
 }
 
-function curlFromNode(url: string): string {
-  try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '5', url], { encoding: 'utf8' });
-  } catch {
-    return '';
-  }
-}
-
-async function guestPage(expected: string): Promise<string> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const body = curlFromNode(`http://${facts['POD_IP']}/`);
-    if (body.includes(expected) || Date.now() > deadline) return body;
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function guestPage(expected: string): Promise<string> {
+  return guestPageFromNode(pod, facts['POD_IP'] as string, { expected });
 }
 
 beforeAll(() => {

@@ -44,18 +44,25 @@ export function macOf(pod: string, ifname: string): string {
 /** curl from the pod's node namespace; returns the body, or '' when it fails. */
 export function curlFromNode(pod: string, url: string): string {
   try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '5', url], { encoding: 'utf8' });
+    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '15', url], { encoding: 'utf8' });
   } catch {
     return '';
   }
 }
 
-/** The guest's page on `ip`, fetched from the node namespace (retried while the guest's server comes up, bounded). */
-export async function guestPageFromNode(pod: string, ip: string): Promise<string> {
-  const deadline = Date.now() + 20_000;
+/**
+ * The guest's page on `ip` (port 80 unless given), fetched from the node namespace: retried until it contains
+ * `expected` (the test guest's page by default) while the guest's server comes up, bounded.
+ * The page is a CGI script that runs several programs in the guest: under TCG on a loaded machine, one answer
+ * can take seconds, hence the generous bounds (they only matter when the page never comes).
+ */
+export async function guestPageFromNode(pod: string, ip: string, options: { port?: number; expected?: string } = {}): Promise<string> {
+  const url = `http://${ip}${options.port === undefined ? '' : `:${options.port}`}/`;
+  const expected = options.expected ?? 'podvisor-test-guest';
+  const deadline = Date.now() + 60_000;
   for (;;) {
-    const body = curlFromNode(pod, `http://${ip}/`);
-    if (body.includes('podvisor-test-guest') || Date.now() > deadline) return body;
+    const body = curlFromNode(pod, url);
+    if (body.includes(expected) || Date.now() > deadline) return body;
     await new Promise((r) => setTimeout(r, 250));
   }
 }
