@@ -157,6 +157,8 @@ export interface StopFacts {
   /** Epoch ms the stop was asked for: every slice of the budget counts from here. */
   since: number;
   presses: number;
+  /** The guest said it is powering off (QMP SHUTDOWN) during this stop: no more presses, qemu is exiting. */
+  shutdownObserved: boolean;
   quitAt: number | null;
   killAt: number | null;
   /** A QMP call of this stop got no answer in time (warned once per stop). */
@@ -300,6 +302,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
       case 'VmKillRequested':
         return state.status === 'Stopping' ? { ...state, killAt: timeOf(e) } : state;
       case 'GuestShutdownObserved':
+        if (state.status === 'Stopping') return { ...state, shutdownObserved: true };
         return state.status === 'Running' || state.status === 'Paused' ? { ...state, guestShutdown: e.data.guest } : state;
       case 'VmExited':
         if (state.status === 'Stopping') return { ...run, status: 'Stopped', reason: e.data.exit.reason, requested: true };
@@ -347,7 +350,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
         if (state.status === 'Stopping') return then === 'exit' ? { ...state, then, by } : state;
         const pid = state.status === 'Running' || state.status === 'Paused' ? state.pid : null;
         const waitingFor = pid !== null ? 'qemu' : state.status === 'Starting' ? 'launch' : 'prepare';
-        return { ...runFacts(state), status: 'Stopping', pid, waitingFor, by, then, since: at, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
+        return { ...runFacts(state), status: 'Stopping', pid, waitingFor, by, then, since: at, presses: 0, shutdownObserved: false, quitAt: null, killAt: null, qmpUnresponsive: false };
       }
       case 'pause':
       case 'resume':
@@ -553,7 +556,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
     switch (state.status) {
       case 'Running':
       case 'Paused': {
-        const stopping: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then, since: now, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
+        const stopping: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then, since: now, presses: 0, shutdownObserved: false, quitAt: null, killAt: null, qmpUnresponsive: false };
         const next = advanceStop(stopping, now);
         // ACPI needs running vCPUs: a paused guest never sees the button.
         return { events: [requested, ...next.events], effects: [...(state.status === 'Paused' ? [qmp('cont')] : []), ...next.effects] };
@@ -607,6 +610,8 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
     }
     const acpiEnd = s.since + budget.acpiMs;
     if (s.quitAt === null) {
+      // The guest is powering off: a press now would only race qemu's exit. The ACPI slice still bounds the wait.
+      if (now < acpiEnd && s.shutdownObserved) return { events: [], effects: [timer(acpiEnd)] };
       if (now < acpiEnd) {
         return {
           events: [{ type: 'VmPowerdownRequested', data: { by: s.by, attempt: s.presses + 1 } }],
@@ -671,7 +676,7 @@ export function lifecycleDecider(settings: LifecycleSettings): LifecycleDecider 
     switch (state.status) {
       case 'Running':
       case 'Paused': {
-        const s: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then: 'exit', since: now, presses: 0, quitAt: null, killAt: null, qmpUnresponsive: false };
+        const s: Extract<LifecycleState, { status: 'Stopping' }> = { ...runFacts(state), status: 'Stopping', pid: state.pid, waitingFor: 'qemu', by, then: 'exit', since: now, presses: 0, shutdownObserved: false, quitAt: null, killAt: null, qmpUnresponsive: false };
         const k = kill(s, by, now);
         return { events: [requested, ...k.events], effects: k.effects };
       }

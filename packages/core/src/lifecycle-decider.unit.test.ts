@@ -158,6 +158,19 @@ describe('given a running VM, when SIGTERM arrives', () => {
     expect(effects(s3.decision)).toContain('finish stopped');
   });
 
+  it('once the guest is powering off, the press timer presses no more: it waits out the ACPI slice for the exit, then quits', () => {
+    // Seen under load: the next press's timer fired 13 ms after SHUTDOWN, while qemu was exiting.
+    const s1 = when(given(running), sig('SIGTERM'));
+    const t = s1.now;
+    const s2 = when(s1, (now) => ({ type: 'QmpEventObserved', now: now + 950, event: 'SHUTDOWN', data: { guest: true, reason: 'guest-shutdown' } }));
+    const s3 = when(s2, deadline(t + 1000));
+    expect(s3.decision.events).toEqual([]);
+    expect(effects(s3.decision)).toEqual([`timer stop +${t - T0 + budget.acpiMs}`]);
+    // A guest that says SHUTDOWN but whose qemu never exits is still bounded by the budget.
+    expect(types(when(s3, deadline(t + budget.acpiMs)).decision)).toEqual(['VmQuitRequested']);
+    expect(when(s3, exited(0, null, 100)).decision.events.map((e) => e.type)).toEqual(['VmExited', 'VmStopped']);
+  });
+
   it('a second SIGTERM skips to QMP quit; SIGQUIT then kills at once', () => {
     const s1 = when(given(running), sig('SIGTERM'));
     const s2 = when(s1, sig('SIGTERM', 5));
