@@ -38,7 +38,8 @@ export class PodvisorProcess extends ChildOutput {
   constructor(args: readonly string[], env: Record<string, string>, options: { wrapper?: readonly string[] } = {}) {
     const argv = [...(options.wrapper ?? []), process.execPath, CLI, ...args];
     const child = spawn(argv[0] as string, argv.slice(1), { env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    super(child, 'podvisor', 90_000);
+    // A wait that names no bound: one guest boot under TCG takes ~50 s on a loaded machine.
+    super(child, 'podvisor', 180_000);
     this.exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
   }
 
