@@ -6,8 +6,9 @@
  * wireguard-go left behind by a crashed run is found through its pid file
  * and stopped, after checking that the pid is that wireguard-go.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { PodvisorError, errorMessage, terminateChild, type ChildHandle, type Clock, type Logger, type ProcessRunner } from '@podvisor/core';
+import { stopStrayProcess } from '@podvisor/net-support';
 import type { WireguardChoice } from './l2-segment-settings.js';
 
 export type WireguardImplementation = 'kernel' | 'userspace';
@@ -104,20 +105,5 @@ export class WireguardDevice {
 
 /** Stops the wireguard-go of `pidFile` when `/proc/<pid>/cmdline` shows it serving `name`; removes the pid file. */
 export async function stopStrayWireguard(pidFile: string, name: string, log: Logger, clock: Clock): Promise<void> {
-  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(pid) && pid > 1) {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(name)) {
-      log.info('stopping a wireguard-go left by an earlier run', { pid, name });
-      try {
-        process.kill(pid, 'SIGTERM');
-        const deadline = clock.now().getTime() + 2000;
-        while (clock.now().getTime() < deadline && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== '') await clock.sleep(POLL_MS);
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Gone.
-      }
-    }
-  }
-  await rm(pidFile, { force: true });
+  await stopStrayProcess({ pidFile, program: 'wireguard-go', marker: name }, log, clock);
 }
