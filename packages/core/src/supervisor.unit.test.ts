@@ -8,7 +8,7 @@ import { SilentLogger } from './logger.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import type { ConfigDriveBuilder, ImageStore, NetworkBackend, Overlay, QmpEventMessage, VmHandle, VmLaunchPlan, VmRuntime } from './ports.js';
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
-import { Supervisor, type SupervisorDeps, type SupervisorSettings } from './supervisor.js';
+import { Supervisor, type SupervisorDeps, type SupervisorOutcome, type SupervisorSettings } from './supervisor.js';
 
 /** Fakes for failures that cannot be caused for real in a unit test (the int and e2e tests fill a real volume). */
 
@@ -141,17 +141,51 @@ function supervisorAround(vm: VmHandle, o: { store: MemoryEventStore; clock: Clo
   );
 }
 
+/** A clock that moves only when the test says so: the stop budget's slices without waiting for them. */
+class ManualClock implements Clock {
+  private t = Date.parse('2026-01-01T00:00:00Z');
+  private sleepers: Array<{ at: number; resolve: () => void }> = [];
+  now(): Date {
+    return new Date(this.t);
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const sleeper = { at: this.t + ms, resolve };
+      this.sleepers.push(sleeper);
+      signal?.addEventListener('abort', () => {
+        this.sleepers = this.sleepers.filter((s) => s !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+  advance(ms: number): void {
+    this.t += ms;
+    const due = this.sleepers.filter((s) => s.at <= this.t);
+    this.sleepers = this.sleepers.filter((s) => s.at > this.t);
+    for (const s of due) s.resolve();
+  }
+}
+
 describe('Supervisor: a qemu that answers no QMP', () => {
   it('a stop asked through act() escalates to quit and SIGKILL on its timers, ends forced, and leaves no unhandled rejection', async () => {
     // Every QMP call fails at once (a refused or broken monitor).
     const vm = fakeQemu(() => Promise.reject(new PodvisorError('ERR_QMP_INTERRUPTED', 'QMP command interrupted: the QMP socket closed')));
-    const store = new MemoryEventStore();
-    const supervisor = supervisorAround(vm, { store, clock: new SystemClock(), network: null, stopGraceSeconds: 3, exitCodeOf: (o) => (o.kind === 'forced' ? 7 : 0) });
-    const done = supervisor.run();
+    const clock = new ManualClock();
+    const store = new MemoryEventStore({ clock });
+    const supervisor = supervisorAround(vm, { store, clock, network: null, stopGraceSeconds: 3, exitCodeOf: (o) => (o.kind === 'forced' ? 7 : 0) });
+    let outcome: SupervisorOutcome | undefined;
+    const done = supervisor.run().then((o) => (outcome = o));
     await firstValueFrom(store.follow(0).pipe(filter((e) => e.type === 'VmStarted')));
     await supervisor.act('stop', 'unix-socket');
-    const outcome = await done;
+    // The escalation's timers move only with the clock: 100 ms at a time, for at most twice the 3 s budget.
+    for (let elapsed = 0; outcome === undefined && elapsed < 6000; elapsed += 100) {
+      clock.advance(100);
+      // Every deadline those 100 ms ended has fired by now (a macrotask runs after all their microtasks).
+      await new Promise((r) => setImmediate(r));
+    }
     expect(outcome).toMatchObject({ kind: 'forced', exitCode: 7 });
+    await done;
     const types = store.readAfter(0).map((e) => e.type);
     expect(types.slice(types.indexOf('VmActionRequested'))).toEqual(['VmActionRequested', 'VmPowerdownRequested', 'VmQuitRequested', 'VmKillRequested', 'VmExited', 'VmStopped', 'SupervisorExited']);
   });
@@ -202,32 +236,6 @@ describe('Supervisor: stacked network backends (PODVISOR_NETWORK_EXTRA)', () => 
     expect(network).toEqual(['NetworkAttached nat-bridge', 'NetworkAttached l2-segment', 'NetworkDetached l2-segment', 'NetworkDetached nat-bridge']);
   });
 });
-
-/** A clock that moves only when the test says so: the stop budget's slices without waiting for them. */
-class ManualClock implements Clock {
-  private t = Date.parse('2026-01-01T00:00:00Z');
-  private sleepers: Array<{ at: number; resolve: () => void }> = [];
-  now(): Date {
-    return new Date(this.t);
-  }
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const sleeper = { at: this.t + ms, resolve };
-      this.sleepers.push(sleeper);
-      signal?.addEventListener('abort', () => {
-        this.sleepers = this.sleepers.filter((s) => s !== sleeper);
-        reject(signal.reason);
-      }, { once: true });
-    });
-  }
-  advance(ms: number): void {
-    this.t += ms;
-    const due = this.sleepers.filter((s) => s.at <= this.t);
-    this.sleepers = this.sleepers.filter((s) => s.at > this.t);
-    for (const s of due) s.resolve();
-  }
-}
 
 describe('Supervisor: the teardown gets what is left of the stop budget', () => {
   /** A guest that powers off at the first ACPI press, and a network whose detach ends when the test says so. */
