@@ -76,9 +76,9 @@ async function writeKey(m: Member, key: string): Promise<void> {
 function start(m: Member): PodvisorProcess {
   const env = vmEnv(m.dirs, m.name, {
     PODVISOR_NETWORK: 'nat-bridge',
+    // WireGuard listens on the pod IP: l2-segment declares its port, and nat-bridge keeps it out of the DNAT to the VM
+    // without a PODVISOR_NAT_EXCLUDE (otherwise A and B would not reach each other).
     PODVISOR_NETWORK_EXTRA: 'l2-segment',
-    // WireGuard listens on the pod IP: its port stays with the pod, out of the DNAT to the VM.
-    PODVISOR_NAT_EXCLUDE: 'udp/51820',
     PODVISOR_L2_PEERS: path.join(m.dirs.root, 'peers.yaml'),
     PODVISOR_L2_PRIVATE_KEY: path.join(m.dirs.root, 'private-key'),
     PODVISOR_L2_RELOAD_MS: '500',
@@ -228,6 +228,7 @@ describe('l2-segment: VMs on three nodes, VXLAN inside WireGuard (real binary, T
       expect(m.process?.stdout).toMatch(new RegExp(`^PODVISOR-GUEST-NIC eth1 ${segmentMac(m.name)} ${m.address.replace(/\./g, '\\.')}\\r?$`, 'm'));
       const attached = readEvents(m.dirs.stateDir).filter((e) => e.type === 'NetworkAttached').map((e) => e.data as { backend: string; detail: Record<string, unknown> });
       expect(attached.map((x) => x.backend)).toEqual(['nat-bridge', 'l2-segment']);
+      expect(attached[0]?.detail).toMatchObject({ dnat: { excluded: expect.arrayContaining(['udp/51820']), keptForStacked: [{ port: 'udp/51820', backend: 'l2-segment' }] } });
       expect(attached[1]?.detail).toMatchObject({ segment: 42, mtu: { pod: 1500, wireguard: 1420, segment: 1370 }, wireguard: { implementation: 'userspace', interface: wireguardInterfaceName(m.name) } });
     }
     const ab = await fetchUntilOk(a, b.address.split('/')[0] as string);

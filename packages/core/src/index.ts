@@ -37,6 +37,8 @@ export type {
   VmNic,
   VncListen,
   NetworkAttachSpec,
+  PodPort,
+  StackedPodPort,
   NetworkAttachment,
   NetworkHooks,
   PluginWarning,

@@ -5,7 +5,8 @@
  * (a network namespace the test made, a temp state dir), plus a probe of what
  * the backend may leave on the host. Plugin authors run it against theirs the
  * same way. It checks what the supervisor relies on: `validate` is pure and
- * reports problems as `{path, value, expected}`; `detach` is idempotent and
+ * reports problems as `{path, value, expected}`; `podPorts`, when present,
+ * names TCP or UDP ports and touches nothing; `detach` is idempotent and
  * safe before any attach or after a crash; `attach` hands back NICs qemu can
  * use, and after `detach` the host is as it was.
  */
@@ -77,6 +78,18 @@ export function describeNetworkBackendContract(name: string, make: () => Promise
       const needs = subject.create().prerequisites?.(subject.spec) ?? {};
       for (const b of needs.binaries ?? []) expect(b.name).not.toBe('');
       for (const c of needs.capabilities ?? []) expect(c.name).toMatch(/^[A-Z_]+$/);
+      expect(await subject.leftovers()).toEqual(before);
+    });
+
+    it('declares its own pod ports (podPorts, when it has it) as TCP or UDP ports, without touching the host', async () => {
+      const backend = subject.create();
+      if (backend.podPorts === undefined) return;
+      const before = await subject.leftovers();
+      const ports = await backend.podPorts(subject.spec);
+      for (const p of ports) {
+        expect(['tcp', 'udp']).toContain(p.proto);
+        expect(Number.isInteger(p.port) && p.port >= 1 && p.port <= 65535).toBe(true);
+      }
       expect(await subject.leftovers()).toEqual(before);
     });
 

@@ -111,7 +111,26 @@ export interface NetworkAttachSpec {
   vnc: { enabled: boolean; port: number };
   /** The control endpoint's TCP port (kept out of NAT). */
   controlPort: number;
+  /**
+   * Plugin API 2.1, for the primary backend: the pod ports the stacked
+   * backends (`PODVISOR_NETWORK_EXTRA`) listen on themselves, from their
+   * `podPorts`, known before the primary attaches. A primary that forwards
+   * pod ports to the VM keeps these with the pod (the NAT bridge does not
+   * DNAT them). Absent or empty when there are none.
+   */
+  stackedPorts?: readonly StackedPodPort[];
   signal?: AbortSignal;
+}
+
+/** A port in the pod's network namespace, e.g. `{ proto: 'udp', port: 51820 }`. */
+export interface PodPort {
+  proto: 'tcp' | 'udp';
+  port: number;
+}
+
+/** A pod port a stacked backend listens on, with that backend's name. */
+export interface StackedPodPort extends PodPort {
+  backend: string;
 }
 
 export interface NetworkAttachment {
@@ -156,6 +175,16 @@ export interface NetworkBackend {
    * called before `validate`; must not touch the host.
    */
   prerequisites?(spec: NetworkAttachSpec): Prerequisites;
+  /**
+   * Optional (plugin API 2.1), for a stackable backend: the pod ports it will
+   * listen on itself (WireGuard's UDP port, say). podvisor asks before any
+   * backend attaches, and hands them to the primary in `spec.stackedPorts`,
+   * so the answer comes from the settings and the files they name, not from
+   * `attach`. Must not change the host; should not throw (when a file it
+   * needs is unreadable, the ports it uses by default: `attach` reports the
+   * file).
+   */
+  podPorts?(spec: NetworkAttachSpec): Promise<PodPort[]>;
 }
 
 export interface NetworkHooks {

@@ -103,6 +103,8 @@ describe('L2SegmentNetworkBackend in a pod namespace (real wireguard-go, no VM)'
     expect(podView().links).toEqual(['eth0', 'lo', 'pvl2br0', 'pvl2tap0', 'pvl2vx0', wg].sort());
     expect(podView().tables).toEqual(['table inet podvisor_l2', 'table bridge podvisor_l2']);
     expect(sh('ip', ['netns', 'exec', pod, 'wg', 'show', wg, 'peers']).trim()).toBe(other);
+    // The pod port it declares to the primary (before attach) is the one WireGuard listens on.
+    expect(await backend.podPorts(spec)).toEqual([{ proto: 'udp', port: Number(sh('ip', ['netns', 'exec', pod, 'wg', 'show', wg, 'listen-port']).trim()) }]);
 
     // A wrong key while running: refused, naming the member; WireGuard keeps the right one.
     await writeFile(join(dir, 'key'), `${sh('wg', ['genkey']).trim()}\n`);

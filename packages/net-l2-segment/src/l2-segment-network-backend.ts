@@ -32,11 +32,12 @@ import {
   type NetworkAttachment,
   type NetworkBackend,
   type NetworkHooks,
+  type PodPort,
   type Prerequisites,
 } from '@podvisor/core';
 import { DNSMASQ_PREREQUISITES, DnsmasqSupervisor, ipv4Netmask, networkStep, stopStrayDnsmasq } from '@podvisor/net-support';
 import { resolveL2SegmentSettings, type L2SegmentSettings } from './l2-segment-settings.js';
-import { L2_VXLAN_PORT, parseAddressWithPrefix, parsePeerMap, segmentMtus, wireguardPublicKey, type PeerMap, type PeerMember } from './peer-map.js';
+import { L2_DEFAULT_PORT, L2_VXLAN_PORT, parseAddressWithPrefix, parsePeerMap, segmentMtus, wireguardPublicKey, type PeerMap, type PeerMember } from './peer-map.js';
 import {
   L2_SEGMENT_LINKS,
   buildSegmentDnsmasqArgs,
@@ -135,6 +136,19 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
 
   prerequisites(): Prerequisites {
     return L2_SEGMENT_PREREQUISITES;
+  }
+
+  /**
+   * WireGuard's UDP port, the peer map's `port`: the primary keeps it with
+   * the pod (the NAT bridge does not DNAT it to its VM). Asked before any
+   * backend attaches, so it reads the peer map itself; a map that cannot be
+   * read or parsed gives the default port (attach then refuses the map).
+   */
+  async podPorts(spec: NetworkAttachSpec): Promise<PodPort[]> {
+    const { settings } = resolveL2SegmentSettings(spec);
+    const text = settings === undefined ? undefined : await readFile(settings.peers, 'utf8').catch(() => undefined);
+    const port = settings === undefined || text === undefined ? undefined : parsePeerMap(text, settings.peers).map?.port;
+    return [{ proto: 'udp', port: port ?? L2_DEFAULT_PORT }];
   }
 
   /**

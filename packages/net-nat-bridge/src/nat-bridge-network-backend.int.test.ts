@@ -202,7 +202,7 @@ describe.skipIf(!isRoot)('NatBridgeNetworkBackend in a simulated pod (needs root
         gateway: '192.168.254.1',
         bridge: 'pvbr0',
         tap: 'pvtap0',
-        dnat: { to: '192.168.254.2', protocols: ['tcp', 'udp'], excluded: ['tcp/5900', 'tcp/5800'] },
+        dnat: { to: '192.168.254.2', protocols: ['tcp', 'udp'], excluded: ['tcp/5900', 'tcp/5800'], keptForStacked: [] },
       }),
     });
     expect(warnings).toEqual([]);

@@ -181,7 +181,7 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
       ipv6 = await this.step(spec, 'ERR_NAT_SYSCTL', 'enable forwarding in the pod namespace', () => this.enableForwarding(spec, ipv6, hooks));
 
       const vncPort = natVncPort(spec.vnc);
-      const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude });
+      const exclusions = natExclusions({ vncPort, controlPort: spec.controlPort, extra: config.exclude, stacked: spec.stackedPorts ?? [] });
       const v6 = ipv6 && pod.ip6 !== undefined ? { podIp: pod.ip6, vmIp: natBridgeVmIpv6(mac), subnet: natBridgeIpv6Subnet() } : undefined;
       const ruleset = buildNatRuleset({ podInterface: pod.name, podIp: pod.ip, vmIp: config.vmIp, bridge, gateway: config.vmGateway, exclusions, ...(v6 === undefined ? {} : { ipv6: v6 }) });
       const andIpv6 = v6 === undefined ? '' : ` and ip6 podvisor (${v6.podIp} to ${v6.vmIp})`;
@@ -231,7 +231,13 @@ export class NatBridgeNetworkBackend implements NetworkBackend {
           tap,
           mtu: pod.mtu,
           ipv6: v6 ?? null,
-          dnat: { to: config.vmIp, protocols: ['tcp', 'udp'], excluded: exclusions.map(formatNatExclusion) },
+          dnat: {
+            to: config.vmIp,
+            protocols: ['tcp', 'udp'],
+            excluded: exclusions.map(formatNatExclusion),
+            // The ports the stacked backends listen on, kept with the pod like PODVISOR_NAT_EXCLUDE's.
+            keptForStacked: (spec.stackedPorts ?? []).map((p) => ({ port: formatNatExclusion(p), backend: p.backend })),
+          },
           dhcp: { dnsServers: resolv.nameservers, searchDomains: resolv.search, hostname: hostname ?? null, dnsmasqPid: supervisor.pid },
         },
       };

@@ -8,7 +8,7 @@
  * not a setting of this backend: `NO_VNC` is decided by podvisor and arrives
  * as `spec.vnc`. Also holds the small IPv4 arithmetic the backend needs.
  */
-import type { ConfigProblem, NetworkAttachSpec, PluginSetting, VncListen } from '@podvisor/core';
+import type { ConfigProblem, NetworkAttachSpec, PluginSetting, PodPort, VncListen } from '@podvisor/core';
 import { formatIpv4, parseIpv4 } from '@podvisor/net-support';
 
 export const NAT_BRIDGE_DEFAULTS = {
@@ -27,16 +27,15 @@ export const NAT_BRIDGE_SETTINGS: readonly PluginSetting[] = [
     env: ['PODVISOR_NAT_EXCLUDE'],
     type: 'string-list',
     default: [],
-    doc: 'more pod ports kept out of DNAT, as proto/port (`tcp/22,udp/53`); VNC (unless NO_VNC) and the control port always are',
+    doc: "more pod ports kept out of DNAT, as proto/port (`tcp/22,udp/53`); VNC (unless NO_VNC), the control port and the stacked backends' own ports (l2-segment's WireGuard) always are",
   },
   { name: 'resolvConf', key: 'network.settings.resolvConf', type: 'string', default: NAT_BRIDGE_DEFAULTS.resolvConf, doc: "the pod's resolv.conf, whose servers and search list the VM gets" },
   { name: 'podInterface', key: 'network.settings.podInterface', type: 'string', doc: 'the pod interface to NAT through (default: the one with the default route)' },
 ];
 
-/** One pod port kept out of the DNAT to the VM. */
-export interface NatPortExclusion {
-  proto: 'tcp' | 'udp';
-  port: number;
+/** One pod port kept out of the DNAT to the VM; `backend` names the stacked backend that listens on it, if one does. */
+export interface NatPortExclusion extends PodPort {
+  backend?: string;
 }
 
 export interface NatBridgeConfig {

@@ -22,6 +22,7 @@
  * destination turns back into `::1` on the bridge, so `::1` is not forwarded
  * (the pod's own IPv6 address is).
  */
+import type { StackedPodPort } from '@podvisor/core';
 import { formatNatExclusion, type NatPortExclusion } from './nat-config.js';
 
 /** The nftables family and table podvisor owns in the pod's namespace. */
@@ -53,9 +54,10 @@ export interface NatRulesetParams {
 
 /**
  * The ports kept out of DNAT, in rule order: the VNC port (unless `NO_VNC`),
- * the control endpoint's port, then the operator's list, without duplicates.
+ * the control endpoint's port, the operator's list, then the ports the
+ * stacked backends listen on (`spec.stackedPorts`), without duplicates.
  */
-export function natExclusions(options: { vncPort: number | undefined; controlPort: number; extra: readonly NatPortExclusion[] }): NatPortExclusion[] {
+export function natExclusions(options: { vncPort: number | undefined; controlPort: number; extra: readonly NatPortExclusion[]; stacked?: readonly StackedPodPort[] }): NatPortExclusion[] {
   const all: NatPortExclusion[] = [];
   const add = (e: NatPortExclusion): void => {
     if (!all.some((x) => x.proto === e.proto && x.port === e.port)) all.push(e);
@@ -63,6 +65,7 @@ export function natExclusions(options: { vncPort: number | undefined; controlPor
   if (options.vncPort !== undefined) add({ proto: 'tcp', port: options.vncPort });
   add({ proto: 'tcp', port: options.controlPort });
   for (const e of options.extra) add(e);
+  for (const e of options.stacked ?? []) add({ proto: e.proto, port: e.port, backend: e.backend });
   return all;
 }
 
@@ -144,7 +147,7 @@ function tableLines(
 /** The ports kept first, then TCP and UDP to the VM, for packets that `match`. */
 function dnatLines(exclusions: readonly NatPortExclusion[], match: string, vmIp: string): string[] {
   return [
-    ...exclusions.map((e) => `\t\t${match} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}`)}`),
+    ...exclusions.map((e) => `\t\t${match} ${e.proto} dport ${e.port} return comment ${quote(`keep ${formatNatExclusion(e)}${e.backend === undefined ? '' : ` for ${e.backend}`}`)}`),
     ...['tcp', 'udp'].map((proto) => `\t\t${match} meta l4proto ${proto} dnat to ${vmIp}`),
   ];
 }

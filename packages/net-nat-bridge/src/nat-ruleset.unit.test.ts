@@ -11,6 +11,19 @@ describe('natExclusions', () => {
     ]);
   });
 
+  it("keeps the stacked backends' pod ports after the operator list, each naming its backend; one the operator listed already stays the operator's", () => {
+    const stacked = [
+      { proto: 'udp' as const, port: 51820, backend: 'l2-segment' },
+      { proto: 'tcp' as const, port: 22, backend: 'sshd-extra' },
+    ];
+    expect(natExclusions({ vncPort: 5900, controlPort: 5800, extra: [{ proto: 'tcp', port: 22 }], stacked })).toEqual([
+      { proto: 'tcp', port: 5900 },
+      { proto: 'tcp', port: 5800 },
+      { proto: 'tcp', port: 22 },
+      { proto: 'udp', port: 51820, backend: 'l2-segment' },
+    ]);
+  });
+
   it('forwards 5900 like any port when VNC is not excluded (NO_VNC)', () => {
     expect(natExclusions({ vncPort: undefined, controlPort: 5800, extra: [] })).toEqual([{ proto: 'tcp', port: 5800 }]);
   });

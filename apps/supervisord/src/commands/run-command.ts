@@ -19,12 +19,16 @@ import {
   ProcessRunner,
   Supervisor,
   VmRuntime,
+  errorMessage,
   event,
   isPodvisorError,
   pluginSettingsName,
+  type ConfigProblem,
   type NetworkAttachSpec,
   type PluginKind,
   type PluginRegistry,
+  type PodPort,
+  type StackedPodPort,
   type SupervisorSettings,
 } from '@podvisor/core';
 import { keepUnwrittenEvents, replayUnwrittenEvents } from '@podvisor/core';
@@ -350,7 +354,37 @@ export async function resolveRunSetup(flags: Record<string, string | undefined>,
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  // The primary attaches first, so the pod ports the stacked backends listen on are asked for now and handed to it.
+  const stackedPorts = await stackedPodPorts(extraNetworks, config.origins.networkExtra);
+  if (stackedPorts.length > 0) networkSpec.stackedPorts = stackedPorts;
   return { config, app, network, networkSpec, extraNetworks, vncConfigured, tokens };
+}
+
+/**
+ * The pod ports the stacked backends declare (`podPorts`, plugin API 2.1),
+ * each with its backend's name, for the primary's `spec.stackedPorts`.
+ * Throws a `ConfigError` naming the backend when one answers with something
+ * that is not a TCP or UDP port, or throws.
+ */
+export async function stackedPodPorts(extraNetworks: RunSetup['extraNetworks'], path: string): Promise<StackedPodPort[]> {
+  const ports: StackedPodPort[] = [];
+  const problems: ConfigProblem[] = [];
+  for (const { backend, spec } of extraNetworks) {
+    let declared: unknown;
+    try {
+      declared = (await backend.podPorts?.(spec)) ?? [];
+    } catch (err) {
+      problems.push({ path, value: backend.name, expected: `a stacked backend whose podPorts answers (it threw: ${errorMessage(err)})` });
+      continue;
+    }
+    for (const p of Array.isArray(declared) ? declared : [declared]) {
+      const { proto, port } = (p ?? {}) as Partial<PodPort>;
+      if ((proto === 'tcp' || proto === 'udp') && Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65535) ports.push({ proto, port: port as number, backend: backend.name });
+      else problems.push({ path, value: `${backend.name} podPorts ${JSON.stringify(p)}`, expected: 'pod ports as {proto: "tcp" or "udp", port: 1-65535}' });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return ports;
 }
 
 /** The problem paths of a network backend's declared settings (`yaml KEY`, `env VAR`). */
