@@ -5,6 +5,7 @@ import { PodvisorError } from './errors.js';
 import type { EncodedEvent } from './event-store-base.js';
 import type { DomainEvent } from './events.js';
 import { SilentLogger } from './logger.js';
+import { ManualClock } from './manual-clock.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import type { ConfigDriveBuilder, ImageStore, NetworkBackend, Overlay, QmpEventMessage, VmHandle, VmLaunchPlan, VmRuntime } from './ports.js';
 import { DEFAULT_RESTART_SETTINGS } from './restart-policy.js';
@@ -139,32 +140,6 @@ function supervisorAround(vm: VmHandle, o: { store: MemoryEventStore; clock: Clo
       exitCodeOf: o.exitCodeOf,
     },
   );
-}
-
-/** A clock that moves only when the test says so: the stop budget's slices without waiting for them. */
-class ManualClock implements Clock {
-  private t = Date.parse('2026-01-01T00:00:00Z');
-  private sleepers: Array<{ at: number; resolve: () => void }> = [];
-  now(): Date {
-    return new Date(this.t);
-  }
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const sleeper = { at: this.t + ms, resolve };
-      this.sleepers.push(sleeper);
-      signal?.addEventListener('abort', () => {
-        this.sleepers = this.sleepers.filter((s) => s !== sleeper);
-        reject(signal.reason);
-      }, { once: true });
-    });
-  }
-  advance(ms: number): void {
-    this.t += ms;
-    const due = this.sleepers.filter((s) => s.at <= this.t);
-    this.sleepers = this.sleepers.filter((s) => s.at > this.t);
-    for (const s of due) s.resolve();
-  }
 }
 
 describe('Supervisor: a qemu that answers no QMP', () => {

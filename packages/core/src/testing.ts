@@ -12,3 +12,4 @@ export type { ImageSourceContractSubject } from './image-source-contract.js';
 export { describeConfigDriveContract } from './config-drive-contract.js';
 export type { ConfigDriveContractSubject } from './config-drive-contract.js';
 export { billionLaughsYaml } from './billion-laughs.js';
+export { ManualClock } from './manual-clock.js';

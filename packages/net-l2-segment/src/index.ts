@@ -38,6 +38,8 @@ export {
   wireguardInterfaceName,
 } from './segment-plan.js';
 export type { WireguardPeerConfig, SegmentRulesetParams, SegmentDnsmasqParams, SegmentLinkParams } from './segment-plan.js';
+export { L2_HANDSHAKE_WARN_MS, parseLatestHandshakes, watchHandshakes } from './handshake-watch.js';
+export type { HandshakeWatchOptions } from './handshake-watch.js';
 export { WireguardDevice, wireguardOrder } from './wireguard-device.js';
 export type { WireguardImplementation } from './wireguard-device.js';
 

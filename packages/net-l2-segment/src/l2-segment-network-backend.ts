@@ -49,6 +49,7 @@ import {
   wireguardInterfaceName,
   type WireguardPeerConfig,
 } from './segment-plan.js';
+import { L2_HANDSHAKE_WARN_MS, watchHandshakes } from './handshake-watch.js';
 import { WireguardDevice } from './wireguard-device.js';
 
 /** What the backend needs from the host (podvisor doctor checks it before anything is pulled). */
@@ -110,6 +111,8 @@ interface Running {
   flood: Set<string>;
   stop: AbortController;
   loop: Promise<void>;
+  /** The watch for peers that complete no handshake (WARN_L2_PEER_NO_HANDSHAKE); ends with `stop`. */
+  handshakes: Promise<void>;
   /** Written to the owner file at attach: a reload loop whose token is gone (a newer run took over) stands down. */
   ownerToken: string;
 }
@@ -212,8 +215,19 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
         await this.step(spec, 'ERR_L2_DNSMASQ', `start dnsmasq on ${bridge}`, () => dnsmasq!.start());
       }
       const stop = new AbortController();
-      const running: Running = { spec, settings, hooks, source, wireguard, wgName, wgMtu: mtu.wireguard, dnsmasq, appliedConfig: config, appliedPeers: peers, flood, stop, loop: Promise.resolve(), ownerToken };
+      const running: Running = { spec, settings, hooks, source, wireguard, wgName, wgMtu: mtu.wireguard, dnsmasq, appliedConfig: config, appliedPeers: peers, flood, stop, loop: Promise.resolve(), handshakes: Promise.resolve(), ownerToken };
       running.loop = this.reloadLoop(running);
+      running.handshakes = watchHandshakes({
+        runner: this.runner,
+        clock: this.clock,
+        log: this.log,
+        hooks,
+        wgName,
+        peers: () => running.appliedPeers,
+        boundMs: L2_HANDSHAKE_WARN_MS,
+        pollMs: Math.min(settings.reloadMs, L2_HANDSHAKE_WARN_MS),
+        signal: stop.signal,
+      });
       this.running = running;
       const detail = {
         segment: map.segment,
@@ -246,7 +260,7 @@ export class L2SegmentNetworkBackend implements NetworkBackend {
     this.running = undefined;
     if (running !== undefined) {
       running.stop.abort();
-      await running.loop;
+      await Promise.all([running.loop, running.handshakes]);
     }
     const paths = l2SegmentStatePaths(spec.stateDir);
     await this.teardown(spec, running?.wireguard ?? new WireguardDevice({ runner: this.runner, log: this.log, clock: this.clock, name: wireguardInterfaceName(spec.vmName), pidFile: paths.wireguardPid }), running?.dnsmasq);
