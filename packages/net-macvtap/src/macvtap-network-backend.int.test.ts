@@ -8,10 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, fstatSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NetnsProcessRunner } from '@podvisor/net-support';
 import {
@@ -25,44 +22,13 @@ import {
   type RunOptions,
   type RunResult,
 } from '@podvisor/core';
-import { resolvePluginSettings } from '@podvisor/core';
-import { MACVTAP_SETTINGS } from './macvtap-config.js';
 import { MacvtapNetworkBackend, macvtapStatePaths } from './macvtap-network-backend.js';
+import { MACVTAP_TEST_PODS, createMacvtapTestPod, macvtapTestSpec, nsPids, podView, podView6, uniquePodName, type MacvtapTestPod } from './macvtap-test-pod.test.js';
 
-const POD_SH = fileURLToPath(new URL('../../../test/support/pod.sh', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
-
-interface PodView {
-  links: { name: string; mac: string; kind: string | null; addresses: string[] }[];
-  routes: string[];
-}
-
-/** The pod's links, MACs, IPv4 addresses and routes, for before/after comparisons. */
-function podView(pod: string): PodView {
-  const links = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-d', 'addr', 'show'], { encoding: 'utf8' })) as {
-    ifname: string;
-    address: string;
-    linkinfo?: { info_kind?: string };
-    addr_info: { family: string; local: string; prefixlen: number }[];
-  }[];
-  const routes = JSON.parse(execFileSync('ip', ['-n', pod, '-j', '-4', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as Record<string, unknown>[];
-  return {
-    links: links.map((l) => ({
-      name: l.ifname,
-      mac: l.address,
-      kind: l.linkinfo?.info_kind ?? null,
-      addresses: l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
-    })),
-    routes: routes.map((r) => JSON.stringify(r)).sort(),
-  };
-}
-
-function nsPids(ns: string): string[] {
-  return execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((s) => s !== '');
-}
-
 describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)', () => {
+  let testPod: MacvtapTestPod;
   let pod: string;
   let stateDir: string;
   let runner: ExecaProcessRunner;
@@ -70,14 +36,7 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
   let warnings: PluginWarning[];
   let hooks: NetworkHooks;
 
-  const spec = (env: Record<string, string> = {}): NetworkAttachSpec => ({
-    vmName: 'mvt-vm',
-    stateDir,
-    diskDir: stateDir,
-    settings: resolvePluginSettings(MACVTAP_SETTINGS, { env, yaml: { network: { settings: { resolvConf: join(stateDir, 'resolv.conf') } } } }).settings,
-    vnc: { enabled: true, port: 5900 },
-    controlPort: 5800,
-  });
+  const spec = (env: Record<string, string> = {}): NetworkAttachSpec => macvtapTestSpec(stateDir, env);
   const backend = (): MacvtapNetworkBackend => {
     const b = new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger());
     backends.push(b);
@@ -85,10 +44,8 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
   };
 
   beforeEach(async () => {
-    pod = `mvti-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
-    stateDir = await mkdtemp(join(tmpdir(), `${pod}-`));
-    await writeFile(join(stateDir, 'resolv.conf'), 'nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n');
-    execFileSync(POD_SH, ['create', pod, '--if', 'eth0=10.55.1.7/32', '--if', 'eth1=10.56.1.2/24,10.57.1.2/24'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    testPod = await createMacvtapTestPod(uniquePodName('mvti'), MACVTAP_TEST_PODS.twoInterfaces);
+    ({ name: pod, stateDir } = testPod);
     runner = new ExecaProcessRunner(new SilentLogger());
     backends = [];
     warnings = [];
@@ -98,8 +55,7 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
   afterEach(async () => {
     for (const b of backends) await b.detach(spec()).catch(() => undefined);
     await runner.stopAll(1000);
-    execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
-    await rm(stateDir, { recursive: true, force: true });
+    await testPod.destroy();
   });
 
   it('moves each interface identity to a macvtap, serves DHCP from sibling macvlans, and detach puts the pod back exactly', async () => {
@@ -197,22 +153,7 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     expect(during.routes.filter((r) => r.includes('"eth0"'))).toEqual(before.routes.filter((r) => r.includes('"eth0"')));
   });
 
-  /** The pod's IPv6 side: global addresses per link, IPv6 routes of the main table, and the forwarding sysctl. */
-  function podView6(name: string): { addresses: Record<string, string[]>; routes: string[]; forwarding: string } {
-    const links = JSON.parse(execFileSync('ip', ['-n', name, '-j', '-6', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' })) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
-    const routes = JSON.parse(execFileSync('ip', ['-n', name, '-j', '-6', 'route', 'show', 'table', 'main'], { encoding: 'utf8' })) as Record<string, unknown>[];
-    return {
-      addresses: Object.fromEntries(links.map((l) => [l.ifname, l.addr_info.filter((a) => a.local !== undefined).map((a) => `${a.local}/${a.prefixlen}`)] as const).filter(([, a]) => a.length > 0)),
-      routes: routes.map((r) => JSON.stringify(r)).sort(),
-      forwarding: execFileSync('ip', ['netns', 'exec', name, 'sysctl', '-n', 'net.ipv6.conf.all.forwarding'], { encoding: 'utf8' }).trim(),
-    };
-  }
-
-  const dualStackPod = async (): Promise<void> => {
-    execFileSync(POD_SH, ['destroy', pod], { stdio: 'ignore' });
-    execFileSync(POD_SH, ['create', pod, '--calico', '--if', 'eth0=10.55.1.7/32,fd10:55::7/128'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    await writeFile(join(stateDir, 'resolv.conf'), 'nameserver 10.96.0.10\nnameserver fd00:96::a\nsearch svc.cluster.local\n');
-  };
+  const dualStackPod = (): Promise<void> => testPod.recreate(MACVTAP_TEST_PODS.dualStack);
 
   it('a dual-stack pod: the VM takes the IPv6 address too, the sibling is its router, the pod forwards; detach (also after kill -9) gives it all back', async () => {
     await dualStackPod();
