@@ -31,7 +31,13 @@ describeNetworkBackendContract('macvtap', async () => {
     const v6 = podView6(pod.name);
     return { ...Object.fromEntries(v4.links.map((l) => [`link ${l.name}`, l])), routes: v4.routes, ...Object.fromEntries(Object.entries(v6).map(([k, v]) => [`ipv6 ${k}`, v])) };
   };
-  const original = view();
+  let original: ReturnType<typeof view>;
+  try {
+    original = view();
+  } catch (err) {
+    await pod.destroy();
+    throw err;
+  }
   return {
     create: () => new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod.name), new SilentLogger()),
     spec,
