@@ -60,6 +60,7 @@ export type {
   QmpEventMessage,
   VmHandle,
   Prerequisites,
+  ProbeFinding,
   BinaryNeed,
   CapabilityNeed,
   DeviceNeed,

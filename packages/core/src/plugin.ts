@@ -12,7 +12,7 @@ import { ConfigDriveBuilder, ImageSource, NetworkBackend, VmRuntime } from './po
 import { parseSemver, parseSemverRange, satisfiesSemverRange } from './semver-range.js';
 
 /** The plugin API version this core implements. A plugin states the versions it supports as a semver range (`apiRange`). */
-export const PLUGIN_API_VERSION = '2.1.0';
+export const PLUGIN_API_VERSION = '2.2.0';
 
 /**
  * The kinds of plugin, each a port, and the port symbol a provision of that

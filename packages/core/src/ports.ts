@@ -185,6 +185,29 @@ export interface NetworkBackend {
    * file).
    */
   podPorts?(spec: NetworkAttachSpec): Promise<PodPort[]>;
+  /**
+   * Optional (plugin API 2.2): checks on this host what `prerequisites`
+   * cannot declare, by trying it (macvtap: whether the device cgroup lets the
+   * container open a macvtap device, whose major the kernel chooses). The
+   * preflight (`podvisor doctor`, and `podvisor run` before any pull) calls it
+   * after `validate` found no problem. It must leave nothing behind, also when
+   * it fails or `spec.signal` aborts, and should not throw: what it cannot do
+   * is a `fail` finding naming the fix.
+   */
+  probe?(spec: NetworkAttachSpec): Promise<ProbeFinding[]>;
+}
+
+/** One finding of the preflight (`podvisor doctor` prints them), also what `NetworkBackend.probe` returns. */
+export interface ProbeFinding {
+  /** Stable id: `capability.NET_ADMIN`, `device./dev/net/tun`, `device.macvtap`... */
+  id: string;
+  /** What is checked, in words. */
+  check: string;
+  status: 'ok' | 'warn' | 'fail';
+  /** What the probe saw. */
+  finding: string;
+  /** What to change; set on every `warn` and `fail`. */
+  fix?: string;
 }
 
 export interface NetworkHooks {

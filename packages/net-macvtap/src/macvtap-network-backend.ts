@@ -38,6 +38,7 @@ import {
   ProcessRunner,
   errorMessage,
   hasCapabilities,
+  isPodvisorError,
   ownEffectiveCapabilities,
   type ConfigProblem,
   type NetworkAttachSpec,
@@ -45,6 +46,7 @@ import {
   type NetworkBackend,
   type NetworkHooks,
   type Prerequisites,
+  type ProbeFinding,
   type VmNic,
 } from '@podvisor/core';
 import {
@@ -109,12 +111,16 @@ export const MACVTAP_NODE_PARENT = '/dev';
 /** The device that gives qemu vhost-net acceleration. */
 export const VHOST_NET_DEVICE = '/dev/vhost-net';
 
+/** The name prefix of the probe's throwaway macvtap (`pvmvtprobe<4 hex>`, 14 characters). */
+export const MACVTAP_PROBE_PREFIX = 'pvmvtprobe';
+
 /**
  * What the backend needs from the host (checked by `podvisor doctor` before
  * anything is pulled). The macvtap character devices themselves appear only
  * once the links exist, with a major number the kernel chose, so their
- * device-cgroup access is found at attach (ERR_MACVTAP_TAP_DEVICE names the
- * rule to grant).
+ * device-cgroup access is not declared here: the backend's `probe()` tries it
+ * with a throwaway link (and attach's ERR_MACVTAP_TAP_DEVICE names the rule
+ * to grant too).
  */
 export const MACVTAP_PREREQUISITES: Prerequisites = {
   binaries: [
@@ -389,48 +395,95 @@ export class MacvtapNetworkBackend implements NetworkBackend {
         await this.ip(spec, '-6', 'route', 'replace', `${vmAddress6.ip}/128`, 'dev', links.macvlan);
       });
     }
-    return this.step(spec, 'ERR_MACVTAP_TAP_DEVICE', `open the tap device of ${links.macvtap}`, async () => {
-      const [link] = parsePodInterfaces((await this.ip(spec, '-j', 'link', 'show', 'dev', links.macvtap)).stdout);
-      if (link === undefined) throw new Error(`${links.macvtap} is gone`);
-      const devNumbers = (await this.runner.run('cat', [`/sys/class/net/${links.macvtap}/tap${link.ifindex}/dev`], { signal: spec.signal })).stdout.trim();
-      const m = /^(\d+):(\d+)$/.exec(devNumbers);
-      if (m === null) throw new Error(`unexpected device numbers ${JSON.stringify(devNumbers)} in sysfs`);
-      const [major, minor] = [Number(m[1]), Number(m[2])];
-      // /dev/tapN is named after the ifindex, which another namespace may share: use it only if it is this device.
-      const shared = `/dev/tap${link.ifindex}`;
-      if (isCharDevice(shared, major, minor)) return { tapPath: shared, fd: this.openTap(shared, major, minor) };
-      const dir = await mkdtemp(join(MACVTAP_NODE_PARENT, 'podvisor-tap-'));
-      try {
-        const node = join(dir, `tap${link.ifindex}`);
-        const made = await this.runner.run('mknod', ['-m', '0600', node, 'c', String(major), String(minor)], { signal: spec.signal, check: false });
-        if (made.exitCode !== 0) {
-          throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot make the tap node ${node} (char ${major}:${minor}) for ${links.macvtap}: ${made.stderr.trim()}`, {
-            hint: 'give the container CAP_MKNOD (capabilities add: [MKNOD]; docs/kubernetes.md)',
-          });
-        }
-        return { tapPath: `${node} (removed once open)`, fd: this.openTap(node, major, minor) };
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    });
+    const tap = await this.step(spec, 'ERR_MACVTAP_TAP_DEVICE', `open the tap device of ${links.macvtap}`, () => this.openTapDevice(links.macvtap, spec.signal));
+    this.fds.push(tap.fd);
+    return { tapPath: tap.tapPath, fd: tap.fd };
   }
 
-  /** Opens a tap node; a refusal by the device cgroup names the rule that would allow it. */
-  private openTap(path: string, major: number, minor: number): number {
+  /**
+   * Opens the tap device of macvtap `name` read-write: `/dev/tap<ifindex>`
+   * when it is this device, else a private node made with `mknod` in a fresh
+   * directory under /dev, removed (with its directory) once open or when
+   * anything fails. The caller owns the fd. A refusal is an
+   * `ERR_MACVTAP_TAP_DEVICE` whose details say which step (`mknod`, `open`)
+   * and the device numbers, and whose hint names the fix.
+   */
+  private async openTapDevice(name: string, signal: AbortSignal | undefined): Promise<{ tapPath: string; fd: number; major: number }> {
+    const [link] = parsePodInterfaces((await this.runner.run('ip', ['-j', 'link', 'show', 'dev', name], { signal })).stdout);
+    if (link === undefined) throw new Error(`${name} is gone`);
+    const devNumbers = (await this.runner.run('cat', [`/sys/class/net/${name}/tap${link.ifindex}/dev`], { signal })).stdout.trim();
+    const m = /^(\d+):(\d+)$/.exec(devNumbers);
+    if (m === null) throw new Error(`unexpected device numbers ${JSON.stringify(devNumbers)} in sysfs`);
+    const [major, minor] = [Number(m[1]), Number(m[2])];
+    // /dev/tapN is named after the ifindex, which another namespace may share: use it only if it is this device.
+    const shared = `/dev/tap${link.ifindex}`;
+    if (isCharDevice(shared, major, minor)) return { tapPath: shared, fd: openTap(shared, major, minor), major };
+    const dir = await mkdtemp(join(MACVTAP_NODE_PARENT, 'podvisor-tap-'));
     try {
-      return this.open(path);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot open the tap device ${path} (char ${major}:${minor}): ${code ?? errorMessage(err)}`, {
-        cause: err,
-        hint:
-          code === 'EPERM'
-            ? `the container's device cgroup refuses macvtap devices: allow 'c ${major}:* rwm' (podman/docker --device-cgroup-rule; the major is the "macvtap" line of the node's /proc/devices), or run the container privileged, as the Kubernetes overlay does (a pod spec cannot name a device-cgroup rule; docs/kubernetes.md)`
-            : undefined,
-      });
+      const node = join(dir, `tap${link.ifindex}`);
+      const made = await this.runner.run('mknod', ['-m', '0600', node, 'c', String(major), String(minor)], { signal, check: false });
+      if (made.exitCode !== 0) {
+        throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot make the tap node ${node} (char ${major}:${minor}) for ${name}: ${made.stderr.trim()}`, {
+          hint: 'give the container CAP_MKNOD (capabilities add: [MKNOD]; docs/kubernetes.md)',
+          details: { step: 'mknod', major, minor },
+        });
+      }
+      return { tapPath: `${node} (removed once open)`, fd: openTap(node, major, minor), major };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   }
 
+  /**
+   * The preflight's probe (plugin API 2.2): whether this container may open a
+   * macvtap device, which no declared prerequisite can tell (the device
+   * cgroup rule names a major the kernel chose). On the first pod interface
+   * attach would take, it creates a throwaway macvtap `pvmvtprobe<hex>`,
+   * left down so that the interface's traffic is untouched, opens its tap
+   * device as attach does, and closes it; the link, the node and its
+   * directory are always removed. One finding, `device.macvtap`: a refused
+   * link (NET_ADMIN, the macvtap module), a refused node (MKNOD) or a refused
+   * open (the device-cgroup rule `c <major>:* rwm`) fails.
+   */
+  async probe(spec: NetworkAttachSpec): Promise<ProbeFinding[]> {
+    const check = 'a throwaway macvtap link on the pod interface, and its tap device opens read-write';
+    const { config } = resolveMacvtapConfig(spec);
+    if (config === undefined) return [];
+    const failed = (finding: string, fix: string): ProbeFinding[] => [{ id: 'device.macvtap', check, status: 'fail', finding, fix }];
+    let lower: string;
+    try {
+      const planned = planMacvtapNics(config, parsePodInterfaces((await this.ip(spec, '-j', '-d', 'addr', 'show')).stdout), []);
+      const first = planned.plans[0];
+      // Interfaces named wrong are attach's to report, with the ones the pod has.
+      if (first === undefined) return [];
+      lower = first.pod.name;
+    } catch (err) {
+      return failed(`cannot list the pod's interfaces: ${errorMessage(err)}`, "give the container iproute2's ip and NET_ADMIN");
+    }
+    const name = `${MACVTAP_PROBE_PREFIX}${randomBytes(2).toString('hex')}`;
+    const made = await this.runner.run('ip', ['link', 'add', 'link', lower, 'name', name, 'type', 'macvtap', 'mode', 'bridge'], { signal: spec.signal, check: false });
+    if (made.exitCode !== 0) {
+      const stderr = made.stderr.trim();
+      return failed(
+        `cannot create a macvtap link on ${lower}: ${stderr || `ip exited with ${made.exitCode}`}`,
+        /not permitted/i.test(stderr)
+          ? 'add NET_ADMIN to the container securityContext capabilities'
+          : 'load the macvtap module on the node (modprobe macvtap), or run the container privileged',
+      );
+    }
+    try {
+      const tap = await this.openTapDevice(name, spec.signal);
+      closeSync(tap.fd);
+      return [{ id: 'device.macvtap', check, status: 'ok', finding: `a macvtap device (char major ${tap.major}) on ${lower} opens read-write` }];
+    } catch (err) {
+      const refused = isPodvisorError(err) && err.code === 'ERR_MACVTAP_TAP_DEVICE';
+      return failed(refused ? err.message : `macvtap: cannot open the tap device of ${name}: ${errorMessage(err)}`, (refused ? err.hint : undefined) ?? 'see docs/macvtap.md, What the container needs');
+    } finally {
+      await this.runner.run('ip', ['link', 'del', 'dev', name], { check: false });
+    }
+  }
+
+  /** Opens `path` read-write; the fd is this process's until detach closes it. */
   private open(path: string): number {
     const fd = openSync(path, constants.O_RDWR);
     this.fds.push(fd);
@@ -527,6 +580,23 @@ export function randomLocalMac(): string {
   const b = randomBytes(6);
   b[0] = ((b[0] as number) & 0xfc) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Opens a tap node read-write; a refusal by the device cgroup names the rule that would allow it. */
+function openTap(path: string, major: number, minor: number): number {
+  try {
+    return openSync(path, constants.O_RDWR);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new PodvisorError('ERR_MACVTAP_TAP_DEVICE', `macvtap: cannot open the tap device ${path} (char ${major}:${minor}): ${code ?? errorMessage(err)}`, {
+      cause: err,
+      hint:
+        code === 'EPERM'
+          ? `the container's device cgroup refuses macvtap devices: allow 'c ${major}:* rwm' (podman/docker --device-cgroup-rule; the major is the "macvtap" line of the node's /proc/devices), or run the container privileged, as the Kubernetes overlay does (a pod spec cannot name a device-cgroup rule; docs/kubernetes.md)`
+          : undefined,
+      details: { step: 'open', major, minor, ...(code === undefined ? {} : { errno: code }) },
+    });
+  }
 }
 
 function isCharDevice(path: string, major: number, minor: number): boolean {

@@ -7,22 +7,13 @@
  * before anything is pulled. No I/O here: the probes live in
  * `preflight-probes.ts`.
  */
-import { capabilityName, debianPackageOf, type AcceleratorChoice, type Prerequisites, type ProcessCapabilities } from '@podvisor/core';
+import { capabilityName, debianPackageOf, type AcceleratorChoice, type Prerequisites, type ProbeFinding, type ProcessCapabilities } from '@podvisor/core';
 import { formatBytes } from '../commands/image-command.js';
 
-export type PreflightStatus = 'ok' | 'warn' | 'fail';
+export type PreflightStatus = ProbeFinding['status'];
 
-export interface PreflightFinding {
-  /** Stable id: `capability.NET_ADMIN`, `device./dev/net/tun`, `sysctl.net.ipv4.ip_forward`, `binary.dnsmasq`, `volume.images`, `accelerator`. */
-  id: string;
-  /** What is checked, in words. */
-  check: string;
-  status: PreflightStatus;
-  /** What the probe saw. */
-  finding: string;
-  /** What to change; set on every `warn` and `fail`. */
-  fix?: string;
-}
+/** One finding; a backend's own `probe()` returns the same shape. */
+export type PreflightFinding = ProbeFinding;
 
 /** The prerequisites of one component of the chosen configuration (`nat-bridge`, `qemu`, ...). */
 export interface ComponentPrerequisites {

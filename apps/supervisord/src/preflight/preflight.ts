@@ -2,7 +2,8 @@
  * The preflight of a configuration: gathers what its adapters declare they
  * need (`prerequisites` on the network backend, the qemu runtime, the image
  * store, the config drive builder, and the process runner), adds the volumes
- * and the accelerator, probes this host, and returns the findings.
+ * and the accelerator, probes this host, runs the network backends' own
+ * `probe()`, and returns the findings.
  * `podvisor doctor` prints them; `podvisor run` stops on a failing one before
  * anything is pulled. The adapters' declarations are the one list of what
  * podvisor spawns: `spawnableBinaries` exposes it for the container image test.
@@ -114,7 +115,7 @@ export interface PreflightReport {
   durationMs: number;
 }
 
-/** Gathers the needs, probes the host, evaluates. Never throws for what it finds; changes nothing on the host. */
+/** Gathers the needs, probes the host, evaluates, adds the backends' probes. Never throws for what it finds; leaves nothing on the host. */
 export async function runPreflight(request: PreflightRequest): Promise<PreflightReport> {
   const started = performance.now();
   const { config, container } = request;
@@ -127,7 +128,26 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
     // Only doctor probes KVM, and it binds nothing afterwards.
     ...(request.probeAccelerator && config.accel !== 'tcg' ? { accelerator: () => probeKvm(container.getNamed<VmRuntime>(VmRuntime, config.vmRuntime), config) } : {}),
   });
-  return { needs, findings: evaluatePreflight(needs, facts), durationMs: Math.round(performance.now() - started) };
+  const probed = await backendProbes([...(request.network === null ? [] : [{ backend: request.network, spec: request.networkSpec }]), ...(request.extraNetworks ?? [])]);
+  return { needs, findings: [...evaluatePreflight(needs, facts), ...probed], durationMs: Math.round(performance.now() - started) };
+}
+
+/**
+ * The findings of the network backends' own probes (`NetworkBackend.probe`,
+ * plugin API 2.2), in order; a probe that throws is a failing finding naming
+ * the backend.
+ */
+async function backendProbes(networks: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }>): Promise<PreflightFinding[]> {
+  const findings: PreflightFinding[] = [];
+  for (const { backend, spec } of networks) {
+    if (backend.probe === undefined) continue;
+    try {
+      findings.push(...(await backend.probe(spec)));
+    } catch (err) {
+      findings.push({ id: `probe.${backend.name}`, check: `the ${backend.name} backend's own probe`, status: 'fail', finding: `the probe threw: ${errorMessage(err)}`, fix: `a bug of the ${backend.name} backend: report it with this message` });
+    }
+  }
+  return findings;
 }
 
 async function probeKvm(runtime: VmRuntime, config: PodvisorConfig): Promise<AcceleratorProbe> {
