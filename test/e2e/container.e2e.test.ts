@@ -33,7 +33,7 @@ import { capabilityBit, hasCapabilities, parseEffectiveCapabilities } from '@pod
 import { HttpImageServer } from '../support/http-image-server.js';
 import { PODVISOR_IMAGE, PodmanLogs, REPO_ROOT, declaredCapabilities, podFromStatefulSet, podman, type KubeObject } from '../support/podman.js';
 import { scanSpawnedBinaries } from '../support/spawned-binaries.js';
-import { createPod as createPodNs, destroyPod, guestPageFromNode, macOf, podView } from './support/pod-namespace.js';
+import { createPod as createPodNs, destroyPod, guestPageFromNode, macOf, macvtapMajor, podView } from './support/pod-namespace.js';
 import { ARTIFACTS, GUEST, readEvents, requireBuilt, types } from './support/podvisor-process.js';
 
 const ID = `pvct${randomBytes(3).toString('hex')}`;
@@ -322,23 +322,4 @@ interface ContainerSpec {
   env: { name: string; value: string }[];
   resources?: { limits?: { memory?: string } };
   securityContext?: { privileged?: boolean };
-}
-
-/**
- * The macvtap character devices' major: the kernel chooses it when macvtap
- * loads. A macvtap made and deleted in the pod's node namespace loads it
- * first when no line names it yet.
- */
-function macvtapMajor(pod: string): number {
-  const find = (): number | undefined => {
-    const m = /^\s*(\d+) macvtap$/m.exec(readFileSync('/proc/devices', 'utf8'));
-    return m === null ? undefined : Number(m[1]);
-  };
-  const known = find();
-  if (known !== undefined) return known;
-  const ns = `${pod}-probe`;
-  execFileSync('sh', ['-c', `ip netns add ${ns} && ip -n ${ns} link add pvprobe0 type veth peer name pvprobe1 && ip -n ${ns} link add link pvprobe0 name pvprobe2 type macvtap; ip netns del ${ns}`]);
-  const loaded = find();
-  if (loaded === undefined) throw new Error('no "macvtap" line in /proc/devices after making a macvtap: the kernel lacks macvtap');
-  return loaded;
 }

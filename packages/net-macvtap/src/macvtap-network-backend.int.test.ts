@@ -7,7 +7,7 @@
  * What the guest sees over DHCP is the e2e test's job (test/e2e/macvtap).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, fstatSync } from 'node:fs';
+import { existsSync, fstatSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NetnsProcessRunner } from '@podvisor/net-support';
@@ -221,5 +221,20 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     expect(dnsmasq?.filter((a) => a.includes('fd10:55::7') || a === '--enable-ra')).toEqual([]);
     await b.detach(spec());
     expect(podView6(pod)).toEqual(before6);
+  });
+
+  it("probe(): a throwaway macvtap on the pod interface attach would take opens read-write (ok, naming the real major), and nothing of it is left: no link, no node, no directory under /dev", async () => {
+    const tapDirs = (): string[] => readdirSync('/dev').filter((n) => n.startsWith('podvisor-tap-'));
+    const before = podView(pod);
+    const dirsBefore = tapDirs();
+    const major = /^(\d+) macvtap$/m.exec(readFileSync('/proc/devices', 'utf8'))?.[1];
+
+    const findings = await backend().probe(spec({ ATTACH_IFACES: 'eth1' }));
+
+    expect(findings).toEqual([{ id: 'device.macvtap', check: expect.stringContaining('macvtap') as string, status: 'ok', finding: `a macvtap device (char major ${major}) on eth1 opens read-write` }]);
+    expect(podView(pod)).toEqual(before);
+    expect(tapDirs()).toEqual(dirsBefore);
+    // Nor in any other namespace: the probe's link was made in the pod.
+    expect(execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })).not.toContain('pvmvtprobe');
   });
 });

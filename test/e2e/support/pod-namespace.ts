@@ -88,3 +88,22 @@ export function podState(pod: string): { links: string[]; rules: string; dnsmasq
   const rules = execFileSync('ip', ['netns', 'exec', pod, 'nft', 'list', 'ruleset'], { encoding: 'utf8' }).replace(/ # handle \d+/g, '');
   return { links, rules, dnsmasq: podPids(pod, 'dnsmasq') };
 }
+
+/**
+ * The macvtap character devices' major: the kernel chooses it when macvtap
+ * loads. A macvtap made and deleted in the pod's node namespace loads it
+ * first when no line names it yet.
+ */
+export function macvtapMajor(pod: string): number {
+  const find = (): number | undefined => {
+    const m = /^\s*(\d+) macvtap$/m.exec(readFileSync('/proc/devices', 'utf8'));
+    return m === null ? undefined : Number(m[1]);
+  };
+  const known = find();
+  if (known !== undefined) return known;
+  const ns = `${pod}-probe`;
+  execFileSync('sh', ['-c', `ip netns add ${ns} && ip -n ${ns} link add pvprobe0 type veth peer name pvprobe1 && ip -n ${ns} link add link pvprobe0 name pvprobe2 type macvtap; ip netns del ${ns}`]);
+  const loaded = find();
+  if (loaded === undefined) throw new Error('no "macvtap" line in /proc/devices after making a macvtap: the kernel lacks macvtap');
+  return loaded;
+}

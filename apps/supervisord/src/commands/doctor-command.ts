@@ -18,6 +18,8 @@ Checks, before anything is pulled, that this container can run the VM that
 ${DEFAULT_CONFIG_FILE} if it exists) would run:
   - the capabilities the chosen network backends need (CapEff and CapBnd);
   - the devices it needs (/dev/net/tun; /dev/vhost-net, optional);
+  - the network backends' own probes (macvtap: a throwaway macvtap's tap
+    device opens read-write, i.e. the device-cgroup rule c MAJOR:* rwm);
   - sysctls (net.ipv4.ip_forward: already 1, or /proc/sys writable);
   - the images, disk and state volumes: writable, with free space for the image;
   - every binary the backends, qemu, the image store and the config drive spawn;

@@ -137,7 +137,7 @@ export async function runPreflight(request: PreflightRequest): Promise<Preflight
  * plugin API 2.2), in order; a probe that throws is a failing finding naming
  * the backend.
  */
-async function backendProbes(networks: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }>): Promise<PreflightFinding[]> {
+export async function backendProbes(networks: ReadonlyArray<{ backend: NetworkBackend; spec: NetworkAttachSpec }>): Promise<PreflightFinding[]> {
   const findings: PreflightFinding[] = [];
   for (const { backend, spec } of networks) {
     if (backend.probe === undefined) continue;
