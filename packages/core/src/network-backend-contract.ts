@@ -6,7 +6,8 @@
  * the backend may leave on the host. Plugin authors run it against theirs the
  * same way. It checks what the supervisor relies on: `validate` is pure and
  * reports problems as `{path, value, expected}`; `podPorts`, when present,
- * names TCP or UDP ports and touches nothing; `detach` is idempotent and
+ * names TCP or UDP ports and touches nothing; `probe`, when present, leaves
+ * nothing behind and names a fix for what is not ok; `detach` is idempotent and
  * safe before any attach or after a crash; `attach` hands back NICs qemu can
  * use, and after `detach` the host is as it was.
  */
@@ -89,6 +90,19 @@ export function describeNetworkBackendContract(name: string, make: () => Promise
       for (const p of ports) {
         expect(['tcp', 'udp']).toContain(p.proto);
         expect(Number.isInteger(p.port) && p.port >= 1 && p.port <= 65535).toBe(true);
+      }
+      expect(await subject.leftovers()).toEqual(before);
+    });
+
+    it('probes the host (probe, when it has it) with findings that name a fix when not ok, and leaves nothing behind', async () => {
+      const backend = subject.create();
+      if (backend.probe === undefined) return;
+      const before = await subject.leftovers();
+      const findings = await backend.probe(subject.spec);
+      for (const f of findings) {
+        expect(f.id).not.toBe('');
+        expect(['ok', 'warn', 'fail']).toContain(f.status);
+        if (f.status !== 'ok') expect(f.fix ?? '').not.toBe('');
       }
       expect(await subject.leftovers()).toEqual(before);
     });
