@@ -18,7 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PreflightFinding } from '../../apps/supervisord/src/preflight/preflight-model.js';
 import { PODVISOR_IMAGE, podman } from '../support/podman.js';
 import { createPod, destroyPod, macvtapMajor, podView } from './support/pod-namespace.js';
-import { GUEST, requireBuilt } from './support/podvisor-process.js';
 
 const ID = `pvmvp${randomBytes(3).toString('hex')}`;
 const POD = `${ID}-pod`;
@@ -28,7 +27,6 @@ let work = '';
 let major = 0;
 
 beforeAll(async () => {
-  requireBuilt();
   work = await mkdtemp(path.join(tmpdir(), `${ID}-`));
   await writeFile(path.join(work, 'resolv.conf'), 'nameserver 10.96.0.10\n');
   createPod(POD, ['eth0=10.92.4.7/32'], path.join(work, 'resolv.conf'));
@@ -49,8 +47,8 @@ async function doctorInPod(caps: readonly string[], extra: readonly string[] = [
         'run', '--name', name, '--network', `ns:/run/netns/${POD}`,
         '--cap-drop', 'ALL', ...(caps.length === 0 ? [] : ['--cap-add', caps.join(',')]),
         '--security-opt', 'no-new-privileges', ...extra,
-        '-v', `${GUEST}:/srv/guest.qcow2:ro`,
-        '-e', 'PODVISOR_NETWORK=macvtap', '-e', 'PODVISOR_ACCEL=tcg', '-e', 'IMG_SOURCE=/srv/guest.qcow2', '-e', 'PODVISOR_LOG_LEVEL=warn',
+        '-e', 'PODVISOR_NETWORK=macvtap', '-e', 'PODVISOR_ACCEL=tcg', // doctor pulls nothing: the source is never asked.
+        '-e', 'IMG_SOURCE=https://images.podvisor.invalid/guest.qcow2', '-e', 'PODVISOR_LOG_LEVEL=warn',
         PODVISOR_IMAGE, 'podvisor', 'doctor', '--json',
       ],
       { check: false },
