@@ -11,7 +11,7 @@ import { NetworkBackend, PLUGIN_API_VERSION, type PluginManifest } from '@podvis
 import { MACVTAP_SETTINGS } from './macvtap-config.js';
 import { MacvtapNetworkBackend } from './macvtap-network-backend.js';
 
-export { MacvtapNetworkBackend, MACVTAP_PREREQUISITES, MACVTAP_PROBE_PREFIX, VHOST_NET_DEVICE, macvtapStatePaths, randomLocalMac } from './macvtap-network-backend.js';
+export { MacvtapNetworkBackend, MACVTAP_PREREQUISITES, VHOST_NET_DEVICE, macvtapStatePaths, randomLocalMac } from './macvtap-network-backend.js';
 export type { MacvtapRestoreRecord } from './macvtap-network-backend.js';
 export { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
 export type { MacvtapConfig } from './macvtap-config.js';
@@ -19,6 +19,7 @@ export {
   MACVTAP_LINK_PREFIX,
   macvtapLinkNames,
   isMacvtapBackendLink,
+  MACVTAP_PROBE_PREFIX,
   isAttachable,
   parsePodInterfaces,
   parsePodRoutes,

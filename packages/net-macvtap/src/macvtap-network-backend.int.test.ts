@@ -237,4 +237,12 @@ describe.skipIf(!isRoot)('MacvtapNetworkBackend in a pod namespace (needs root)'
     // Nor in any other namespace: the probe's link was made in the pod.
     expect(execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })).not.toContain('pvmvtprobe');
   });
+
+  it('detach removes a probe link that a killed doctor left (pvmvtprobe<hex>), and only that', async () => {
+    const before = podView(pod);
+    execFileSync('ip', ['-n', pod, 'link', 'add', 'link', 'eth1', 'name', 'pvmvtprobe0a9f', 'type', 'macvtap', 'mode', 'bridge']);
+    expect(podView(pod).links.map((l) => l.name)).toContain('pvmvtprobe0a9f');
+    await backend().detach(spec());
+    expect(podView(pod)).toEqual(before);
+  });
 });

@@ -64,6 +64,7 @@ import { resolveMacvtapConfig } from './macvtap-config.js';
 import { buildMacvtapDnsmasqArgs, type MacvtapDhcpNic } from './macvtap-dnsmasq-args.js';
 import {
   isMacvtapBackendLink,
+  MACVTAP_PROBE_PREFIX,
   parsePodInterfaces,
   parsePodRoutes,
   planMacvtapNics,
@@ -110,9 +111,6 @@ export const MACVTAP_NODE_PARENT = '/dev';
 
 /** The device that gives qemu vhost-net acceleration. */
 export const VHOST_NET_DEVICE = '/dev/vhost-net';
-
-/** The name prefix of the probe's throwaway macvtap (`pvmvtprobe<4 hex>`, 14 characters). */
-export const MACVTAP_PROBE_PREFIX = 'pvmvtprobe';
 
 /**
  * What the backend needs from the host (checked by `podvisor doctor` before

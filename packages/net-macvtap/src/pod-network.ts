@@ -60,8 +60,12 @@ export function macvtapLinkNames(ifindex: number): { macvtap: string; macvlan: s
   return { macvtap: `${MACVTAP_LINK_PREFIX.macvtap}${ifindex}`, macvlan: `${MACVTAP_LINK_PREFIX.macvlan}${ifindex}` };
 }
 
+/** The name prefix of the preflight probe's throwaway macvtap: `pvmvtprobe<4 hex>` (14 characters). */
+export const MACVTAP_PROBE_PREFIX = 'pvmvtprobe';
+
+/** Whether a link is one this backend makes: attach's macvtap and macvlan, or a probe's macvtap (left by a killed doctor, detach removes it too). */
 export function isMacvtapBackendLink(name: string): boolean {
-  return new RegExp(`^(${MACVTAP_LINK_PREFIX.macvtap}|${MACVTAP_LINK_PREFIX.macvlan})[0-9]+$`).test(name);
+  return new RegExp(`^((${MACVTAP_LINK_PREFIX.macvtap}|${MACVTAP_LINK_PREFIX.macvlan})[0-9]+|${MACVTAP_PROBE_PREFIX}[0-9a-f]{4})$`).test(name);
 }
 
 interface IpLinkJson {

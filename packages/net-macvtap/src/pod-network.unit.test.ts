@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { resolvePluginSettings } from '@podvisor/core';
 import { MACVTAP_SETTINGS, resolveMacvtapConfig } from './macvtap-config.js';
-import { deriveSiblingAddress, ipv6Network64, macvtapSiblingIpv6, parsePodInterfaces, parsePodRoutes, planMacvtapNics, restorableRoutes, routeReplaceArgs, selectAddress, vmRoutesOf } from './pod-network.js';
+import { deriveSiblingAddress, ipv6Network64, isMacvtapBackendLink, macvtapSiblingIpv6, parsePodInterfaces, parsePodRoutes, planMacvtapNics, restorableRoutes, routeReplaceArgs, selectAddress, vmRoutesOf } from './pod-network.js';
 
 const ADDR = JSON.stringify([
   { ifindex: 1, ifname: 'lo', address: '00:00:00:00:00:00', mtu: 65536, link_type: 'loopback', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
@@ -20,6 +20,11 @@ const routes = parsePodRoutes(ROUTES);
 const plan = (env: Record<string, string>) => planMacvtapNics(resolveMacvtapConfig({ settings: resolvePluginSettings(MACVTAP_SETTINGS, { env, yaml: {} }).settings }).config!, interfaces, routes);
 
 describe('pod interfaces and the attach plan', () => {
+  it("recognises the backend's links (attach's pvmvt<n>, pvmvl<n>, the probe's pvmvtprobe<4 hex>) and nothing else", () => {
+    expect(['pvmvt3', 'pvmvl12', 'pvmvtprobe0a9f'].filter(isMacvtapBackendLink)).toEqual(['pvmvt3', 'pvmvl12', 'pvmvtprobe0a9f']);
+    expect(['eth0', 'pvmvt', 'pvmvtx1', 'pvmvtprobe', 'pvmvtprobe0a9', 'pvmvtprobe0A9F', 'pvmvtprobe0a9f1'].filter(isMacvtapBackendLink)).toEqual([]);
+  });
+
   it('parses ip -j output in ifindex order, IPv4 only, MACs lower-case', () => {
     expect(interfaces.map((i) => [i.name, i.ifindex, i.mac, i.addresses.map((a) => `${a.ip}/${a.prefix}`)])).toEqual([
       ['lo', 1, '00:00:00:00:00:00', ['127.0.0.1/8']],
