@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { PLUGIN_API_VERSION } from '@podvisor/core';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GUEST, PodvisorProcess, REPO, makeVmDirs, readEvents, requireBuilt, vmEnv, waitForEvent, type VmDirs } from './support/podvisor-process.js';
 
@@ -52,7 +53,7 @@ describe('plugins of every kind in the shipped binary', () => {
     const list = await run(['plugins', '--json'], { PODVISOR_PLUGINS: EXAMPLES.join(',') });
     expect((await list.exited).code).toBe(0);
     const listed = JSON.parse(list.stdout) as Listed;
-    expect(listed.apiVersion).toBe('2.0.0');
+    expect(listed.apiVersion).toBe(PLUGIN_API_VERSION);
     expect(listed.plugins.map((p) => [p.name, p.provides.map((x) => `${x.kind}:${x.name}`).join(' ')])).toEqual([
       ['@podvisor/qemu', 'vm-runtime:qemu'],
       ['@podvisor/image-store', 'image-source:file image-source:http image-source:https'],
@@ -123,7 +124,7 @@ describe('the loader refuses, naming what and where', () => {
     const p = await run(['plugins'], { PODVISOR_PLUGINS: fixture('incompatible') });
     expect((await p.exited).code).toBe(2);
     expect(p.stderr).toContain('"code":"ERR_PLUGIN_INCOMPATIBLE"');
-    expect(p.stderr).toContain(`plugin incompatible (from ${fixture('incompatible')}) supports plugin API ^1.0.0, but this podvisor implements plugin API 2.0.0`);
+    expect(p.stderr).toContain(`plugin incompatible (from ${fixture('incompatible')}) supports plugin API ^1.0.0, but this podvisor implements plugin API ${PLUGIN_API_VERSION}`);
   });
 
   it('two plugins claiming one name, and a provision that another plugin provides', async () => {
