@@ -98,6 +98,7 @@ describeNetworkBackendContract('passt', async () => {
   const box = await sandbox();
   return {
     create: () => new PasstNetworkBackend(new NetnsProcessRunner(box.runner, box.ns), new SilentLogger()),
+    createWithRunner: (wrap) => new PasstNetworkBackend(wrap(new NetnsProcessRunner(box.runner, box.ns)), new SilentLogger()),
     spec: box.spec,
     leftovers: box.leftovers,
     invalid: { spec: { settings: { ...box.spec.settings, tcpPorts: { value: 'some', path: 'env PASST_TCP_PORTS', given: true } } }, path: 'env PASST_TCP_PORTS' },

@@ -9,15 +9,28 @@
  * names TCP or UDP ports and touches nothing; `probe`, when present, leaves
  * nothing behind and names a fix for what is not ok; `detach` is idempotent and
  * safe before any attach or after a crash; `attach` hands back NICs qemu can
- * use, and after `detach` the host is as it was.
+ * use, and after `detach` the host is as it was. A subject that offers
+ * `createWithRunner` is also aborted in the middle of attach (right after one
+ * of its commands returns): attach must throw and leave nothing behind.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SilentLogger } from './logger.js';
 import type { NetworkAttachSpec, NetworkAttachment, NetworkBackend, NetworkHooks, PluginWarning } from './ports.js';
+import type { ProcessRunner } from './process-runner.js';
 
 export interface NetworkBackendContractSubject {
   /** A new backend instance; called more than once per test (a second instance plays a restarted podvisor). */
   create: () => NetworkBackend;
+  /**
+   * Optional: a new backend like `create`'s, whose commands go through
+   * `wrap(runner)`, `runner` being the ProcessRunner `create` gives it (the
+   * outermost one, e.g. a `NetnsProcessRunner`). With it, the kit counts the
+   * commands (`run` and `spawn`) of a clean attach, then aborts `spec.signal`
+   * right after the first, the middle and the second-to-last of them returns,
+   * each in a fresh attach, and checks that attach throws and leaves nothing
+   * behind (a SIGTERM while the network is set up).
+   */
+  createWithRunner?: (wrap: (runner: ProcessRunner) => ProcessRunner) => NetworkBackend;
   /** A spec that attaches in the sandbox: state and disk dirs of its own, settings that work there. */
   spec: NetworkAttachSpec;
   /**
@@ -33,6 +46,52 @@ export interface NetworkBackendContractSubject {
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 const NIC_KINDS = ['tap', 'tap-fd', 'stream', 'user'];
+
+/**
+ * A ProcessRunner that passes everything to `inner`, keeps the argv of each
+ * command (`run` and `spawn`) started while `counting`, and aborts `cut.controller`
+ * as soon as command number `cut.after` (1-based) has returned or thrown, before
+ * the backend sees its result.
+ */
+class CountingRunner implements ProcessRunner {
+  readonly commands: string[] = [];
+  counting = true;
+  cut: { after: number; controller: AbortController } | undefined;
+
+  constructor(private readonly inner: ProcessRunner) {}
+
+  private async counted<T>(argv: string, go: () => Promise<T>): Promise<T> {
+    if (!this.counting) return go();
+    this.commands.push(argv);
+    const n = this.commands.length;
+    try {
+      return await go();
+    } finally {
+      if (this.cut !== undefined && n === this.cut.after) this.cut.controller.abort(new Error(`contract: aborted after command ${n} (${argv})`));
+    }
+  }
+
+  run(...a: Parameters<ProcessRunner['run']>): ReturnType<ProcessRunner['run']> {
+    return this.counted([a[0], ...a[1]].join(' '), () => this.inner.run(...a));
+  }
+  spawn(...a: Parameters<ProcessRunner['spawn']>): ReturnType<ProcessRunner['spawn']> {
+    return this.counted([a[0], ...a[1]].join(' '), () => this.inner.spawn(...a));
+  }
+  children(): ReturnType<ProcessRunner['children']> {
+    return this.inner.children();
+  }
+  ownedPids(): ReturnType<ProcessRunner['ownedPids']> {
+    return this.inner.ownedPids();
+  }
+  stopAll(graceMs: number): Promise<void> {
+    return this.inner.stopAll(graceMs);
+  }
+}
+
+/** Where the kit aborts an attach of `n` commands: after the first, the middle and the second-to-last (1-based, each once; none when `n < 2`). */
+export function abortCutPoints(n: number): number[] {
+  return [...new Set([1, Math.ceil(n / 2), n - 1])].filter((k) => k >= 1 && k <= n - 1).sort((a, b) => a - b);
+}
 
 function recordingHooks(): NetworkHooks & { warnings: PluginWarning[] } {
   const warnings: PluginWarning[] = [];
@@ -155,6 +214,45 @@ export function describeNetworkBackendContract(name: string, make: () => Promise
       await expect(backend.attach({ ...subject.spec, signal: controller.signal }, recordingHooks())).rejects.toThrow();
       await backend.detach(subject.spec);
       expect(await subject.leftovers()).toEqual([]);
+    });
+
+    it('aborted in the middle of attach (createWithRunner, when the subject has it), attach throws and leaves nothing behind', async () => {
+      const createWithRunner = subject.createWithRunner;
+      if (createWithRunner === undefined) return;
+      const make = (): { backend: NetworkBackend; runner: CountingRunner } => {
+        let wrapped: CountingRunner | undefined;
+        const backend = createWithRunner((inner) => (wrapped = new CountingRunner(inner)));
+        if (wrapped === undefined) throw new Error('contract: createWithRunner did not call wrap(runner) while creating the backend');
+        return { backend, runner: wrapped };
+      };
+      // A clean attach, counted: its commands are where an abort can land.
+      const clean = make();
+      attached.push(clean.backend);
+      await clean.backend.attach(subject.spec, recordingHooks());
+      clean.runner.counting = false;
+      const commands = [...clean.runner.commands];
+      expect(commands.length, 'a clean attach through createWithRunner runs its commands through wrap(runner)').toBeGreaterThan(0);
+      await clean.backend.detach(subject.spec);
+      expect(await subject.leftovers()).toEqual([]);
+
+      for (const after of abortCutPoints(commands.length)) {
+        const cut = make();
+        const controller = new AbortController();
+        cut.runner.cut = { after, controller };
+        attached.push(cut.backend);
+        const where = `aborted after command ${after} of ${commands.length} (${commands[after - 1]})`;
+        const outcome = await cut.backend.attach({ ...subject.spec, signal: controller.signal }, recordingHooks()).then(
+          () => 'returned',
+          (err: unknown) => `threw: ${err instanceof Error ? err.message : String(err)}`,
+        );
+        cut.runner.counting = false;
+        expect(controller.signal.aborted, `${where}: the abort happened`).toBe(true);
+        expect(outcome, `${where}: attach throws`).toMatch(/^threw: /);
+        // The port: attach throws and leaves nothing behind on failure, before any detach.
+        expect(await subject.leftovers(), `${where}: leftovers before any detach`).toEqual([]);
+        await subject.create().detach(subject.spec);
+        expect(await subject.leftovers(), `${where}: leftovers after a detach`).toEqual([]);
+      }
     });
   });
 }

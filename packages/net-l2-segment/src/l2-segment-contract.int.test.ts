@@ -57,6 +57,7 @@ describeNetworkBackendContract('l2-segment', async () => {
   const stateDir = join(tmp, 'state');
   return {
     create: () => new L2SegmentNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger()),
+    createWithRunner: (wrap) => new L2SegmentNetworkBackend(wrap(new NetnsProcessRunner(runner, pod)), new SilentLogger()),
     spec: { vmName, stateDir, diskDir: join(tmp, 'disk'), settings, vnc: { enabled: false, port: 5900 }, controlPort: 5800 },
     // Links beyond the pod's own, nftables tables, processes in the pod, wireguard-go's control socket, pid and owner files.
     leftovers: async () => {

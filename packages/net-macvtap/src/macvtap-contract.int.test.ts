@@ -40,6 +40,7 @@ describeNetworkBackendContract('macvtap', async () => {
   }
   return {
     create: () => new MacvtapNetworkBackend(new NetnsProcessRunner(runner, pod.name), new SilentLogger()),
+    createWithRunner: (wrap) => new MacvtapNetworkBackend(wrap(new NetnsProcessRunner(runner, pod.name)), new SilentLogger()),
     spec,
     // The pod changed from how it was made (links pvmvt*/pvmvl* among them), processes in it (dnsmasq),
     // the restore record, the kept forwarding value, dnsmasq's pid and owner files, private tap nodes under /dev.

@@ -29,6 +29,7 @@ describeNetworkBackendContract('nat-bridge', async () => {
   const inPod = (...cmd: string[]) => execFileSync('ip', ['netns', 'exec', pod, ...cmd], { encoding: 'utf8' });
   return {
     create: () => new NatBridgeNetworkBackend(new NetnsProcessRunner(runner, pod), new SilentLogger()),
+    createWithRunner: (wrap) => new NatBridgeNetworkBackend(wrap(new NetnsProcessRunner(runner, pod)), new SilentLogger()),
     spec: {
       vmName: 'vm-natc',
       stateDir: join(tmp, 'state'),
