@@ -119,6 +119,7 @@ export interface NetworkAttachSpec {
    * DNAT them). Absent or empty when there are none.
    */
   stackedPorts?: readonly StackedPodPort[];
+  /** Aborted when podvisor stops while attaching: attach stops, throws and leaves nothing behind, as on any failure. */
   signal?: AbortSignal;
 }
 
