@@ -119,7 +119,11 @@ export interface NetworkAttachSpec {
    * DNAT them). Absent or empty when there are none.
    */
   stackedPorts?: readonly StackedPodPort[];
-  /** Aborted when podvisor stops while attaching: attach stops, throws and leaves nothing behind, as on any failure. */
+  /**
+   * Aborted when podvisor stops while attaching: attach stops at its next step,
+   * throws and leaves nothing behind, as on any failure. An abort after its
+   * last step may go unnoticed: podvisor's teardown detaches anyway.
+   */
   signal?: AbortSignal;
 }
 
