@@ -16,7 +16,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SilentLogger } from './logger.js';
 import type { NetworkAttachSpec, NetworkAttachment, NetworkBackend, NetworkHooks, PluginWarning } from './ports.js';
-import type { ProcessRunner } from './process-runner.js';
+import type { ChildHandle, ProcessRunner, RunOptions, RunResult, SpawnOptions } from './process-runner.js';
 
 export interface NetworkBackendContractSubject {
   /** A new backend instance; called more than once per test (a second instance plays a restarted podvisor). */
@@ -76,16 +76,17 @@ class CountingRunner implements ProcessRunner {
     }
   }
 
-  run(...a: Parameters<ProcessRunner['run']>): ReturnType<ProcessRunner['run']> {
-    return this.counted([a[0], ...a[1]].join(' '), () => this.inner.run(...a));
+  // Forwards `file` as it comes, like NetnsProcessRunner (the spawned-binaries scan knows `file`).
+  run(file: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
+    return this.counted([file, ...args].join(' '), () => this.inner.run(file, args, options));
   }
-  spawn(...a: Parameters<ProcessRunner['spawn']>): ReturnType<ProcessRunner['spawn']> {
-    return this.counted([a[0], ...a[1]].join(' '), () => this.inner.spawn(...a));
+  spawn(file: string, args: readonly string[], options: SpawnOptions): Promise<ChildHandle> {
+    return this.counted([file, ...args].join(' '), () => this.inner.spawn(file, args, options));
   }
-  children(): ReturnType<ProcessRunner['children']> {
+  children(): readonly ChildHandle[] {
     return this.inner.children();
   }
-  ownedPids(): ReturnType<ProcessRunner['ownedPids']> {
+  ownedPids(): ReadonlySet<number> {
     return this.inner.ownedPids();
   }
   stopAll(graceMs: number): Promise<void> {
