@@ -209,6 +209,45 @@ describe('SqliteEventStore', () => {
     }
   });
 
+  it('opens a file another connection holds a write lock on while it switches it to WAL, once the lock is let go', async () => {
+    // A file in rollback-journal mode (as a brand-new log is for a moment), with a write lock held by this process.
+    const holder = raw();
+    holder.exec('CREATE TABLE placeholder (x)');
+    holder.exec('BEGIN IMMEDIATE');
+    // The switch to WAL upgrades a read lock to a write lock. SQLite refuses that at once, without the busy
+    // handler, when another connection holds the write lock (waiting could deadlock). This is what happened when
+    // podvisor created its log while a test (or podvisor events) opened it: "database is locked".
+    const script = join(dir, 'opener.ts');
+    const storeModule = fileURLToPath(new URL('./sqlite-event-store.ts', import.meta.url));
+    const loggerModule = fileURLToPath(new URL('./logger.ts', import.meta.url));
+    await writeFile(
+      script,
+      `import { SqliteEventStore } from ${JSON.stringify(storeModule)};
+       import { JsonLogger } from ${JSON.stringify(loggerModule)};
+       const store = new SqliteEventStore({ path: ${JSON.stringify(path)}, busyTimeoutMs: 120_000, log: new JsonLogger(process.stdout, 'opener') });
+       process.stdout.write('opened\\n');
+       store.close();`,
+    );
+    const viteNode = fileURLToPath(new URL('../../../node_modules/.bin/vite-node', import.meta.url));
+    const child = execa(viteNode, [script], { cwd: dir, stdout: 'pipe', reject: false });
+    let out = '';
+    // Let go of the lock only once the child says it is waiting for it: it has met the refusal. (A child that
+    // gives up at once ends instead, and the assertions below say how.)
+    await new Promise<void>((resolve) => {
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('retrying')) resolve();
+      });
+      void child.finally(() => resolve());
+    });
+    holder.exec('COMMIT');
+    const result = await child;
+    expect(result.stderr).toBe('');
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toContain('opened');
+    expect(raw().pragma('journal_mode', { simple: true })).toBe('wal');
+  });
+
   it('queues appends while another process holds the write lock, and writes them in order once it lets go', async () => {
     const store = open(new SqliteEventStore({ path, retryIntervalMs: 20 }));
     store.append('vm-a', [paused('before')]);

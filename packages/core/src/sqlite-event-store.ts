@@ -93,7 +93,7 @@ export class SqliteEventStore extends EventStoreBase {
     let db: Database.Database | undefined;
     try {
       db = new Database(options.path, { timeout: this.busyTimeoutMs });
-      const from = migrate(db, options.path);
+      const from = migrate(db, options.path, this.busyTimeoutMs, this.log);
       this.db = db;
       this.insert = db.prepare('INSERT INTO events (at, type, schema_version, vm, data, correlation_id) VALUES (?, ?, ?, ?, ?, ?)');
       this.selectAfter = db.prepare<[number, number], StoredRow>(`SELECT ${COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?`);
@@ -190,9 +190,8 @@ export class SqliteEventStore extends EventStoreBase {
  * transaction (two processes opening a fresh file migrate it once). Returns the
  * version it found. Throws `ERR_EVENTSTORE_TOO_NEW`.
  */
-function migrate(db: Database.Database, path: string): number {
-  // WAL persists in the file, but setting it is also the first read: a non-SQLite file fails here.
-  db.pragma('journal_mode = WAL');
+function migrate(db: Database.Database, path: string, busyTimeoutMs: number, log: Logger): number {
+  useWal(db, busyTimeoutMs, log);
   // FULL syncs the WAL on every commit. Appends are rare (a handful per VM state change),
   // and with NORMAL a power loss or node crash may drop the last commits: the very events
   // that explain what happened. https://sqlite.org/pragma.html#pragma_synchronous
@@ -208,6 +207,31 @@ function migrate(db: Database.Database, path: string): number {
     }).immediate();
   }
   return found;
+}
+
+/**
+ * Puts the file in WAL mode (it persists in the file), unless it is already.
+ * The switch needs an exclusive lock. When two processes open a new file at
+ * once (podvisor creating its log while `podvisor events` or a test opens it),
+ * SQLite may refuse one of them with SQLITE_BUSY at once, without calling the
+ * busy handler, because waiting could deadlock
+ * (https://sqlite.org/c3ref/busy_handler.html): so that case is retried here,
+ * for up to the busy timeout. Reading the mode is also the first read of the
+ * file: a non-SQLite file fails here.
+ */
+function useWal(db: Database.Database, busyTimeoutMs: number, log: Logger): void {
+  const deadline = performance.now() + busyTimeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'SQLITE_BUSY' || performance.now() >= deadline) throw err;
+      if (attempt === 1) log.warn('the event store is locked by another connection while it is put in WAL mode: retrying', { busyTimeoutMs });
+      // A synchronous pause of 10 ms: the constructor is synchronous, and this only runs while another process holds the file's lock.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+  }
 }
 
 function userVersion(db: Database.Database): number {
