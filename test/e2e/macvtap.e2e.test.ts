@@ -16,7 +16,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startNodeHttpProbe } from './support/node-http-probe.js';
-import { POD_SH, createPod as createPodNs, curlFromNode, destroyPod, guestPageFromNode, macOf, podView } from './support/pod-namespace.js';
+import { POD_SH, createPod as createPodNs, curlFromNode, destroyPod, fetchFromNodeUntil, guestPageFromNode, macOf, podView } from './support/pod-namespace.js';
 import { GUEST, PodvisorProcess, keepArtifacts, makeVmDirs, readEvents, requireBuilt, waitForEvent, type VmDirs, vmEnv } from './support/podvisor-process.js';
 
 let dirs: VmDirs;
@@ -61,24 +61,8 @@ function podView6(): { addresses: string[]; routes: string[]; forwarding: string
   return { addresses, routes, forwarding };
 }
 
-/** curl -6 from the node namespace; '' when it fails. */
-function curl6FromNode(url: string): string {
-  try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '-6', '-g', '--max-time', '10', url], { encoding: 'utf8' });
-  } catch {
-    return '';
-  }
-}
-
-/** Fetches `url` over IPv6 from the node namespace until the body contains `expected` (bounded). */
-async function fetch6Until(url: string, expected: string): Promise<string> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const body = curl6FromNode(url);
-    if (body.includes(expected) || Date.now() > deadline) return body;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+/** curl's arguments for a literal IPv6 URL. */
+const IPV6 = ['-6', '-g'];
 
 beforeAll(() => requireBuilt());
 
@@ -232,8 +216,8 @@ describe('macvtap network (real binary, TCG guest, pod namespaces)', () => {
     expect(warnings).not.toContain('WARN_MACVTAP_IPV6_NOT_PASSED');
 
     // The guest's eth0 has the pod's IPv6 address (DHCPv6), and the page answers on it from the node.
-    expect(await fetch6Until(`http://[${podIp6}]/cgi-bin/net.cgi`, `inet6: eth0 ${podIp6}/128`)).toContain(`inet6: eth0 ${podIp6}/128`);
-    expect(curl6FromNode(`http://[${podIp6}]/`)).toContain(`nic: eth0 ${mac} ${podIp}/32`);
+    expect(await fetchFromNodeUntil(pod, `http://[${podIp6}]/cgi-bin/net.cgi`, `inet6: eth0 ${podIp6}/128`, IPV6)).toContain(`inet6: eth0 ${podIp6}/128`);
+    expect(curlFromNode(pod, `http://[${podIp6}]/`, IPV6)).toContain(`nic: eth0 ${mac} ${podIp}/32`);
     // The VM's own request leaves through the pod (forwarding) with the pod's IPv6 address.
     expect(await sawRequest).toBe(podIp6);
     await p.waitForStdout(/user-data: pong from the node/, 60_000);

@@ -42,9 +42,9 @@ export function macOf(pod: string, ifname: string): string {
 }
 
 /** curl from the pod's node namespace; returns the body, or '' when it fails. */
-export function curlFromNode(pod: string, url: string): string {
+export function curlFromNode(pod: string, url: string, curlArgs: readonly string[] = []): string {
   try {
-    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '15', url], { encoding: 'utf8' });
+    return execFileSync('ip', ['netns', 'exec', `${pod}-node`, 'curl', '-sS', '--max-time', '15', ...curlArgs, url], { encoding: 'utf8' });
   } catch {
     return '';
   }
@@ -58,10 +58,14 @@ export function curlFromNode(pod: string, url: string): string {
  */
 export async function guestPageFromNode(pod: string, ip: string, options: { port?: number; expected?: string } = {}): Promise<string> {
   const url = `http://${ip}${options.port === undefined ? '' : `:${options.port}`}/`;
-  const expected = options.expected ?? 'podvisor-test-guest';
+  return fetchFromNodeUntil(pod, url, options.expected ?? 'podvisor-test-guest');
+}
+
+/** `url` fetched from the node namespace (with `curlArgs`, e.g. `-6 -g`), retried until the body contains `expected`, bounded at 60 s. */
+export async function fetchFromNodeUntil(pod: string, url: string, expected: string, curlArgs: readonly string[] = []): Promise<string> {
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const body = curlFromNode(pod, url);
+    const body = curlFromNode(pod, url, curlArgs);
     if (body.includes(expected) || Date.now() > deadline) return body;
     await new Promise((r) => setTimeout(r, 250));
   }
